@@ -1,0 +1,151 @@
+import CTorporZstd
+
+/// How one chunk's bytes are stored. The raw value is the codec id written in the chunk table.
+///
+/// Ids 0–15 are CPU codecs; 16 and up are reserved for GPU codecs (nvCOMP ANS, Bitcomp) added later, so their
+/// chunks fit the same container without a format change.
+public enum ChunkCodec: UInt8, CaseIterable, Sendable, Codable {
+    /// The bytes as they are.
+    case raw = 0
+    /// One zstd frame per chunk, readable by stock zstd and by nvCOMP's GPU Zstd.
+    case zstd = 1
+    /// Byte planes of 16- and 32-bit floats, each plane stored raw or rANS-coded (see `BytePlaneCodec`).
+    case bytePlane = 2
+
+    /// The name used in `inspect`, JSON and `--codec`.
+    public var name: String {
+        switch self {
+        case .raw: "raw"
+        case .zstd: "zstd"
+        case .bytePlane: "byteplane"
+        }
+    }
+
+    /// The codec called `name`, if there is one.
+    public init?(name: String) {
+        guard let codec = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = codec
+    }
+}
+
+/// Per-thread working memory for encoding and decoding chunks: zstd contexts and plane buffers, allocated once
+/// per worker instead of once per chunk.
+final class CodecScratch {
+    private(set) var compressContext: OpaquePointer?
+    private(set) var decompressContext: OpaquePointer?
+    private var buffer: UnsafeMutableRawBufferPointer = .init(start: nil, count: 0)
+    private var words: UnsafeMutableBufferPointer<UInt16> = .init(start: nil, count: 0)
+
+    init() {}
+
+    /// A zstd compression context, created on first use.
+    func zstdCompressor() -> OpaquePointer {
+        if let context = compressContext { return context }
+        let context = ZSTD_createCCtx()!
+        compressContext = context
+        return context
+    }
+
+    /// A zstd decompression context, created on first use.
+    func zstdDecompressor() -> OpaquePointer {
+        if let context = decompressContext { return context }
+        let context = ZSTD_createDCtx()!
+        decompressContext = context
+        return context
+    }
+
+    /// A byte buffer of at least `count` bytes, reused between calls.
+    func bytes(_ count: Int) -> UnsafeMutableRawBufferPointer {
+        if buffer.count < count {
+            buffer.deallocate()
+            buffer = .allocate(byteCount: max(count, 1), alignment: 64)
+        }
+        return UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
+    }
+
+    /// A 16-bit word buffer of at least `count` words, reused between calls.
+    func wordBuffer(_ count: Int) -> UnsafeMutableBufferPointer<UInt16> {
+        if words.count < count {
+            words.deallocate()
+            words = .allocate(capacity: max(count, 1))
+        }
+        return UnsafeMutableBufferPointer(rebasing: words[0..<count])
+    }
+
+    deinit {
+        if let compressContext { ZSTD_freeCCtx(compressContext) }
+        if let decompressContext { ZSTD_freeDCtx(decompressContext) }
+        buffer.deallocate()
+        words.deallocate()
+    }
+}
+
+/// Encodes and decodes single chunks with any CPU codec.
+enum ChunkCoder {
+    /// The zstd level used for zstd chunks: level 3 keeps packing fast; higher levels gain little on weights.
+    static let zstdLevel: Int32 = 3
+
+    /// An upper bound on the encoded size of a `rawSize`-byte chunk.
+    static func maxEncodedSize(_ codec: ChunkCodec, rawSize: Int) -> Int {
+        switch codec {
+        case .raw: rawSize
+        case .zstd: ZSTD_compressBound(rawSize)
+        case .bytePlane: BytePlaneCodec.maxEncodedSize(rawSize: rawSize)
+        }
+    }
+
+    /// Encodes `input` into `output` (at least `maxEncodedSize` bytes).
+    /// - Parameter elementWidth: bytes per element, for the byte-plane codec (2 or 4).
+    /// - Returns: the bytes written, or nil when the codec cannot encode this input (the caller stores it raw).
+    static func encode(
+        _ codec: ChunkCodec,
+        _ input: UnsafeRawBufferPointer,
+        dtype: DType,
+        into output: UnsafeMutableRawBufferPointer,
+        scratch: CodecScratch
+    ) -> Int? {
+        switch codec {
+        case .raw:
+            output.copyMemory(from: input)
+            return input.count
+        case .zstd:
+            let written = ZSTD_compressCCtx(
+                scratch.zstdCompressor(), output.baseAddress, output.count, input.baseAddress, input.count, zstdLevel)
+            return CTorporZstd_isError(written) != 0 ? nil : written
+        case .bytePlane:
+            return BytePlaneCodec.encode(input, dtype: dtype, into: output, scratch: scratch)
+        }
+    }
+
+    /// Decodes `input` into `output`, whose size is the chunk's uncompressed size.
+    /// - Throws: `CodecFailure` when the input is malformed or decodes to the wrong size.
+    static func decode(
+        _ codec: ChunkCodec,
+        _ input: UnsafeRawBufferPointer,
+        into output: UnsafeMutableRawBufferPointer,
+        scratch: CodecScratch
+    ) throws(CodecFailure) {
+        switch codec {
+        case .raw:
+            guard input.count == output.count else {
+                throw CodecFailure("raw chunk holds \(input.count) bytes, expected \(output.count)")
+            }
+            output.copyMemory(from: input)
+        case .zstd:
+            let declared = CTorporZstd_frameContentSize(input.baseAddress, input.count)
+            guard declared == UInt64(output.count) else {
+                throw CodecFailure("zstd frame declares \(declared) bytes, expected \(output.count)")
+            }
+            let written = ZSTD_decompressDCtx(
+                scratch.zstdDecompressor(), output.baseAddress, output.count, input.baseAddress, input.count)
+            guard CTorporZstd_isError(written) == 0 else {
+                throw CodecFailure("zstd: \(String(cString: ZSTD_getErrorName(written)))")
+            }
+            guard written == output.count else {
+                throw CodecFailure("zstd frame decoded to \(written) bytes, expected \(output.count)")
+            }
+        case .bytePlane:
+            try BytePlaneCodec.decode(input, into: output, scratch: scratch)
+        }
+    }
+}

@@ -1,0 +1,299 @@
+import Foundation
+
+/// An order-0 range asymmetric numeral system (rANS) coder for one byte stream, built so both a CPU core and a
+/// GPU warp decode it quickly.
+///
+/// Symbol *i* belongs to lane *i* mod `lanes`; every lane has its own 32-bit state and its own stream of 16-bit
+/// words, so the lanes decode independently (one GPU thread each, or interleaved on a CPU for instruction-level
+/// parallelism). States live in [2^16, 2^32) and renormalize by exactly one 16-bit word when they fall below
+/// 2^16. Frequencies are quantized to a total of 2^`scaleBits` (at most 2^15, so each fits 16 bits).
+///
+/// Encoded layout (little-endian), specified in docs/FORMAT.md:
+///
+///     u16 lanes, u8 scaleBits, u8 reserved(0), u32 symbolCount,
+///     32-byte presence bitmap (bit s set when symbol s occurs),
+///     u16 frequency per present symbol, in symbol order, padded to 4 bytes,
+///     u32 initial decoder state per lane, u32 word count per lane,
+///     the lanes' 16-bit words, lane 0 first.
+///
+/// Decoding checks that every lane consumes exactly its words and ends in the encoder's initial state, so a
+/// corrupted stream is detected even before the chunk's CRC is compared.
+enum RANS {
+    static let lowerBound: UInt32 = 1 << 16
+    static let defaultLanes = 32
+    static let defaultScaleBits = 14
+
+    /// A quantized frequency table.
+    struct FrequencyTable {
+        var frequencies = [UInt32](repeating: 0, count: 256)
+        var starts = [UInt32](repeating: 0, count: 256)
+        var scaleBits: Int
+
+        /// Quantizes `counts` (which sum to `total` > 0) so that each symbol present keeps a frequency ≥ 1 and
+        /// the frequencies sum to 2^scaleBits.
+        init(counts: UnsafeBufferPointer<Int>, total: Int, scaleBits: Int) {
+            self.scaleBits = scaleBits
+            let target = 1 << scaleBits
+            var sum = 0
+            var largest = 0
+            for symbol in 0..<256 where counts[symbol] > 0 {
+                let scaled = max(1, Int((Double(counts[symbol]) * Double(target) / Double(total)).rounded()))
+                frequencies[symbol] = UInt32(scaled)
+                sum += scaled
+                if counts[symbol] > counts[largest] || counts[largest] == 0 { largest = symbol }
+            }
+            if sum < target {
+                frequencies[largest] += UInt32(target - sum)
+            } else if sum > target {
+                var excess = sum - target
+                // Take the excess from the most frequent symbols first, where it costs the least.
+                let order = (0..<256).filter { frequencies[$0] > 1 }.sorted { frequencies[$0] > frequencies[$1] }
+                while excess > 0 {
+                    for symbol in order where excess > 0 && frequencies[symbol] > 1 {
+                        let take = min(excess, max(1, Int(frequencies[symbol]) / 16), Int(frequencies[symbol]) - 1)
+                        frequencies[symbol] -= UInt32(take)
+                        excess -= take
+                    }
+                }
+            }
+            var start: UInt32 = 0
+            for symbol in 0..<256 {
+                starts[symbol] = start
+                start += frequencies[symbol]
+            }
+        }
+
+        /// The coded size in bits of `counts` under this table (exact to within the final states).
+        func codedBits(counts: UnsafeBufferPointer<Int>) -> Double {
+            var bits = 0.0
+            for symbol in 0..<256 where counts[symbol] > 0 {
+                bits += Double(counts[symbol]) * (Double(scaleBits) - log2(Double(frequencies[symbol])))
+            }
+            return bits
+        }
+
+        var presentSymbolCount: Int { frequencies.reduce(0) { $0 + ($1 > 0 ? 1 : 0) } }
+
+        /// Bytes of the table and lane headers in an encoded stream.
+        func headerBytes(lanes: Int) -> Int {
+            let table = 8 + 32 + 2 * presentSymbolCount
+            return (table + 3) & ~3 + 8 * lanes
+        }
+    }
+
+    /// An upper bound on the encoded size of `count` symbols.
+    static func maxEncodedSize(count: Int, lanes: Int = defaultLanes) -> Int {
+        8 + 32 + 512 + 8 * lanes + 2 * (count + lanes)
+    }
+
+    /// Encodes `input` with `table` into `output`, which must hold `maxEncodedSize(count:)` bytes.
+    /// - Parameter scratch: at least `input.count + 2 * lanes` 16-bit words of working space.
+    /// - Returns: the number of bytes written.
+    static func encode(
+        _ input: UnsafeRawBufferPointer,
+        table: FrequencyTable,
+        lanes: Int = defaultLanes,
+        scratch: UnsafeMutableBufferPointer<UInt16>,
+        into output: UnsafeMutableRawBufferPointer
+    ) -> Int {
+        let count = input.count
+        let scaleBits = UInt32(table.scaleBits)
+        let perLane = (count + lanes - 1) / lanes + 1
+        precondition(scratch.count >= perLane * lanes)
+
+        // Header: lanes, scale, count, presence bitmap, frequencies.
+        output.storeLE(UInt16(lanes), at: 0)
+        output.storeLE(UInt8(table.scaleBits), at: 2)
+        output.storeLE(UInt8(0), at: 3)
+        output.storeLE(UInt32(count), at: 4)
+        var position = 8
+        for word in 0..<8 {
+            var bits: UInt32 = 0
+            for bit in 0..<32 where table.frequencies[word * 32 + bit] > 0 { bits |= 1 << UInt32(bit) }
+            output.storeLE(bits, at: position)
+            position += 4
+        }
+        for symbol in 0..<256 where table.frequencies[symbol] > 0 {
+            output.storeLE(UInt16(table.frequencies[symbol]), at: position)
+            position += 2
+        }
+        while position % 4 != 0 {
+            output.storeLE(UInt8(0), at: position)
+            position += 1
+        }
+        let statesAt = position
+        let countsAt = statesAt + 4 * lanes
+        var wordsAt = countsAt + 4 * lanes
+
+        // Per-symbol encoding limits and reciprocals are cheap to keep in small tables.
+        var limit = [UInt64](repeating: 0, count: 256)
+        for symbol in 0..<256 {
+            limit[symbol] = (UInt64(lowerBound >> scaleBits) << 16) * UInt64(table.frequencies[symbol])
+        }
+
+        var states = [UInt32](repeating: lowerBound, count: lanes)
+        var cursors = [Int](repeating: 0, count: lanes)
+        for lane in 0..<lanes { cursors[lane] = (lane + 1) * perLane }
+        let bytes = input.bindMemory(to: UInt8.self)
+        table.frequencies.withUnsafeBufferPointer { frequencies in
+            table.starts.withUnsafeBufferPointer { starts in
+                limit.withUnsafeBufferPointer { limit in
+                    states.withUnsafeMutableBufferPointer { states in
+                        cursors.withUnsafeMutableBufferPointer { cursors in
+                            var index = count - 1
+                            var lane = index % lanes
+                            while index >= 0 {
+                                let symbol = Int(bytes[index])
+                                var x = states[lane]
+                                if UInt64(x) >= limit[symbol] {
+                                    cursors[lane] &-= 1
+                                    scratch[cursors[lane]] = UInt16(truncatingIfNeeded: x)
+                                    x >>= 16
+                                }
+                                let frequency = frequencies[symbol]
+                                let quotient = x / frequency
+                                states[lane] = (quotient << scaleBits) &+ (x &- quotient &* frequency) &+ starts[symbol]
+                                index -= 1
+                                lane = lane == 0 ? lanes - 1 : lane - 1
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for lane in 0..<lanes {
+            output.storeLE(states[lane], at: statesAt + 4 * lane)
+            let begin = cursors[lane]
+            let end = (lane + 1) * perLane
+            output.storeLE(UInt32(end - begin), at: countsAt + 4 * lane)
+            for word in begin..<end {
+                output.storeLE(scratch[word], at: wordsAt)
+                wordsAt += 2
+            }
+        }
+        return wordsAt
+    }
+
+    /// Decodes a stream written by `encode` into `output`, whose size must equal the stream's symbol count.
+    /// - Throws: a message naming what is inconsistent, for any malformed or corrupted stream.
+    static func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws(CodecFailure) {
+        guard input.count >= 40 else { throw CodecFailure("rANS stream of \(input.count) bytes is shorter than its header") }
+        let lanes = Int(input.loadLE(UInt16.self, at: 0))
+        let scaleBits = Int(input.loadLE(UInt8.self, at: 2))
+        let count = Int(input.loadLE(UInt32.self, at: 4))
+        guard lanes >= 1, lanes <= 1024 else { throw CodecFailure("rANS lane count \(lanes) is out of range") }
+        guard scaleBits >= 1, scaleBits <= 15 else { throw CodecFailure("rANS scale \(scaleBits) is out of range") }
+        guard count == output.count else {
+            throw CodecFailure("rANS stream holds \(count) symbols, expected \(output.count)")
+        }
+        var position = 8
+        var present: [Int] = []
+        for word in 0..<8 {
+            let bits = input.loadLE(UInt32.self, at: position)
+            position += 4
+            for bit in 0..<32 where bits & (1 << UInt32(bit)) != 0 { present.append(word * 32 + bit) }
+        }
+        guard !present.isEmpty || count == 0 else { throw CodecFailure("rANS table has no symbols") }
+        guard position + 2 * present.count <= input.count else { throw CodecFailure("rANS table is truncated") }
+        let total = UInt32(1) << UInt32(scaleBits)
+        var frequencies = [UInt32](repeating: 0, count: 256)
+        var starts = [UInt32](repeating: 0, count: 256)
+        var sum: UInt32 = 0
+        for symbol in present {
+            let frequency = UInt32(input.loadLE(UInt16.self, at: position))
+            position += 2
+            guard frequency > 0, sum + frequency <= total else {
+                throw CodecFailure("rANS frequencies do not sum to 2^\(scaleBits)")
+            }
+            frequencies[symbol] = frequency
+            starts[symbol] = sum
+            sum += frequency
+        }
+        guard sum == total || count == 0 else { throw CodecFailure("rANS frequencies do not sum to 2^\(scaleBits)") }
+        position = (position + 3) & ~3
+        let statesAt = position
+        let countsAt = statesAt + 4 * lanes
+        var wordsAt = countsAt + 4 * lanes
+        guard wordsAt <= input.count else { throw CodecFailure("rANS lane headers are truncated") }
+        guard count > 0 else { return }
+
+        // Decode table: for each slot, (frequency << 16 | slot - start) on the state's critical path, and the
+        // symbol in a separate byte table.
+        let slots = Int(total)
+        let decodeEntries = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: slots)
+        let decodeSymbols = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: slots)
+        defer {
+            decodeEntries.deallocate()
+            decodeSymbols.deallocate()
+        }
+        for symbol in present {
+            let start = Int(starts[symbol])
+            for slot in start..<(start + Int(frequencies[symbol])) {
+                decodeEntries[slot] = frequencies[symbol] << 16 | UInt32(slot - start)
+                decodeSymbols[slot] = UInt8(symbol)
+            }
+        }
+
+        var states = [UInt32](repeating: 0, count: lanes)
+        var cursors = [Int](repeating: 0, count: lanes)
+        var ends = [Int](repeating: 0, count: lanes)
+        for lane in 0..<lanes {
+            states[lane] = input.loadLE(UInt32.self, at: statesAt + 4 * lane)
+            guard states[lane] >= lowerBound else { throw CodecFailure("rANS lane \(lane) starts in an invalid state") }
+            let words = Int(input.loadLE(UInt32.self, at: countsAt + 4 * lane))
+            cursors[lane] = wordsAt
+            wordsAt += 2 * words
+            guard wordsAt <= input.count else { throw CodecFailure("rANS lane \(lane) runs past the end of the stream") }
+            ends[lane] = wordsAt
+        }
+        guard wordsAt == input.count else {
+            throw CodecFailure("rANS stream has \(input.count - wordsAt) bytes after its last lane")
+        }
+
+        let mask = total - 1
+        let shift = UInt32(scaleBits)
+        let out = output.bindMemory(to: UInt8.self)
+        let base = input.baseAddress!
+        var overrun = false
+        states.withUnsafeMutableBufferPointer { states in
+            cursors.withUnsafeMutableBufferPointer { cursors in
+                ends.withUnsafeBufferPointer { ends in
+                    var index = 0
+                    while index < count {
+                        let groupEnd = min(index + lanes, count)
+                        var lane = 0
+                        while index < groupEnd {
+                            var x = states[lane]
+                            let slot = x & mask
+                            let entry = decodeEntries[Int(slot)]
+                            out[index] = decodeSymbols[Int(slot)]
+                            x = (entry >> 16) &* (x >> shift) &+ (entry & 0xFFFF)
+                            if x < lowerBound {
+                                let cursor = cursors[lane]
+                                if cursor >= ends[lane] {
+                                    overrun = true
+                                    return
+                                }
+                                x = (x << 16) | UInt32(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: cursor, as: UInt16.self)))
+                                cursors[lane] = cursor &+ 2
+                            }
+                            states[lane] = x
+                            index &+= 1
+                            lane &+= 1
+                        }
+                    }
+                }
+            }
+        }
+        if overrun { throw CodecFailure("rANS stream ends before its last symbol") }
+        for lane in 0..<lanes where states[lane] != lowerBound || cursors[lane] != ends[lane] {
+            throw CodecFailure("rANS lane \(lane) does not end where its encoder began (corrupted data)")
+        }
+    }
+}
+
+/// Why a chunk could not be decoded; the caller adds the file, tensor and chunk.
+struct CodecFailure: Error {
+    let reason: String
+    init(_ reason: String) { self.reason = reason }
+}

@@ -1,0 +1,263 @@
+import Foundation
+
+/// A `.torpor` container opened for reading, with its structure validated.
+///
+/// Opening checks the preamble, the CRC-32 of the chunk table, the source header and the index, and that the
+/// index, the stored safetensors header and the chunk table agree with each other. Chunk payloads are checked
+/// as they are read: their stored CRC before decoding, their decoded CRC after.
+public final class Container: Sendable {
+    public let path: String
+    public let index: ContainerIndex
+    public let chunks: [ChunkRecord]
+    /// The source file's safetensors header, parsed from the stored bytes.
+    public let sourceHeader: SafetensorsHeader
+    let preamble: Preamble
+    let mapping: MappedFile
+
+    /// Opens and validates the container at `path`.
+    /// - Throws: `CheckpointError` (`.invalidContainer`, `.corruptData`, `.unsupported`, `.io`) naming the file.
+    public init(path: String) throws(CheckpointError) {
+        self.path = path
+        mapping = try MappedFile(path: path)
+        let bytes = mapping.bytes
+        preamble = try Preamble(parsing: bytes, fileSize: bytes.count, file: path)
+
+        func region(_ offset: Int, _ length: Int) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)])
+        }
+        func corrupt(_ what: String) -> CheckpointError {
+            CheckpointError(.corruptData, "\(path): the \(what) fails its CRC-32 (the file is corrupted)")
+        }
+        let tableBytes = region(preamble.chunkTableOffset, preamble.chunkCount * ContainerLayout.chunkRecordSize)
+        guard CRC32.checksum(tableBytes) == preamble.chunkTableCRC else { throw corrupt("chunk table") }
+        let headerBytes = region(preamble.sourceHeaderOffset, preamble.sourceHeaderLength)
+        guard CRC32.checksum(headerBytes) == preamble.sourceHeaderCRC else { throw corrupt("stored safetensors header") }
+        let indexBytes = region(preamble.indexOffset, preamble.indexLength)
+        guard CRC32.checksum(indexBytes) == preamble.indexCRC else { throw corrupt("index") }
+
+        do {
+            index = try JSONDecoder().decode(ContainerIndex.self, from: Data(indexBytes))
+        } catch {
+            throw CheckpointError(.invalidContainer, "\(path): the index is not valid (\(error))")
+        }
+
+        var records: [ChunkRecord] = []
+        records.reserveCapacity(preamble.chunkCount)
+        let dataRange = preamble.dataOffset..<(preamble.dataOffset + preamble.dataLength)
+        for number in 0..<preamble.chunkCount {
+            let (record, codecID) = ChunkRecord.load(from: tableBytes, at: number * ContainerLayout.chunkRecordSize)
+            guard let record else {
+                throw CheckpointError(
+                    .unsupported,
+                    "\(path): chunk \(number) uses codec id \(codecID), which this torpor does not know; upgrade torpor")
+            }
+            guard record.offset >= dataRange.lowerBound, record.storedSize <= dataRange.upperBound - record.offset,
+                record.offset <= dataRange.upperBound
+            else {
+                throw CheckpointError(.invalidContainer, "\(path): chunk \(number) lies outside the data region")
+            }
+            guard record.rawSize <= index.chunkSize else {
+                throw CheckpointError(
+                    .invalidContainer, "\(path): chunk \(number) decodes to \(record.rawSize) bytes, more than the chunk size")
+            }
+            records.append(record)
+        }
+        chunks = records
+
+        guard index.checksum == "crc32-ieee" else {
+            throw CheckpointError(.unsupported, "\(path): checksum \"\(index.checksum)\" is not supported")
+        }
+        guard index.chunkSize > 0, index.chunkSize <= ContainerLayout.maximumChunkSize, index.chunkAlignment > 0 else {
+            throw CheckpointError(.invalidContainer, "\(path): chunk size \(index.chunkSize) is out of range")
+        }
+        guard preamble.sourceHeaderLength >= 8 else {
+            throw CheckpointError(.invalidContainer, "\(path): the stored safetensors header is truncated")
+        }
+        let jsonLength = headerBytes.loadLE(UInt64.self, at: 0)
+        guard jsonLength == UInt64(preamble.sourceHeaderLength - 8), index.source.size >= preamble.sourceHeaderLength
+        else {
+            throw CheckpointError(.invalidContainer, "\(path): the stored safetensors header's length prefix is wrong")
+        }
+        sourceHeader = try SafetensorsHeader(
+            headerJSON: UnsafeRawBufferPointer(rebasing: headerBytes[8...]),
+            dataLength: index.source.size - preamble.sourceHeaderLength,
+            file: "\(path) (stored header of \(index.source.fileName))")
+        try Self.checkIndex(index, against: sourceHeader, chunks: records, path: path)
+    }
+
+    /// Checks that every tensor of the index matches the stored header and is covered exactly by its chunks.
+    private static func checkIndex(
+        _ index: ContainerIndex, against header: SafetensorsHeader, chunks: [ChunkRecord], path: String
+    ) throws(CheckpointError) {
+        func fail(_ reason: String) -> CheckpointError { CheckpointError(.invalidContainer, "\(path): \(reason)") }
+        guard index.tensors.count == header.tensors.count else {
+            throw fail("the index lists \(index.tensors.count) tensors but the stored header \(header.tensors.count)")
+        }
+        let byName = Dictionary(header.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for tensor in index.tensors {
+            guard let described = byName[tensor.name], tensor.dataOffsets.count == 2,
+                described.dtype == tensor.dtype, described.shape == tensor.shape,
+                described.dataOffsets == tensor.dataOffsets[0]..<tensor.dataOffsets[1]
+            else { throw fail("tensor \"\(tensor.name)\" in the index does not match the stored header") }
+            guard tensor.firstChunk >= 0, tensor.chunkCount >= 0, tensor.firstChunk <= chunks.count,
+                tensor.chunkCount <= chunks.count - tensor.firstChunk
+            else { throw fail("tensor \"\(tensor.name)\" names chunks beyond the chunk table") }
+            let covered = chunks[tensor.firstChunk..<(tensor.firstChunk + tensor.chunkCount)].reduce(0) { $0 + $1.rawSize }
+            guard covered == described.byteCount else {
+                throw fail("tensor \"\(tensor.name)\" is \(described.byteCount) bytes but its chunks decode to \(covered)")
+            }
+        }
+    }
+
+    /// The container's size in bytes.
+    public var fileSize: Int { mapping.count }
+
+    /// The stored bytes of every chunk, for summaries.
+    public func storedBytes(of tensor: ContainerIndex.Tensor) -> Int {
+        chunks[tensor.firstChunk..<(tensor.firstChunk + tensor.chunkCount)].reduce(0) { $0 + $1.storedSize }
+    }
+
+    /// The stored safetensors header with its 8-byte prefix.
+    public var sourceHeaderBytes: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(
+            rebasing: mapping.bytes[preamble.sourceHeaderOffset..<(preamble.sourceHeaderOffset + preamble.sourceHeaderLength)])
+    }
+
+    /// Checks that nothing but zero padding lies between the preamble, the chunks and the chunk table, so that a
+    /// flipped bit anywhere in the file is caught, not only inside chunks.
+    public func checkPadding() throws(CheckpointError) {
+        let bytes = mapping.bytes
+        func checkZero(_ range: Range<Int>, _ what: String) throws(CheckpointError) {
+            guard range.lowerBound < range.upperBound else { return }
+            if bytes[range].contains(where: { $0 != 0 }) {
+                throw CheckpointError(.corruptData, "\(path): non-zero bytes in the padding \(what) (the file is corrupted)")
+            }
+        }
+        try checkZero(ContainerLayout.preambleSize..<preamble.dataOffset, "after the preamble")
+        var cursor = preamble.dataOffset
+        for (number, chunk) in chunks.enumerated().sorted(by: { $0.element.offset < $1.element.offset }) {
+            guard chunk.offset >= cursor else {
+                throw CheckpointError(.invalidContainer, "\(path): chunk \(number) overlaps the chunk before it")
+            }
+            try checkZero(cursor..<chunk.offset, "before chunk \(number)")
+            cursor = chunk.offset + chunk.storedSize
+        }
+        try checkZero(cursor..<preamble.chunkTableOffset, "after the last chunk")
+    }
+
+    /// A chunk's position in the restored file and in the container, for decoding and for error messages.
+    struct Piece {
+        var chunk: Int
+        var tensor: Int
+        var chunkInTensor: Int
+        var outputOffset: Int
+    }
+
+    /// Every chunk placement in restored-file order (a deduplicated chunk appears once per tensor using it).
+    func pieces() -> [Piece] {
+        var pieces: [Piece] = []
+        pieces.reserveCapacity(chunks.count)
+        let dataStart = preamble.sourceHeaderLength
+        for (tensorNumber, tensor) in index.tensors.enumerated().sorted(by: { $0.element.dataOffsets[0] < $1.element.dataOffsets[0] }) {
+            var offset = dataStart + tensor.dataOffsets[0]
+            for step in 0..<tensor.chunkCount {
+                pieces.append(Piece(chunk: tensor.firstChunk + step, tensor: tensorNumber, chunkInTensor: step, outputOffset: offset))
+                offset += chunks[tensor.firstChunk + step].rawSize
+            }
+        }
+        return pieces
+    }
+
+    /// Checks and decodes one chunk into `output` (its raw size).
+    func decode(_ piece: Piece, into output: UnsafeMutableRawBufferPointer, scratch: CodecScratch) throws(CheckpointError) {
+        let record = chunks[piece.chunk]
+        let tensor = index.tensors[piece.tensor]
+        func describe() -> String {
+            "\(path): tensor \"\(tensor.name)\" chunk \(piece.chunkInTensor) (chunk \(piece.chunk) of the file, offset \(record.offset))"
+        }
+        let stored = UnsafeRawBufferPointer(rebasing: mapping.bytes[record.offset..<(record.offset + record.storedSize)])
+        let storedCRC = CRC32.checksum(stored)
+        guard storedCRC == record.storedCRC else {
+            throw CheckpointError(
+                .corruptData,
+                "\(describe()): stored bytes fail their CRC-32 (expected \(hex(record.storedCRC)), found \(hex(storedCRC))); the container is corrupted"
+            )
+        }
+        do {
+            try ChunkCoder.decode(record.codec, stored, into: output, scratch: scratch)
+        } catch {
+            throw CheckpointError(.corruptData, "\(describe()): cannot decode \(record.codec.name) data: \(error.reason)")
+        }
+        let rawCRC = CRC32.checksum(UnsafeRawBufferPointer(output))
+        guard rawCRC == record.rawCRC else {
+            throw CheckpointError(
+                .corruptData,
+                "\(describe()): decoded bytes fail their CRC-32 (expected \(hex(record.rawCRC)), found \(hex(rawCRC)))")
+        }
+    }
+
+    /// Decodes the whole source file in order, handing it to `sink` in windows of consecutive bytes.
+    ///
+    /// Chunks within a window decode in parallel on every core; every chunk is checked before it reaches `sink`.
+    /// - Parameters:
+    ///   - sink: receives the restored file's bytes and their offset, strictly in order, header first.
+    public func restore(
+        workers: Int? = nil,
+        progress: ProgressHandler? = nil,
+        sink: (_ bytes: UnsafeRawBufferPointer, _ offset: Int) throws(CheckpointError) -> Void
+    ) throws(CheckpointError) {
+        try sink(sourceHeaderBytes, 0)
+        let pieces = pieces()
+        let pool = WorkerPool(workers: workers)
+        let windowBytes = max(32 << 20, pool.workers * 4 * index.chunkSize)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: windowBytes, alignment: 64)
+        defer { buffer.deallocate() }
+        var start = 0
+        while start < pieces.count {
+            var end = start
+            let base = pieces[start].outputOffset
+            while end < pieces.count,
+                pieces[end].outputOffset + chunks[pieces[end].chunk].rawSize - base <= windowBytes
+            {
+                end += 1
+            }
+            let window = start..<end
+            try pool.run(jobs: window.count) { (slot: Int, scratch: CodecScratch) throws(CheckpointError) -> Void in
+                let piece = pieces[window.lowerBound + slot]
+                let at = piece.outputOffset - base
+                let output = UnsafeMutableRawBufferPointer(rebasing: buffer[at..<(at + chunks[piece.chunk].rawSize)])
+                try decode(piece, into: output, scratch: scratch)
+            }
+            let last = pieces[end - 1]
+            let length = last.outputOffset + chunks[last.chunk].rawSize - base
+            try sink(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), base)
+            progress?(.advanced(bytes: length))
+            start = end
+        }
+    }
+
+    /// Decodes one tensor's bytes.
+    public func tensorBytes(_ name: String) throws(CheckpointError) -> [UInt8] {
+        guard let number = index.tensors.firstIndex(where: { $0.name == name }) else {
+            throw CheckpointError(.invalidArgument, "\(path): no tensor named \"\(name)\"")
+        }
+        let tensor = index.tensors[number]
+        var bytes = [UInt8](repeating: 0, count: tensor.byteCount)
+        let scratch = CodecScratch()
+        var offset = 0
+        try bytes.withMutableBytes { (out) throws(CheckpointError) in
+            for step in 0..<tensor.chunkCount {
+                let size = chunks[tensor.firstChunk + step].rawSize
+                let piece = Piece(chunk: tensor.firstChunk + step, tensor: number, chunkInTensor: step, outputOffset: offset)
+                try decode(piece, into: UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + size)]), scratch: scratch)
+                offset += size
+            }
+        }
+        return bytes
+    }
+}
+
+func hex(_ value: UInt32) -> String {
+    let digits = String(value, radix: 16)
+    return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+}

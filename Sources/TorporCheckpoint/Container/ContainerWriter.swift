@@ -1,0 +1,330 @@
+import CTorporZstd
+import Foundation
+
+/// How `pack` picks a codec for each tensor.
+public enum CodecChoice: Sendable, Equatable, CustomStringConvertible {
+    /// The float codec for 16- and 32-bit float tensors, zstd for other tensors, raw for tiny ones.
+    case auto
+    /// This codec wherever it applies; tensors it cannot encode (the float codec on integers) are stored raw.
+    case fixed(ChunkCodec)
+
+    /// Parses `auto` or a codec name.
+    public init?(name: String) {
+        if name == "auto" {
+            self = .auto
+        } else if let codec = ChunkCodec(name: name) {
+            self = .fixed(codec)
+        } else {
+            return nil
+        }
+    }
+
+    public static var names: [String] { ["auto"] + ChunkCodec.allCases.map(\.name) }
+
+    public var description: String {
+        switch self {
+        case .auto: "auto"
+        case .fixed(let codec): codec.name
+        }
+    }
+
+    /// Tensors smaller than this are stored raw by `auto`: a codec's headers would eat the gain.
+    static let smallTensorBytes = 256
+    /// Float tensors smaller than this get zstd from `auto`: their planes are too short for rANS tables to pay.
+    static let smallFloatTensorBytes = 4096
+
+    func codec(for tensor: TensorInfo) -> ChunkCodec {
+        switch self {
+        case .auto:
+            if tensor.byteCount < Self.smallTensorBytes { return .raw }
+            if tensor.dtype.isPlaneSplittableFloat && tensor.byteCount >= Self.smallFloatTensorBytes {
+                return .bytePlane
+            }
+            return .zstd
+        case .fixed(let codec):
+            if codec == .bytePlane && !tensor.dtype.isPlaneSplittableFloat { return .raw }
+            return codec
+        }
+    }
+}
+
+/// Options for packing a safetensors file into a container.
+public struct PackOptions: Sendable {
+    public var codec: CodecChoice = .auto
+    /// Uncompressed bytes per chunk: a multiple of 16, at most 16 MiB.
+    public var chunkSize: Int = ContainerLayout.defaultChunkSize
+    /// Worker threads; nil uses every core.
+    public var workers: Int?
+    /// Store tensors with identical bytes once.
+    public var deduplicate = true
+
+    public init(codec: CodecChoice = .auto, chunkSize: Int = ContainerLayout.defaultChunkSize, workers: Int? = nil) {
+        self.codec = codec
+        self.chunkSize = chunkSize
+        self.workers = workers
+    }
+
+    func validate() throws(CheckpointError) {
+        guard chunkSize >= 4096, chunkSize <= ContainerLayout.maximumChunkSize, chunkSize % 16 == 0 else {
+            throw CheckpointError(
+                .invalidArgument,
+                "chunk size \(chunkSize) is invalid: use a multiple of 16 between 4 KiB and 16 MiB (default 1 MiB)")
+        }
+    }
+}
+
+/// What packing one file produced.
+public struct PackedFile: Sendable {
+    public var sourceBytes: Int
+    public var containerBytes: Int
+    public var sha256: String
+    public var tensorCount: Int
+    public var duplicateCount: Int
+}
+
+/// The version string of this build of torpor, written into every container and manifest.
+public let torporVersion = "0.1.0"
+
+/// Packs safetensors files into `.torpor` containers.
+public enum ContainerPacker {
+    /// The codec bitstream versions this writer produces, recorded in every container's index.
+    static var codecVersions: [String: String] {
+        [
+            ChunkCodec.raw.name: "1",
+            ChunkCodec.zstd.name: "zstd frame, libzstd \(String(cString: ZSTD_versionString())) level \(ChunkCoder.zstdLevel)",
+            ChunkCodec.bytePlane.name:
+                "\(BytePlaneCodec.version) (rANS \(RANS.defaultLanes) lanes, \(RANS.defaultScaleBits)-bit frequencies)",
+        ]
+    }
+
+    private struct Job {
+        var tensor: Int
+        var source: Range<Int>
+        var codec: ChunkCodec
+        var dtype: DType
+    }
+
+    /// Packs the safetensors file at `sourcePath` into a new container at `containerPath`.
+    /// - Parameters:
+    ///   - sourcePath: a safetensors file; validated strictly first.
+    ///   - containerPath: must not exist; the file is fsynced before this returns.
+    ///   - fileName: the name recorded in the container (the source's path relative to the model directory).
+    /// - Throws: `CheckpointError` for invalid input and for I/O failures; a partly written container is removed.
+    public static func pack(
+        sourcePath: String,
+        to containerPath: String,
+        fileName: String,
+        options: PackOptions = PackOptions(),
+        progress: ProgressHandler? = nil
+    ) throws(CheckpointError) -> PackedFile {
+        try options.validate()
+        let source = try SafetensorsFile(path: sourcePath)
+        let header = source.header
+        progress?(.started(file: fileName, bytes: source.mapping.count))
+        let sha256 = FileDigest.sha256(source.mapping.bytes)
+
+        // Tensors whose bytes equal an earlier tensor's share its chunks.
+        var duplicateOf = [Int?](repeating: nil, count: header.tensors.count)
+        if options.deduplicate {
+            var seen: [[Int]: [Int]] = [:]
+            for (index, tensor) in header.tensors.enumerated() where tensor.byteCount > 0 {
+                let bytes = source.bytes(of: tensor)
+                let key = [tensor.byteCount, Int(CRC32.checksum(bytes))]
+                if let earlier = seen[key, default: []].first(where: { source.bytes(of: header.tensors[$0]).elementsEqual(bytes) }) {
+                    duplicateOf[index] = earlier
+                } else {
+                    seen[key, default: []].append(index)
+                }
+            }
+        }
+
+        var jobs: [Job] = []
+        var chunkRanges = [Range<Int>](repeating: 0..<0, count: header.tensors.count)
+        var codecs = [ChunkCodec](repeating: .raw, count: header.tensors.count)
+        for (index, tensor) in header.tensors.enumerated() {
+            codecs[index] = options.codec.codec(for: tensor)
+            if let original = duplicateOf[index] {
+                chunkRanges[index] = chunkRanges[original]
+                continue
+            }
+            let first = jobs.count
+            let start = header.dataStart + tensor.dataOffsets.lowerBound
+            var offset = 0
+            while offset < tensor.byteCount {
+                let size = min(options.chunkSize, tensor.byteCount - offset)
+                jobs.append(Job(tensor: index, source: (start + offset)..<(start + offset + size), codec: codecs[index], dtype: tensor.dtype))
+                offset += size
+            }
+            chunkRanges[index] = first..<jobs.count
+        }
+
+        let writer: ContainerFileWriter
+        do {
+            writer = try ContainerFileWriter(path: containerPath)
+        }
+        var completed = false
+        defer { if !completed { writer.abandon() } }
+
+        let pool = WorkerPool(workers: options.workers)
+        let windowJobs = max(16, pool.workers * 8)
+        let slotSize = ChunkCoder.maxEncodedSize(.bytePlane, rawSize: options.chunkSize)
+            + ChunkCoder.maxEncodedSize(.zstd, rawSize: options.chunkSize)
+        let outputs = UnsafeMutableRawBufferPointer.allocate(byteCount: windowJobs * slotSize, alignment: 64)
+        defer { outputs.deallocate() }
+        var records: [ChunkRecord] = []
+        records.reserveCapacity(jobs.count)
+        var windowStart = 0
+        while windowStart < jobs.count {
+            let window = windowStart..<min(windowStart + windowJobs, jobs.count)
+            var encoded = [(size: Int, codec: ChunkCodec, rawCRC: UInt32)](repeating: (0, .raw, 0), count: window.count)
+            encoded.withUnsafeMutableBufferPointer { results in
+                let results = UncheckedSendable(results)
+                pool.run(jobs: window.count) { (slot: Int, scratch: CodecScratch) -> Void in
+                    let job = jobs[window.lowerBound + slot]
+                    let input = UnsafeRawBufferPointer(rebasing: source.mapping.bytes[job.source])
+                    let output = UnsafeMutableRawBufferPointer(rebasing: outputs[(slot * slotSize)..<((slot + 1) * slotSize)])
+                    let rawCRC = CRC32.checksum(input)
+                    var codec = job.codec
+                    var size = input.count
+                    if codec != .raw, let written = ChunkCoder.encode(codec, input, dtype: job.dtype, into: output, scratch: scratch),
+                        written < input.count
+                    {
+                        size = written
+                    } else {
+                        codec = .raw
+                        output.copyMemory(from: input)
+                    }
+                    results.value[slot] = (size, codec, rawCRC)
+                }
+            }
+            for (slot, result) in encoded.enumerated() {
+                let stored = UnsafeRawBufferPointer(rebasing: outputs[(slot * slotSize)..<(slot * slotSize + result.size)])
+                let offset = try writer.appendChunk(stored, alignment: ContainerLayout.defaultChunkAlignment)
+                records.append(
+                    ChunkRecord(
+                        offset: offset, storedSize: result.size, rawSize: jobs[window.lowerBound + slot].source.count,
+                        storedCRC: CRC32.checksum(stored), rawCRC: result.rawCRC, codec: result.codec))
+                progress?(.advanced(bytes: jobs[window.lowerBound + slot].source.count))
+            }
+            windowStart = window.upperBound
+        }
+
+        let tensors = header.tensors.enumerated().map { index, tensor in
+            ContainerIndex.Tensor(
+                name: tensor.name, dtype: tensor.dtype, shape: tensor.shape,
+                dataOffsets: [tensor.dataOffsets.lowerBound, tensor.dataOffsets.upperBound],
+                codec: codecs[index].name, firstChunk: chunkRanges[index].lowerBound,
+                chunkCount: chunkRanges[index].count, duplicateOf: duplicateOf[index].map { header.tensors[$0].name })
+        }
+        let index = ContainerIndex(
+            writer: .init(name: "torpor", version: torporVersion, codecs: codecVersions),
+            checksum: "crc32-ieee", chunkSize: options.chunkSize, chunkAlignment: ContainerLayout.defaultChunkAlignment,
+            source: .init(fileName: fileName, size: source.mapping.count, sha256: sha256),
+            metadata: header.metadata, tensors: tensors)
+        let size = try writer.finish(records: records, sourceHeader: source.headerBytes, index: index)
+        completed = true
+        let ratio = source.mapping.count > 0 ? Double(size) / Double(source.mapping.count) : 1
+        progress?(
+            .finished(
+                file: fileName,
+                summary: "\(formatBytes(source.mapping.count)) → \(formatBytes(size)) (\(String(format: "%.3f", ratio)))"))
+        return PackedFile(
+            sourceBytes: source.mapping.count, containerBytes: size, sha256: sha256, tensorCount: tensors.count,
+            duplicateCount: duplicateOf.compactMap { $0 }.count)
+    }
+}
+
+/// Writes a container file front to back: the preamble's space, the chunks, then the trailing tables; the
+/// preamble last, then fsync. `abandon()` removes a file that was not finished.
+final class ContainerFileWriter {
+    private let file: FileDescriptor
+    private var position = ContainerLayout.pageAlignment
+    private var staging: [UInt8] = []
+
+    init(path: String) throws(CheckpointError) {
+        file = try FileDescriptor.create(path)
+    }
+
+    /// Queues `bytes` at the next `alignment` boundary; returns the absolute offset.
+    func appendChunk(_ bytes: UnsafeRawBufferPointer, alignment: Int) throws(CheckpointError) -> Int {
+        let offset = ContainerLayout.align(position, to: alignment)
+        staging.append(contentsOf: repeatElement(0, count: offset - position))
+        staging.append(contentsOf: bytes)
+        position = offset + bytes.count
+        if staging.count >= 8 << 20 { try flush() }
+        return offset
+    }
+
+    private func flush() throws(CheckpointError) {
+        let start = position - staging.count
+        try staging.withBytes { (bytes) throws(CheckpointError) in try file.write(bytes, at: start) }
+        staging.removeAll(keepingCapacity: true)
+    }
+
+    /// Writes the chunk table, the source header and the index, then the preamble, and fsyncs.
+    /// - Returns: the container's size in bytes.
+    func finish(records: [ChunkRecord], sourceHeader: UnsafeRawBufferPointer, index: ContainerIndex)
+        throws(CheckpointError) -> Int
+    {
+        var preamble = Preamble()
+        preamble.dataOffset = ContainerLayout.pageAlignment
+        preamble.dataLength = position - ContainerLayout.pageAlignment
+        preamble.chunkTableOffset = ContainerLayout.align(position, to: ContainerLayout.pageAlignment)
+        staging.append(contentsOf: repeatElement(0, count: preamble.chunkTableOffset - position))
+        position = preamble.chunkTableOffset
+
+        var table = [UInt8](repeating: 0, count: records.count * ContainerLayout.chunkRecordSize)
+        table.withUnsafeMutableBytes { out in
+            for (number, record) in records.enumerated() {
+                record.store(into: out, at: number * ContainerLayout.chunkRecordSize)
+            }
+        }
+        preamble.chunkCount = records.count
+        preamble.chunkTableCRC = CRC32.checksum(table)
+        staging.append(contentsOf: table)
+        position += table.count
+
+        preamble.sourceHeaderOffset = position
+        preamble.sourceHeaderLength = sourceHeader.count
+        preamble.sourceHeaderCRC = CRC32.checksum(sourceHeader)
+        staging.append(contentsOf: sourceHeader)
+        position += sourceHeader.count
+
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json: [UInt8]
+        do {
+            json = Array(try encoder.encode(index))
+        } catch {
+            throw CheckpointError(.invalidArgument, "cannot encode the index of \(file.path): \(error)")
+        }
+        preamble.indexOffset = position
+        preamble.indexLength = json.count
+        preamble.indexCRC = CRC32.checksum(json)
+        staging.append(contentsOf: json)
+        position += json.count
+        try flush()
+
+        var head = preamble.serialized()
+        head.append(contentsOf: repeatElement(0, count: ContainerLayout.pageAlignment - head.count))
+        try head.withBytes { (bytes) throws(CheckpointError) in try file.write(bytes, at: 0) }
+        try file.sync()
+        file.close()
+        return position
+    }
+
+    /// Closes and deletes an unfinished container.
+    func abandon() {
+        file.close()
+        unlink(file.path)
+    }
+}
+
+/// "45.4 MB", "1.2 GB": decimal units, as disk sizes and rates are usually quoted.
+public func formatBytes(_ bytes: Int) -> String {
+    let value = Double(bytes)
+    if value >= 1e9 { return String(format: "%.2f GB", value / 1e9) }
+    if value >= 1e6 { return String(format: "%.1f MB", value / 1e6) }
+    if value >= 1e3 { return String(format: "%.1f kB", value / 1e3) }
+    return "\(bytes) B"
+}

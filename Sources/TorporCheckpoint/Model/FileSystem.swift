@@ -1,0 +1,125 @@
+import Foundation
+import Glibc
+
+/// A directory being built beside its final path and moved into place only when complete.
+///
+/// The work happens in `.NAME.partial-PID` next to the destination; `commit()` fsyncs every file and directory in
+/// it and renames it to the destination, so a crash, a full disk or an error never leaves a directory at the
+/// destination that looks complete. Without `commit()`, `discard()` removes the partial directory.
+final class StagedDirectory {
+    let destination: String
+    let staging: String
+    private var committed = false
+
+    /// Prepares to build `destination`, which must not exist or must be an empty directory.
+    init(destination: String) throws(CheckpointError) {
+        let trimmed = destination.count > 1 && destination.hasSuffix("/") ? String(destination.dropLast()) : destination
+        self.destination = trimmed
+        let manager = FileManager.default
+        var isDirectory: ObjCBool = false
+        if manager.fileExists(atPath: trimmed, isDirectory: &isDirectory) {
+            let contents = (try? manager.contentsOfDirectory(atPath: trimmed)) ?? ["?"]
+            guard isDirectory.boolValue, contents.isEmpty else {
+                throw CheckpointError(
+                    .outputExists, "\(trimmed) already exists and is not an empty directory; choose another output or remove it")
+            }
+        }
+        let url = URL(fileURLWithPath: trimmed)
+        let parent = url.deletingLastPathComponent().path
+        guard manager.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw CheckpointError(.io, "cannot create \(trimmed): its parent directory \(parent) does not exist")
+        }
+        staging = parent + "/." + url.lastPathComponent + ".partial-\(getpid())"
+        try? manager.removeItem(atPath: staging)
+        guard mkdir(staging, 0o755) == 0 else { throw ioError("cannot create", staging) }
+    }
+
+    /// The staging path of `relative`, creating its parent directories.
+    func path(for relative: String) throws(CheckpointError) -> String {
+        let full = staging + "/" + relative
+        let parent = URL(fileURLWithPath: full).deletingLastPathComponent().path
+        do {
+            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError(.io, "cannot create directory \(parent): \(error.localizedDescription)")
+        }
+        return full
+    }
+
+    /// Fsyncs the staged tree, renames it to the destination and fsyncs the parent.
+    func commit() throws(CheckpointError) {
+        try syncTree(staging)
+        if FileManager.default.fileExists(atPath: destination) {
+            guard rmdir(destination) == 0 else { throw ioError("cannot replace the empty directory", destination) }
+        }
+        guard rename(staging, destination) == 0 else { throw ioError("cannot move the finished output to", destination) }
+        committed = true
+        try syncDirectory(URL(fileURLWithPath: destination).deletingLastPathComponent().path)
+    }
+
+    /// Removes the staged tree unless it was committed.
+    func discard() {
+        guard !committed else { return }
+        try? FileManager.default.removeItem(atPath: staging)
+    }
+
+    private func syncTree(_ directory: String) throws(CheckpointError) {
+        guard let walker = FileManager.default.enumerator(atPath: directory) else { return }
+        while let relative = walker.nextObject() as? String {
+            let full = directory + "/" + relative
+            var info = stat()
+            guard lstat(full, &info) == 0 else { throw ioError("cannot stat", full) }
+            if (info.st_mode & S_IFMT) == S_IFDIR {
+                try syncDirectory(full)
+            } else {
+                let fd = open(full, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { throw ioError("cannot open", full) }
+                defer { close(fd) }
+                guard fsync(fd) == 0 else { throw ioError("cannot fsync", full) }
+            }
+        }
+        try syncDirectory(directory)
+    }
+}
+
+/// Fsyncs a directory so that entries created or renamed in it are durable.
+func syncDirectory(_ path: String) throws(CheckpointError) {
+    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { throw ioError("cannot open directory", path) }
+    defer { close(fd) }
+    guard fsync(fd) == 0 else { throw ioError("cannot fsync directory", path) }
+}
+
+/// Writes `bytes` to a new file at `path`, returning their SHA-256.
+@discardableResult
+func writeNewFile(_ path: String, _ bytes: UnsafeRawBufferPointer) throws(CheckpointError) -> String {
+    let file = try FileDescriptor.create(path)
+    defer { file.close() }
+    try file.write(bytes, at: 0)
+    try file.sync()
+    return FileDigest.sha256(bytes)
+}
+
+/// The regular files under `root`, as sorted relative paths; `.git` directories are skipped.
+/// Symbolic links are followed (Hugging Face caches link files to blobs).
+func regularFiles(under root: String) throws(CheckpointError) -> [String] {
+    guard let walker = FileManager.default.enumerator(atPath: root) else {
+        throw CheckpointError(.io, "cannot list \(root)")
+    }
+    var files: [String] = []
+    while let relative = walker.nextObject() as? String {
+        let full = root + "/" + relative
+        if relative == ".git" || relative.hasSuffix("/.git") {
+            walker.skipDescendants()
+            continue
+        }
+        var info = stat()
+        guard stat(full, &info) == 0 else { throw ioError("cannot stat", full) }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: files.append(relative)
+        case S_IFDIR: continue
+        default: throw CheckpointError(.invalidArgument, "\(full) is neither a regular file nor a directory")
+        }
+    }
+    return files.sorted()
+}

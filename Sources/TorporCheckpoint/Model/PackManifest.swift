@@ -1,0 +1,76 @@
+import Foundation
+
+/// `torpor-manifest.json`: the list of every file of a packed model directory, written last, so a directory
+/// without it is not a complete pack.
+public struct PackManifest: Codable, Sendable, Equatable {
+    public static let fileName = "torpor-manifest.json"
+
+    public enum Kind: String, Codable, Sendable {
+        /// A safetensors file stored as a `.torpor` container.
+        case packed
+        /// Any other file, copied verbatim.
+        case copied
+    }
+
+    /// One file of the original model directory.
+    public struct File: Codable, Sendable, Equatable {
+        /// The path relative to the model directory, with `/` separators.
+        public var path: String
+        public var size: Int
+        /// SHA-256 of the original file, hexadecimal.
+        public var sha256: String
+        public var kind: Kind
+        /// For packed files: the container's path relative to the pack directory.
+        public var container: String?
+        /// For packed files: the container's size in bytes.
+        public var containerSize: Int?
+    }
+
+    public var format = "torpor-pack"
+    public var version = 1
+    public var writer: String
+    public var codec: String
+    public var chunkSize: Int
+    public var files: [File]
+
+    /// Reads and checks the manifest of the pack directory `directory`.
+    public static func load(from directory: String) throws(CheckpointError) -> PackManifest {
+        let path = directory + "/" + fileName
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw CheckpointError(.invalidArgument, "\(directory) is not a directory")
+        }
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw CheckpointError(
+                .invalidContainer,
+                "\(directory) is not a complete torpor pack: it has no \(fileName) (an interrupted pack, or the wrong directory)")
+        }
+        let manifest: PackManifest
+        do {
+            manifest = try JSONDecoder().decode(PackManifest.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        } catch {
+            throw CheckpointError(.invalidContainer, "\(path) is not a valid pack manifest (\(error))")
+        }
+        guard manifest.format == "torpor-pack" else {
+            throw CheckpointError(.invalidContainer, "\(path) is not a torpor pack manifest (format \"\(manifest.format)\")")
+        }
+        guard manifest.version == 1 else {
+            throw CheckpointError(.unsupported, "\(path): manifest version \(manifest.version) is newer than this torpor; upgrade torpor")
+        }
+        for file in manifest.files {
+            for relative in [file.path, file.container].compactMap({ $0 }) where !isSafeRelativePath(relative) {
+                throw CheckpointError(.invalidContainer, "\(path) names an unsafe path \"\(relative)\"")
+            }
+            guard file.size >= 0, (file.kind == .packed) == (file.container != nil) else {
+                throw CheckpointError(.invalidContainer, "\(path): the entry for \"\(file.path)\" is inconsistent")
+            }
+        }
+        return manifest
+    }
+}
+
+/// True when `path` is relative, stays inside its directory and names no hidden traversal.
+func isSafeRelativePath(_ path: String) -> Bool {
+    guard !path.isEmpty, !path.hasPrefix("/") else { return false }
+    return !path.split(separator: "/", omittingEmptySubsequences: false).contains { $0 == ".." || $0 == "." || $0.isEmpty }
+}

@@ -1,0 +1,53 @@
+import CTorporZlib
+import Crypto
+
+/// CRC-32 as zlib, PKZIP and nvCOMP's default batched CRC32 compute it (IEEE 802.3 polynomial, reflected,
+/// initial value and final XOR 0xFFFFFFFF). Every chunk in a container carries two: of its stored bytes and of
+/// the bytes it decodes to.
+public enum CRC32 {
+    /// The CRC-32 of `bytes`.
+    @inline(__always)
+    public static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
+        return CTorporZlib_crc32(0, base, bytes.count)
+    }
+
+    /// The CRC-32 of `bytes`, continued from an earlier `crc`.
+    @inline(__always)
+    public static func update(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }
+        return CTorporZlib_crc32(crc, base, bytes.count)
+    }
+
+    /// The CRC-32 of a byte array.
+    public static func checksum(_ bytes: [UInt8]) -> UInt32 {
+        bytes.withUnsafeBytes { checksum($0) }
+    }
+}
+
+/// An incremental SHA-256, for whole-file digests in the pack manifest.
+public struct FileDigest: Sendable {
+    private var hasher = SHA256()
+
+    public init() {}
+
+    /// Adds `bytes` to the digest.
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        hasher.update(bufferPointer: bytes)
+    }
+
+    /// The lowercase hexadecimal digest.
+    public func finalize() -> String {
+        hasher.finalize().map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+
+    /// The SHA-256 of `bytes`, hexadecimal.
+    public static func sha256(_ bytes: UnsafeRawBufferPointer) -> String {
+        var digest = FileDigest()
+        digest.update(bytes)
+        return digest.finalize()
+    }
+}

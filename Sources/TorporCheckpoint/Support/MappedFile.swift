@@ -1,0 +1,59 @@
+import Glibc
+
+/// A whole file mapped read-only into memory; unmapped on deinit.
+///
+/// Reading through a mapping lets the codecs work on the file's bytes in place, in parallel, without copies.
+public final class MappedFile: @unchecked Sendable {
+    /// The path the file was opened from, for messages.
+    public let path: String
+    /// The file's bytes. Empty for an empty file.
+    public let bytes: UnsafeRawBufferPointer
+
+    /// Maps `path` read-only.
+    /// - Throws: `CheckpointError` with code `.io` when the file cannot be opened or mapped.
+    public init(path: String) throws(CheckpointError) {
+        self.path = path
+        let file = try FileDescriptor.openForReading(path)
+        defer { file.close() }
+        var info = stat()
+        guard fstat(file.fd, &info) == 0 else { throw ioError("cannot stat", path) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            throw CheckpointError(.io, "\(path) is not a regular file")
+        }
+        let size = Int(info.st_size)
+        if size == 0 {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, file.fd, 0), base != MAP_FAILED else {
+            throw ioError("cannot map", path)
+        }
+        _ = madvise(base, size, MADV_SEQUENTIAL)
+        bytes = UnsafeRawBufferPointer(start: base, count: size)
+    }
+
+    /// The number of bytes in the file.
+    public var count: Int { bytes.count }
+
+    deinit {
+        if let base = bytes.baseAddress {
+            munmap(UnsafeMutableRawPointer(mutating: base), bytes.count)
+        }
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    /// Reads a little-endian integer at `offset`; the caller has checked the bounds.
+    @inline(__always)
+    func loadLE<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
+        T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+}
+
+extension UnsafeMutableRawBufferPointer {
+    /// Writes a little-endian integer at `offset`; the caller has checked the bounds.
+    @inline(__always)
+    func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+    }
+}

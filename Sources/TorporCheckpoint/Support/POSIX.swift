@@ -1,0 +1,87 @@
+import Glibc
+
+/// The text of an `errno` value, e.g. "No space left on device".
+func errnoDescription(_ code: Int32) -> String {
+    String(cString: strerror(code))
+}
+
+/// Throws an `.io` error naming the operation, the path and the system's reason.
+func ioError(_ operation: String, _ path: String, errno code: Int32 = errno) -> CheckpointError {
+    CheckpointError(.io, "\(operation) \(path): \(errnoDescription(code))")
+}
+
+/// A file descriptor owned by this object; closed on `close()` or deinit.
+final class FileDescriptor {
+    let fd: Int32
+    let path: String
+    private var isOpen = true
+
+    init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    /// Opens `path` for reading.
+    static func openForReading(_ path: String) throws(CheckpointError) -> FileDescriptor {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ioError("cannot open", path) }
+        return FileDescriptor(fd: fd, path: path)
+    }
+
+    /// Creates `path` for writing; fails if it exists.
+    static func create(_ path: String) throws(CheckpointError) -> FileDescriptor {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ioError("cannot create", path) }
+        return FileDescriptor(fd: fd, path: path)
+    }
+
+    /// The file's size in bytes.
+    func size() throws(CheckpointError) -> Int {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw ioError("cannot stat", path) }
+        return Int(info.st_size)
+    }
+
+    /// Writes all of `bytes` at `offset`, retrying short writes and EINTR.
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ioError("cannot write", path)
+            }
+            if n == 0 { throw CheckpointError(.io, "cannot write \(path): the device accepted no bytes") }
+            done += n
+        }
+    }
+
+    /// Reads exactly `buffer.count` bytes at `offset`.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ioError("cannot read", path)
+            }
+            if n == 0 {
+                throw CheckpointError(.invalidContainer, "\(path) ends at byte \(offset + done), expected more data")
+            }
+            done += n
+        }
+    }
+
+    /// Flushes the file's data and metadata to stable storage.
+    func sync() throws(CheckpointError) {
+        guard fsync(fd) == 0 else { throw ioError("cannot fsync", path) }
+    }
+
+    func close() {
+        guard isOpen else { return }
+        isOpen = false
+        _ = Glibc.close(fd)
+    }
+
+    deinit { close() }
+}

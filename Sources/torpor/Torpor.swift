@@ -1,0 +1,193 @@
+import ArgumentParser
+import Foundation
+import TorporCheckpoint
+
+@main
+struct Torpor: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "torpor",
+        abstract: "One GPU, many LLMs: compressed, checksummed model checkpoints and the tools around them.",
+        version: torporVersion,
+        subcommands: [Pack.self, Unpack.self, Inspect.self, Verify.self, Bench.self]
+    )
+}
+
+/// Runs `body`, turning a `CheckpointError` into "error: message" on standard error and exit status 1.
+func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as CheckpointError {
+        FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+        throw ExitCode.failure
+    }
+}
+
+struct Pack: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pack a model directory's safetensors files into .torpor containers and copy every other file.")
+
+    @Argument(help: "A model directory (or one .safetensors file).")
+    var model: String
+
+    @Argument(help: "The pack directory to create; it must not exist or be empty.")
+    var output: String
+
+    @Option(help: "Codec: \(CodecChoice.names.joined(separator: ", ")). auto picks per tensor.")
+    var codec: String = "auto"
+
+    @Option(help: "Uncompressed bytes per chunk (multiple of 16, 4 KiB to 16 MiB).")
+    var chunkSize: Int = 1 << 20
+
+    @Option(help: "Worker threads (default: every core).")
+    var threads: Int?
+
+    @Flag(help: "Print nothing but errors.")
+    var quiet = false
+
+    func run() throws {
+        guard let choice = CodecChoice(name: codec) else {
+            throw ValidationError("unknown codec \"\(codec)\"; use one of: \(CodecChoice.names.joined(separator: ", "))")
+        }
+        let renderer = ProgressRenderer(quiet: quiet)
+        let report = try reportingErrors {
+            try ModelPack.pack(
+                model: model, to: output, options: PackOptions(codec: choice, chunkSize: chunkSize, workers: threads),
+                progress: renderer.handler)
+        }
+        if !quiet {
+            let ratio = Double(report.containerBytes) / Double(max(report.safetensorsBytes, 1))
+            print(
+                "packed \(report.manifest.files.count) files into \(output): safetensors \(formatBytes(report.safetensorsBytes))"
+                    + " → \(formatBytes(report.containerBytes)) (\(String(format: "%.4f", ratio))) in "
+                    + String(format: "%.2f s, %.0f MB/s", report.seconds, Double(report.sourceBytes) / 1e6 / report.seconds))
+        }
+    }
+}
+
+struct Unpack: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Restore every original file of a pack, byte for byte, into a new directory.")
+
+    @Argument(help: "A pack directory made by `torpor pack`.")
+    var pack: String
+
+    @Argument(help: "The directory to create; it must not exist or be empty.")
+    var output: String
+
+    @Option(help: "Worker threads (default: every core).")
+    var threads: Int?
+
+    @Flag(help: "Print nothing but errors.")
+    var quiet = false
+
+    func run() throws {
+        let renderer = ProgressRenderer(quiet: quiet)
+        let report = try reportingErrors {
+            try ModelPack.unpack(pack: pack, to: output, workers: threads, progress: renderer.handler)
+        }
+        if !quiet {
+            print(
+                "restored \(report.files) files (\(formatBytes(report.bytes))) into \(output) in "
+                    + String(format: "%.2f s, %.0f MB/s", report.seconds, Double(report.bytes) / 1e6 / report.seconds))
+        }
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check every checksum of a pack; with --against, compare every restored byte with the original.")
+
+    @Argument(help: "A pack directory made by `torpor pack`.")
+    var pack: String
+
+    @Option(help: "The original model directory to compare against, byte for byte.")
+    var against: String?
+
+    @Option(help: "Worker threads (default: every core).")
+    var threads: Int?
+
+    @Flag(help: "Print nothing but errors.")
+    var quiet = false
+
+    func run() throws {
+        let renderer = ProgressRenderer(quiet: quiet)
+        let report = try reportingErrors {
+            try ModelPack.verify(pack: pack, against: against, workers: threads, progress: renderer.handler)
+        }
+        if !quiet {
+            let what = against.map { "and every byte matches \($0)" } ?? "every checksum matches"
+            print(
+                "verified \(report.files) files, \(report.chunks) chunks, \(formatBytes(report.bytes)): \(what) ("
+                    + String(format: "%.2f s, %.0f MB/s)", report.seconds, Double(report.bytes) / 1e6 / report.seconds))
+        }
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show every tensor of a pack: dtype, shape, codec, size before and after, and totals.")
+
+    @Argument(help: "A pack directory made by `torpor pack`.")
+    var pack: String
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() throws {
+        let inspection = try reportingErrors { try PackInspection(pack: pack) }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(inspection), as: UTF8.self))
+            return
+        }
+        print(InspectionTable(inspection).render())
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks that print a table and write JSON.", subcommands: [BenchPack.self])
+}
+
+struct BenchPack: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pack",
+        abstract: "Size ratio and pack, unpack and verify throughput of each codec on a model, against its floor.")
+
+    @Argument(help: "A model directory or a .safetensors file.")
+    var model: String
+
+    @Option(help: "Comma-separated codecs to measure.")
+    var codecs: String = "auto,byteplane,zstd,raw"
+
+    @Option(name: .customLong("repeat"), help: "Runs per measurement (the median is reported).")
+    var repeats: Int = 3
+
+    @Option(help: "Where to write the JSON results.")
+    var json: String = "torpor-bench-pack.json"
+
+    @Option(help: "Scratch directory for packs and restores.")
+    var workDir: String?
+
+    func run() throws {
+        var choices: [CodecChoice] = []
+        for name in codecs.split(separator: ",") {
+            guard let choice = CodecChoice(name: String(name)) else {
+                throw ValidationError("unknown codec \"\(name)\"; use: \(CodecChoice.names.joined(separator: ", "))")
+            }
+            choices.append(choice)
+        }
+        let scratch = workDir ?? (NSTemporaryDirectory() + "/torpor-bench-\(ProcessInfo.processInfo.processIdentifier)")
+        try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { if workDir == nil { try? FileManager.default.removeItem(atPath: scratch) } }
+        let result = try reportingErrors {
+            try PackBenchmark.run(model: model, codecs: choices, workDirectory: scratch, repeats: repeats)
+        }
+        print(result.table())
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(result).write(to: URL(fileURLWithPath: json))
+        print("wrote \(json)")
+    }
+}
