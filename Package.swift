@@ -20,8 +20,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
-        // C shims, one per foreign library (libzstd for the zstd codec, zlib for CRC-32).
+        // C shims, one per foreign library (libzstd for the zstd codec, zlib for CRC-32, Linux-only calls).
         .target(name: "CTorporZstd", linkerSettings: [.linkedLibrary("zstd")]),
+        .target(name: "CTorporLinux"),
         .target(name: "CTorporZlib", linkerSettings: [.linkedLibrary("z")]),
 
         // The checkpoint manager: safetensors, the .torpor container, codecs, pack/unpack/verify.
@@ -30,6 +31,7 @@ let package = Package(
             dependencies: [
                 "CTorporZstd",
                 "CTorporZlib",
+                "CTorporLinux",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings

@@ -41,7 +41,7 @@ struct Pack: ParsableCommand {
     @Option(help: "Worker threads (default: every core).")
     var threads: Int?
 
-    @Flag(help: "Print nothing but errors.")
+    @Flag(name: [.short, .long], help: "Print nothing but errors.")
     var quiet = false
 
     func run() throws {
@@ -77,7 +77,7 @@ struct Unpack: ParsableCommand {
     @Option(help: "Worker threads (default: every core).")
     var threads: Int?
 
-    @Flag(help: "Print nothing but errors.")
+    @Flag(name: [.short, .long], help: "Print nothing but errors.")
     var quiet = false
 
     func run() throws {
@@ -106,7 +106,7 @@ struct Verify: ParsableCommand {
     @Option(help: "Worker threads (default: every core).")
     var threads: Int?
 
-    @Flag(help: "Print nothing but errors.")
+    @Flag(name: [.short, .long], help: "Print nothing but errors.")
     var quiet = false
 
     func run() throws {

@@ -21,7 +21,7 @@ import Foundation
 enum RANS {
     static let lowerBound: UInt32 = 1 << 16
     static let defaultLanes = 32
-    static let defaultScaleBits = 14
+    static let defaultScaleBits = 12
 
     /// A quantized frequency table.
     struct FrequencyTable {
@@ -250,45 +250,69 @@ enum RANS {
             throw CodecFailure("rANS stream has \(input.count - wordsAt) bytes after its last lane")
         }
 
-        let mask = total - 1
-        let shift = UInt32(scaleBits)
-        let out = output.bindMemory(to: UInt8.self)
-        let base = input.baseAddress!
-        var overrun = false
-        states.withUnsafeMutableBufferPointer { states in
+        let finished = states.withUnsafeMutableBufferPointer { states in
             cursors.withUnsafeMutableBufferPointer { cursors in
                 ends.withUnsafeBufferPointer { ends in
-                    var index = 0
-                    while index < count {
-                        let groupEnd = min(index + lanes, count)
-                        var lane = 0
-                        while index < groupEnd {
-                            var x = states[lane]
-                            let slot = x & mask
-                            let entry = decodeEntries[Int(slot)]
-                            out[index] = decodeSymbols[Int(slot)]
-                            x = (entry >> 16) &* (x >> shift) &+ (entry & 0xFFFF)
-                            if x < lowerBound {
-                                let cursor = cursors[lane]
-                                if cursor >= ends[lane] {
-                                    overrun = true
-                                    return
-                                }
-                                x = (x << 16) | UInt32(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: cursor, as: UInt16.self)))
-                                cursors[lane] = cursor &+ 2
-                            }
-                            states[lane] = x
-                            index &+= 1
-                            lane &+= 1
-                        }
-                    }
+                    RANS.decodeLoop(
+                        count: count, lanes: lanes, scaleBits: UInt32(scaleBits),
+                        entries: UnsafePointer(decodeEntries.baseAddress!),
+                        symbols: UnsafePointer(decodeSymbols.baseAddress!), stream: input.baseAddress!,
+                        states: states.baseAddress!, cursors: cursors.baseAddress!, ends: ends.baseAddress!,
+                        output: output.baseAddress!.assumingMemoryBound(to: UInt8.self))
                 }
             }
         }
-        if overrun { throw CodecFailure("rANS stream ends before its last symbol") }
+        if !finished { throw CodecFailure("rANS stream ends before its last symbol") }
         for lane in 0..<lanes where states[lane] != lowerBound || cursors[lane] != ends[lane] {
             throw CodecFailure("rANS lane \(lane) does not end where its encoder began (corrupted data)")
         }
+    }
+}
+
+extension RANS {
+    /// The decoder's inner loop, kept in one function over raw pointers so its state stays in registers.
+    /// - Returns: false when a lane runs out of words (a corrupted stream).
+    @inline(never)
+    fileprivate static func decodeLoop(
+        count: Int,
+        lanes: Int,
+        scaleBits: UInt32,
+        entries: UnsafePointer<UInt32>,
+        symbols: UnsafePointer<UInt8>,
+        stream: UnsafeRawPointer,
+        states: UnsafeMutablePointer<UInt32>,
+        cursors: UnsafeMutablePointer<Int>,
+        ends: UnsafePointer<Int>,
+        output: UnsafeMutablePointer<UInt8>
+    ) -> Bool {
+        let mask = (UInt32(1) << scaleBits) &- 1
+        var index = 0
+        var overrun = false
+        while index < count {
+            let groupEnd = min(index &+ lanes, count)
+            var lane = 0
+            while index < groupEnd {
+                var x = states[lane]
+                let slot = Int(x & mask)
+                let entry = entries[slot]
+                output[index] = symbols[slot]
+                x = (entry &>> 16) &* (x &>> scaleBits) &+ (entry & 0xFFFF)
+                // Branch-free renormalization: whether a word is needed is data-dependent and mispredicts often.
+                // A lane with no words left reads offset 0 (always inside the stream) and flags the overrun.
+                let cursor = cursors[lane]
+                let available = cursor < ends[lane]
+                let word = UInt32(
+                    UInt16(littleEndian: stream.loadUnaligned(fromByteOffset: available ? cursor : 0, as: UInt16.self)))
+                let needed = x < lowerBound
+                overrun = overrun || (needed && !available)
+                x = needed ? (x &<< 16) | word : x
+                cursors[lane] = needed ? cursor &+ 2 : cursor
+                states[lane] = x
+                index &+= 1
+                lane &+= 1
+            }
+        }
+        return !overrun
     }
 }
 

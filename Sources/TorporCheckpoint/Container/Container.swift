@@ -1,4 +1,6 @@
+import Dispatch
 import Foundation
+import Synchronization
 
 /// A `.torpor` container opened for reading, with its structure validated.
 ///
@@ -146,7 +148,7 @@ public final class Container: Sendable {
     }
 
     /// A chunk's position in the restored file and in the container, for decoding and for error messages.
-    struct Piece {
+    struct Piece: Sendable {
         var chunk: Int
         var tensor: Int
         var chunkInTensor: Int
@@ -198,7 +200,8 @@ public final class Container: Sendable {
 
     /// Decodes the whole source file in order, handing it to `sink` in windows of consecutive bytes.
     ///
-    /// Chunks within a window decode in parallel on every core; every chunk is checked before it reaches `sink`.
+    /// Chunks within a window decode in parallel on every core while `sink` consumes the previous window on the
+    /// calling thread (double buffering); every chunk is checked before it reaches `sink`.
     /// - Parameters:
     ///   - sink: receives the restored file's bytes and their offset, strictly in order, header first.
     public func restore(
@@ -209,30 +212,60 @@ public final class Container: Sendable {
         try sink(sourceHeaderBytes, 0)
         let pieces = pieces()
         let pool = WorkerPool(workers: workers)
-        let windowBytes = max(32 << 20, pool.workers * 4 * index.chunkSize)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: windowBytes, alignment: 64)
-        defer { buffer.deallocate() }
+        let windowBytes = max(8 << 20, pool.workers * 2 * index.chunkSize)
+        var windows: [Range<Int>] = []
         var start = 0
         while start < pieces.count {
             var end = start
             let base = pieces[start].outputOffset
-            while end < pieces.count,
-                pieces[end].outputOffset + chunks[pieces[end].chunk].rawSize - base <= windowBytes
-            {
+            while end < pieces.count, pieces[end].outputOffset + chunks[pieces[end].chunk].rawSize - base <= windowBytes {
                 end += 1
             }
-            let window = start..<end
-            try pool.run(jobs: window.count) { (slot: Int, scratch: CodecScratch) throws(CheckpointError) -> Void in
-                let piece = pieces[window.lowerBound + slot]
-                let at = piece.outputOffset - base
-                let output = UnsafeMutableRawBufferPointer(rebasing: buffer[at..<(at + chunks[piece.chunk].rawSize)])
-                try decode(piece, into: output, scratch: scratch)
-            }
-            let last = pieces[end - 1]
-            let length = last.outputOffset + chunks[last.chunk].rawSize - base
-            try sink(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), base)
-            progress?(.advanced(bytes: length))
+            windows.append(start..<end)
             start = end
+        }
+        guard !windows.isEmpty else { return }
+
+        let buffers = (0..<2).map { _ in
+            UncheckedSendable(UnsafeMutableRawBufferPointer.allocate(byteCount: windowBytes, alignment: 64))
+        }
+        let decoding = DispatchGroup()
+        let failure = FailureBox()
+        defer {
+            decoding.wait()
+            for buffer in buffers { buffer.value.deallocate() }
+        }
+        func startDecoding(_ window: Int) {
+            let range = windows[window]
+            let buffer = buffers[window % 2]
+            decoding.enter()
+            DispatchQueue.global().async { [self] in
+                defer { decoding.leave() }
+                let base = pieces[range.lowerBound].outputOffset
+                do throws(CheckpointError) {
+                    try pool.run(jobs: range.count) { (slot: Int, scratch: CodecScratch) throws(CheckpointError) -> Void in
+                        let piece = pieces[range.lowerBound + slot]
+                        let at = piece.outputOffset - base
+                        let output = UnsafeMutableRawBufferPointer(
+                            rebasing: buffer.value[at..<(at + chunks[piece.chunk].rawSize)])
+                        try decode(piece, into: output, scratch: scratch)
+                    }
+                } catch {
+                    failure.record(error)
+                }
+            }
+        }
+        startDecoding(0)
+        for window in windows.indices {
+            decoding.wait()
+            if let error = failure.error { throw error }
+            if window + 1 < windows.count { startDecoding(window + 1) }
+            let range = windows[window]
+            let base = pieces[range.lowerBound].outputOffset
+            let last = pieces[range.upperBound - 1]
+            let length = last.outputOffset + chunks[last.chunk].rawSize - base
+            try sink(UnsafeRawBufferPointer(rebasing: buffers[window % 2].value[0..<length]), base)
+            progress?(.advanced(bytes: length))
         }
     }
 
@@ -260,4 +293,15 @@ public final class Container: Sendable {
 func hex(_ value: UInt32) -> String {
     let digits = String(value, radix: 16)
     return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+}
+
+/// The first error of a background task, read by the thread that waits for it.
+final class FailureBox: Sendable {
+    private let first = Mutex<CheckpointError?>(nil)
+
+    func record(_ error: CheckpointError) {
+        first.withLock { if $0 == nil { $0 = error } }
+    }
+
+    var error: CheckpointError? { first.withLock { $0 } }
 }

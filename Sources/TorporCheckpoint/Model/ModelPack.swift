@@ -145,6 +145,7 @@ public enum ModelPack {
             let (digest, chunks) = try restore(entry, in: pack, workers: workers, progress: progress) {
                 (bytes, offset) throws(CheckpointError) in
                 try target.write(bytes, at: offset)
+                target.startWriteback(offset: offset, count: bytes.count)
             }
             try target.sync()
             try check(entry, digest: digest, pack: pack)

@@ -1,3 +1,4 @@
+import CTorporLinux
 import Glibc
 
 /// The text of an `errno` value, e.g. "No space left on device".
@@ -70,6 +71,12 @@ final class FileDescriptor {
             }
             done += n
         }
+    }
+
+    /// Asks the kernel to start writing a range to the device now, so that the final `sync()` has little left
+    /// to wait for. Advisory: failures are ignored, `sync()` reports them.
+    func startWriteback(offset: Int, count: Int) {
+        _ = CTorporLinux_startWriteback(fd, Int64(offset), Int64(count))
     }
 
     /// Flushes the file's data and metadata to stable storage.
