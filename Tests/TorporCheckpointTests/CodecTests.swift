@@ -1,0 +1,136 @@
+import Foundation
+import Testing
+
+@testable import TorporCheckpoint
+
+@Suite("Codecs")
+struct CodecTests {
+    private func roundTrip(_ codec: ChunkCodec, _ input: [UInt8], dtype: DType) throws -> Int {
+        let scratch = CodecScratch()
+        var encoded = [UInt8](repeating: 0, count: ChunkCoder.maxEncodedSize(codec, rawSize: input.count))
+        let size = try #require(
+            input.withUnsafeBytes { source in
+                encoded.withUnsafeMutableBytes { ChunkCoder.encode(codec, source, dtype: dtype, into: $0, scratch: scratch) }
+            })
+        var decoded = [UInt8](repeating: 0xAA, count: input.count)
+        try encoded.withUnsafeBytes { stored in
+            try decoded.withUnsafeMutableBytes { output in
+                try ChunkCoder.decode(codec, UnsafeRawBufferPointer(rebasing: stored[0..<size]), into: output, scratch: scratch)
+            }
+        }
+        #expect(decoded == input)
+        return size
+    }
+
+    @Test("rANS round-trips skewed, uniform, single-symbol and empty streams")
+    func ransRoundTrips() throws {
+        var generator = SeededGenerator(seed: 7)
+        let skewed = (0..<100_003).map { _ in UInt8(min(255, Int(-log(Double.random(in: 0.0001..<1, using: &generator)) * 3))) }
+        let single = [UInt8](repeating: 9, count: 5000)
+        for input in [skewed, randomBytes(70_001, generator: &generator), single, [], [1], [1, 2, 3]] {
+            var counts = [Int](repeating: 0, count: 256)
+            for byte in input { counts[Int(byte)] += 1 }
+            var encoded = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: input.count))
+            var words = [UInt16](repeating: 0, count: input.count + 3 * RANS.defaultLanes)
+            let size = counts.withUnsafeBufferPointer { counts in
+                let table = RANS.FrequencyTable(counts: counts, total: max(input.count, 1), scaleBits: RANS.defaultScaleBits)
+                return input.withUnsafeBytes { source in
+                    words.withUnsafeMutableBufferPointer { words in
+                        encoded.withUnsafeMutableBytes { RANS.encode(source, table: table, scratch: words, into: $0) }
+                    }
+                }
+            }
+            var decoded = [UInt8](repeating: 0, count: input.count)
+            try encoded.withUnsafeBytes { stored in
+                try decoded.withUnsafeMutableBytes { try RANS.decode(UnsafeRawBufferPointer(rebasing: stored[0..<size]), into: $0) }
+            }
+            #expect(decoded == input)
+        }
+        // The skewed stream's entropy is about 2.4 bits: the coder gets close to it.
+        var counts = [Int](repeating: 0, count: 256)
+        for byte in skewed { counts[Int(byte)] += 1 }
+        let entropy = counts.filter { $0 > 0 }.reduce(0.0) {
+            $0 - Double($1) / Double(skewed.count) * log2(Double($1) / Double(skewed.count))
+        }
+        let coded = try roundTripPlane(skewed)
+        #expect(Double(coded) * 8 / Double(skewed.count) < entropy * 1.01 + 0.05)
+    }
+
+    private func roundTripPlane(_ plane: [UInt8]) throws -> Int {
+        var counts = [Int](repeating: 0, count: 256)
+        for byte in plane { counts[Int(byte)] += 1 }
+        var encoded = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: plane.count))
+        var words = [UInt16](repeating: 0, count: plane.count + 3 * RANS.defaultLanes)
+        return counts.withUnsafeBufferPointer { counts in
+            let table = RANS.FrequencyTable(counts: counts, total: plane.count, scaleBits: RANS.defaultScaleBits)
+            return plane.withUnsafeBytes { source in
+                words.withUnsafeMutableBufferPointer { words in
+                    encoded.withUnsafeMutableBytes { RANS.encode(source, table: table, scratch: words, into: $0) }
+                }
+            }
+        }
+    }
+
+    @Test("the float codec round-trips BF16, F16 and F32 and compresses weights to their plane floor", arguments: [DType.bf16, .f16, .f32])
+    func bytePlaneRoundTrips(dtype: DType) throws {
+        var generator = SeededGenerator(seed: 3)
+        let input = weightBytes(dtype, count: 200_000, sigma: 0.02, generator: &generator)
+        let size = try roundTrip(.bytePlane, input, dtype: dtype)
+        let ratio = Double(size) / Double(input.count)
+        // Gaussian weights: the exponent plane codes to ~2.6 bits, the rest stays raw.
+        let ceiling: Double = [DType.bf16: 0.68, .f16: 0.86, .f32: 0.84][dtype]!
+        #expect(ratio < ceiling, "ratio \(ratio)")
+        // Odd element counts and unaligned sizes still round-trip.
+        _ = try roundTrip(.bytePlane, Array(input.prefix(dtype.bitWidth / 8 * 7)), dtype: dtype)
+    }
+
+    @Test("zstd and raw chunks round-trip; zstd chunks are plain zstd frames")
+    func zstdAndRaw() throws {
+        var generator = SeededGenerator(seed: 5)
+        let text = Array(String(repeating: "torpor keeps weights warm. ", count: 2000).utf8)
+        let zstdSize = try roundTrip(.zstd, text, dtype: .u8)
+        #expect(zstdSize < text.count / 20)
+        #expect(try roundTrip(.raw, randomBytes(1000, generator: &generator), dtype: .u8) == 1000)
+    }
+
+    @Test("corrupted byte-plane and rANS payloads fail with a reason, never crash")
+    func corruptPayloadsFail() throws {
+        var generator = SeededGenerator(seed: 11)
+        let input = weightBytes(.bf16, count: 30_000, sigma: 0.05, generator: &generator)
+        let scratch = CodecScratch()
+        var encoded = [UInt8](repeating: 0, count: ChunkCoder.maxEncodedSize(.bytePlane, rawSize: input.count))
+        let size = try #require(
+            input.withUnsafeBytes { source in
+                encoded.withUnsafeMutableBytes { BytePlaneCodec.encode(source, dtype: .bf16, into: $0, scratch: scratch) }
+            })
+        encoded.removeLast(encoded.count - size)
+        var failures = 0
+        var wrong = 0
+        for trial in 0..<3000 {
+            var mutated = encoded
+            switch trial % 3 {
+            case 0:
+                let position = Int.random(in: 0..<mutated.count, using: &generator)
+                mutated[position] ^= UInt8(1 << Int.random(in: 0..<8, using: &generator))
+            case 1:
+                mutated.removeLast(Int.random(in: 1..<mutated.count, using: &generator))
+            default:
+                for _ in 0..<4 {
+                    mutated[Int.random(in: 0..<mutated.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
+                }
+            }
+            var output = [UInt8](repeating: 0, count: input.count)
+            do {
+                try mutated.withUnsafeBytes { stored in
+                    try output.withUnsafeMutableBytes { try BytePlaneCodec.decode(stored, into: $0, scratch: scratch) }
+                }
+                if output != input { wrong += 1 }
+            } catch {
+                failures += 1
+            }
+        }
+        // Flips inside a raw plane decode to wrong bytes, which the chunk's CRC catches; damage to headers and
+        // rANS streams must be reported by the decoder itself.
+        #expect(failures > 1000, "\(failures) failures, \(wrong) wrong outputs")
+    }
+}
