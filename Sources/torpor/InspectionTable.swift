@@ -17,7 +17,7 @@ struct InspectionTable {
             let chunk = file.chunkSize.map { formatBytes($0) } ?? "?"
             lines.append(
                 "\(container) ← \(file.path) (\(file.writer ?? "?"), \(chunk) chunks, \(file.tensors.count) tensors)")
-            let nameWidth = min(60, max(6, file.tensors.map(\.name.count).max() ?? 6))
+            let nameWidth = min(60, max(6, file.tensors.map(\.name.count).max() ?? 6)) + 2
             lines.append(
                 "  " + pad("tensor", nameWidth) + pad("dtype", 8) + pad("shape", 18) + pad("codec", 12)
                     + pad("bytes", 11, right: true) + pad("stored", 11, right: true) + pad("ratio", 8, right: true))
@@ -25,7 +25,8 @@ struct InspectionTable {
                 var codec = tensor.codec
                 if tensor.rawChunks > 0 { codec += " (\(tensor.rawChunks)/\(tensor.chunks) raw)" }
                 let shape = "[" + tensor.shape.map(String.init).joined(separator: ",") + "]"
-                let ratio = tensor.bytes > 0 ? String(format: "%.3f", Double(tensor.storedBytes) / Double(tensor.bytes)) : "-"
+                let ratio =
+                    tensor.bytes > 0 ? String(format: "%.3f", Double(tensor.storedBytes) / Double(tensor.bytes)) : "-"
                 var line =
                     "  " + pad(tensor.name, nameWidth) + pad(tensor.dtype.rawValue, 8) + pad(shape, 18) + pad(codec, 12)
                     + pad(formatBytes(tensor.bytes), 11, right: true)

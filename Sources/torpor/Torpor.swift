@@ -46,7 +46,8 @@ struct Pack: ParsableCommand {
 
     func run() throws {
         guard let choice = CodecChoice(name: codec) else {
-            throw ValidationError("unknown codec \"\(codec)\"; use one of: \(CodecChoice.names.joined(separator: ", "))")
+            throw ValidationError(
+                "unknown codec \"\(codec)\"; use one of: \(CodecChoice.names.joined(separator: ", "))")
         }
         let renderer = ProgressRenderer(quiet: quiet)
         let report = try reportingErrors {
@@ -59,7 +60,8 @@ struct Pack: ParsableCommand {
             print(
                 "packed \(report.manifest.files.count) files into \(output): safetensors \(formatBytes(report.safetensorsBytes))"
                     + " → \(formatBytes(report.containerBytes)) (\(String(format: "%.4f", ratio))) in "
-                    + String(format: "%.2f s, %.0f MB/s", report.seconds, Double(report.sourceBytes) / 1e6 / report.seconds))
+                    + String(
+                        format: "%.2f s, %.0f MB/s", report.seconds, Double(report.sourceBytes) / 1e6 / report.seconds))
         }
     }
 }
@@ -115,7 +117,7 @@ struct Verify: ParsableCommand {
             try ModelPack.verify(pack: pack, against: against, workers: threads, progress: renderer.handler)
         }
         if !quiet {
-            let what = against.map { "and every byte matches \($0)" } ?? "every checksum matches"
+            let what = against.map { "every byte matches \($0)" } ?? "every checksum matches"
             print(
                 "verified \(report.files) files, \(report.chunks) chunks, \(formatBytes(report.bytes)): \(what) ("
                     + String(format: "%.2f s, %.0f MB/s)", report.seconds, Double(report.bytes) / 1e6 / report.seconds))

@@ -10,12 +10,15 @@ struct CodecTests {
         var encoded = [UInt8](repeating: 0, count: ChunkCoder.maxEncodedSize(codec, rawSize: input.count))
         let size = try #require(
             input.withUnsafeBytes { source in
-                encoded.withUnsafeMutableBytes { ChunkCoder.encode(codec, source, dtype: dtype, into: $0, scratch: scratch) }
+                encoded.withUnsafeMutableBytes {
+                    ChunkCoder.encode(codec, source, dtype: dtype, into: $0, scratch: scratch)
+                }
             })
         var decoded = [UInt8](repeating: 0xAA, count: input.count)
         try encoded.withUnsafeBytes { stored in
             try decoded.withUnsafeMutableBytes { output in
-                try ChunkCoder.decode(codec, UnsafeRawBufferPointer(rebasing: stored[0..<size]), into: output, scratch: scratch)
+                try ChunkCoder.decode(
+                    codec, UnsafeRawBufferPointer(rebasing: stored[0..<size]), into: output, scratch: scratch)
             }
         }
         #expect(decoded == input)
@@ -25,7 +28,9 @@ struct CodecTests {
     @Test("rANS round-trips skewed, uniform, single-symbol and empty streams")
     func ransRoundTrips() throws {
         var generator = SeededGenerator(seed: 7)
-        let skewed = (0..<100_003).map { _ in UInt8(min(255, Int(-log(Double.random(in: 0.0001..<1, using: &generator)) * 3))) }
+        let skewed = (0..<100_003).map { _ in
+            UInt8(min(255, Int(-log(Double.random(in: 0.0001..<1, using: &generator)) * 3)))
+        }
         let single = [UInt8](repeating: 9, count: 5000)
         for input in [skewed, randomBytes(70_001, generator: &generator), single, [], [1], [1, 2, 3]] {
             var counts = [Int](repeating: 0, count: 256)
@@ -33,7 +38,8 @@ struct CodecTests {
             var encoded = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: input.count))
             var words = [UInt16](repeating: 0, count: input.count + 3 * RANS.defaultLanes)
             let size = counts.withUnsafeBufferPointer { counts in
-                let table = RANS.FrequencyTable(counts: counts, total: max(input.count, 1), scaleBits: RANS.defaultScaleBits)
+                let table = RANS.FrequencyTable(
+                    counts: counts, total: max(input.count, 1), scaleBits: RANS.defaultScaleBits)
                 return input.withUnsafeBytes { source in
                     words.withUnsafeMutableBufferPointer { words in
                         encoded.withUnsafeMutableBytes { RANS.encode(source, table: table, scratch: words, into: $0) }
@@ -42,7 +48,9 @@ struct CodecTests {
             }
             var decoded = [UInt8](repeating: 0, count: input.count)
             try encoded.withUnsafeBytes { stored in
-                try decoded.withUnsafeMutableBytes { try RANS.decode(UnsafeRawBufferPointer(rebasing: stored[0..<size]), into: $0) }
+                try decoded.withUnsafeMutableBytes {
+                    try RANS.decode(UnsafeRawBufferPointer(rebasing: stored[0..<size]), into: $0, scratch: CodecScratch())
+                }
             }
             #expect(decoded == input)
         }
@@ -71,7 +79,9 @@ struct CodecTests {
         }
     }
 
-    @Test("the float codec round-trips BF16, F16 and F32 and compresses weights to their plane floor", arguments: [DType.bf16, .f16, .f32])
+    @Test(
+        "the float codec round-trips BF16, F16 and F32 and compresses weights to their plane floor",
+        arguments: [DType.bf16, .f16, .f32])
     func bytePlaneRoundTrips(dtype: DType) throws {
         var generator = SeededGenerator(seed: 3)
         let input = weightBytes(dtype, count: 200_000, sigma: 0.02, generator: &generator)
@@ -101,7 +111,9 @@ struct CodecTests {
         var encoded = [UInt8](repeating: 0, count: ChunkCoder.maxEncodedSize(.bytePlane, rawSize: input.count))
         let size = try #require(
             input.withUnsafeBytes { source in
-                encoded.withUnsafeMutableBytes { BytePlaneCodec.encode(source, dtype: .bf16, into: $0, scratch: scratch) }
+                encoded.withUnsafeMutableBytes {
+                    BytePlaneCodec.encode(source, dtype: .bf16, into: $0, scratch: scratch)
+                }
             })
         encoded.removeLast(encoded.count - size)
         var failures = 0
@@ -116,7 +128,8 @@ struct CodecTests {
                 mutated.removeLast(Int.random(in: 1..<mutated.count, using: &generator))
             default:
                 for _ in 0..<4 {
-                    mutated[Int.random(in: 0..<mutated.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
+                    mutated[Int.random(in: 0..<mutated.count, using: &generator)] = UInt8.random(
+                        in: 0...255, using: &generator)
                 }
             }
             var output = [UInt8](repeating: 0, count: input.count)

@@ -14,7 +14,8 @@ struct ContainerTests {
         return output
     }
 
-    @Test("every dtype, empty and 0-d tensors round-trip byte for byte with every codec choice",
+    @Test(
+        "every dtype, empty and 0-d tensors round-trip byte for byte with every codec choice",
         arguments: CodecChoice.names)
     func everyDTypeRoundTrips(codec: String) throws {
         let directory = TemporaryDirectory()
@@ -50,7 +51,9 @@ struct ContainerTests {
         let shared = weightBytes(.bf16, count: 50_000, sigma: 0.02, generator: &generator)
         var builder = SafetensorsBuilder()
         builder.add("model.embed_tokens.weight", dtype: .bf16, shape: [500, 100], bytes: shared)
-        builder.add("model.norm.weight", dtype: .bf16, shape: [100], bytes: weightBytes(.bf16, count: 100, sigma: 1, generator: &generator))
+        builder.add(
+            "model.norm.weight", dtype: .bf16, shape: [100],
+            bytes: weightBytes(.bf16, count: 100, sigma: 1, generator: &generator))
         builder.add("lm_head.weight", dtype: .bf16, shape: [500, 100], bytes: shared)
         let directory = TemporaryDirectory()
         try builder.write(to: directory.file("tied.safetensors"))
@@ -63,7 +66,8 @@ struct ContainerTests {
         #expect(container.fileSize < shared.count)
         #expect(try container.tensorBytes("lm_head.weight") == shared)
         _ = try ModelPack.unpack(pack: packed, to: directory.file("restored"))
-        #expect(try contents(directory.file("restored/tied.safetensors")) == contents(directory.file("tied.safetensors")))
+        #expect(
+            try contents(directory.file("restored/tied.safetensors")) == contents(directory.file("tied.safetensors")))
     }
 
     /// A two-shard model with its index, in `directory/model`.
@@ -72,18 +76,23 @@ struct ContainerTests {
         try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
         var generator = SeededGenerator(seed: 4)
         var first = SafetensorsBuilder()
-        first.add("a.weight", dtype: .bf16, shape: [300, 64], bytes: weightBytes(.bf16, count: 19_200, sigma: 0.02, generator: &generator))
-        first.add("b.bias", dtype: .f32, shape: [64], bytes: weightBytes(.f32, count: 64, sigma: 0.1, generator: &generator))
+        first.add(
+            "a.weight", dtype: .bf16, shape: [300, 64],
+            bytes: weightBytes(.bf16, count: 19_200, sigma: 0.02, generator: &generator))
+        first.add(
+            "b.bias", dtype: .f32, shape: [64], bytes: weightBytes(.f32, count: 64, sigma: 0.1, generator: &generator))
         var second = SafetensorsBuilder()
-        second.add("c.weight", dtype: .f16, shape: [64, 300], bytes: weightBytes(.f16, count: 19_200, sigma: 0.02, generator: &generator))
+        second.add(
+            "c.weight", dtype: .f16, shape: [64, 300],
+            bytes: weightBytes(.f16, count: 19_200, sigma: 0.02, generator: &generator))
         try first.write(to: model + "/model-00001-of-00002.safetensors")
         try second.write(to: model + "/model-00002-of-00002.safetensors")
         let index =
             indexJSON
-            ?? """
-            {"metadata":{"total_size":78336},"weight_map":{"a.weight":"model-00001-of-00002.safetensors",
-            "b.bias":"model-00001-of-00002.safetensors","c.weight":"model-00002-of-00002.safetensors"}}
-            """
+                ?? """
+                {"metadata":{"total_size":78336},"weight_map":{"a.weight":"model-00001-of-00002.safetensors",
+                "b.bias":"model-00001-of-00002.safetensors","c.weight":"model-00002-of-00002.safetensors"}}
+                """
         try write(Array(index.utf8), to: model + "/model.safetensors.index.json")
         return model
     }
@@ -94,9 +103,10 @@ struct ContainerTests {
         let model = try shardedModel(in: directory)
         let packed = try pack(model, in: directory, options: PackOptions(chunkSize: 8192))
         let manifest = try PackManifest.load(from: packed)
-        #expect(manifest.files.map(\.path) == [
-            "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
-        ])
+        #expect(
+            manifest.files.map(\.path) == [
+                "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+            ])
         #expect(manifest.files.map(\.kind) == [.packed, .packed, .copied])
         #expect(FileManager.default.fileExists(atPath: packed + "/model-00002-of-00002.torpor"))
         _ = try ModelPack.unpack(pack: packed, to: directory.file("restored"))
@@ -110,7 +120,9 @@ struct ContainerTests {
         let directory = TemporaryDirectory()
         let model = try shardedModel(
             in: directory,
-            indexJSON: #"{"weight_map":{"a.weight":"model-00001-of-00002.safetensors","c.weight":"model-00001-of-00002.safetensors"}}"#)
+            indexJSON:
+                #"{"weight_map":{"a.weight":"model-00001-of-00002.safetensors","c.weight":"model-00001-of-00002.safetensors"}}"#
+        )
         let error = try #require(checkpointError { _ = try ModelPack.pack(model: model, to: directory.file("out")) })
         #expect(error.code == .invalidShardIndex)
         #expect(error.message.contains("\"c.weight\"") && error.message.contains("model-00001-of-00002.safetensors"))
@@ -164,8 +176,11 @@ struct ContainerTests {
         mutated[chunk.offset + 1] ^= 0x10
         try write(mutated, to: containerPath)
         let error = try #require(checkpointError { _ = try ModelPack.verify(pack: packed) })
-        let owner = try #require(container.index.tensors.first { (($0.firstChunk)..<($0.firstChunk + $0.chunkCount)).contains(3) })
-        #expect(error.message.contains("tensor \"\(owner.name)\"") && error.message.contains("chunk 3 of the file"), "\(error.message)")
+        let owner = try #require(
+            container.index.tensors.first { (($0.firstChunk)..<($0.firstChunk + $0.chunkCount)).contains(3) })
+        #expect(
+            error.message.contains("tensor \"\(owner.name)\"") && error.message.contains("chunk 3 of the file"),
+            "\(error.message)")
         try write(original, to: containerPath)
         #expect(try ModelPack.verify(pack: packed).files == 1)
     }
@@ -175,7 +190,9 @@ struct ContainerTests {
         let directory = TemporaryDirectory()
         var generator = SeededGenerator(seed: 123)
         var builder = SafetensorsBuilder()
-        builder.add("w", dtype: .bf16, shape: [64, 128], bytes: weightBytes(.bf16, count: 8192, sigma: 0.02, generator: &generator))
+        builder.add(
+            "w", dtype: .bf16, shape: [64, 128],
+            bytes: weightBytes(.bf16, count: 8192, sigma: 0.02, generator: &generator))
         builder.add("ids", dtype: .i64, shape: [64], bytes: randomBytes(512, generator: &generator))
         try builder.write(to: directory.file("m.safetensors"))
         let packed = try pack(directory.file("m.safetensors"), in: directory, options: PackOptions(chunkSize: 4096))
@@ -188,7 +205,8 @@ struct ContainerTests {
                 mutated.removeLast(Int.random(in: 1...mutated.count, using: &generator))
             case 1:
                 for _ in 0..<Int.random(in: 1...8, using: &generator) {
-                    mutated[Int.random(in: 0..<mutated.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
+                    mutated[Int.random(in: 0..<mutated.count, using: &generator)] = UInt8.random(
+                        in: 0...255, using: &generator)
                 }
             default:
                 let start = Int.random(in: 0..<mutated.count, using: &generator)

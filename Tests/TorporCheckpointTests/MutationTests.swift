@@ -17,9 +17,11 @@ struct MutationTests {
             case 0:
                 // A byte of the JSON header replaced by a JSON-significant character.
                 let structural = Array("{}[]\":,0123456789-.eE tfn\\".utf8)
-                mutated[8 + Int.random(in: 0..<headerLength, using: &generator)] = structural.randomElement(using: &generator)!
+                mutated[8 + Int.random(in: 0..<headerLength, using: &generator)] = structural.randomElement(
+                    using: &generator)!
             case 1:
-                mutated[Int.random(in: 0..<(8 + headerLength), using: &generator)] ^= UInt8(1 << Int.random(in: 0..<8, using: &generator))
+                mutated[Int.random(in: 0..<(8 + headerLength), using: &generator)] ^= UInt8(
+                    1 << Int.random(in: 0..<8, using: &generator))
             case 2:
                 mutated.removeLast(Int.random(in: 1...mutated.count, using: &generator))
             case 3:

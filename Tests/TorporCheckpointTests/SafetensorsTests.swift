@@ -37,7 +37,10 @@ struct SafetensorsTests {
     @Test(
         "malformed headers are rejected with a message naming the file and tensor",
         arguments: [
-            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 8, UInt64(9999), "runs beyond the end of the file", nil),
+            (
+                #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 8, UInt64(9999),
+                "runs beyond the end of the file", nil
+            ),
             (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#, 8, nil, "not valid JSON", nil),
             (#"[1,2]"#, 0, nil, "does not start with '{'", nil),
             (#"{"a":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}}"#, 8, nil, "unknown dtype \"F33\"", "a"),
@@ -58,7 +61,9 @@ struct SafetensorsTests {
             (#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,1]}}"#, 1, nil, "do not fill whole bytes", "a"),
         ] as [(String, Int, UInt64?, String, String?)]
     )
-    func rejectsMalformedHeaders(json: String, dataBytes: Int, declared: UInt64?, reason: String, tensor: String?) throws {
+    func rejectsMalformedHeaders(json: String, dataBytes: Int, declared: UInt64?, reason: String, tensor: String?)
+        throws
+    {
         let bytes = file(header: json, data: [UInt8](repeating: 0, count: dataBytes), declaredLength: declared)
         let error = try #require(checkpointError { try parse(bytes) })
         #expect(error.code == .invalidSafetensors)

@@ -95,12 +95,15 @@ public struct PackBenchmark: Codable, Sendable {
         for floor in floors {
             let bits = floor.planeBits.map { String(format: "%.2f", $0) }.joined(separator: " / ")
             lines.append(
-                "\(floor.dtype) byte-plane floor: \(String(format: "%.4f", floor.floor)) (plane entropy, low→high byte: \(bits) bits)")
+                "\(floor.dtype) byte-plane floor: \(String(format: "%.4f", floor.floor)) (plane entropy, low→high byte: \(bits) bits)"
+            )
         }
         let dtypes = floors.map(\.dtype)
         var header = pad("codec", 10) + pad("ratio", 8, right: true)
         for dtype in dtypes { header += pad("\(dtype) ratio", 12, right: true) + pad("vs floor", 10, right: true) }
-        header += pad("pack MB/s", 11, right: true) + pad("unpack MB/s", 13, right: true) + pad("verify MB/s", 13, right: true)
+        header +=
+            pad("pack MB/s", 11, right: true) + pad("unpack MB/s", 13, right: true)
+            + pad("verify MB/s", 13, right: true)
         lines.append(header)
         for row in rows {
             var line = pad(row.codec, 10) + pad(String(format: "%.4f", row.ratio), 8, right: true)
@@ -161,9 +164,11 @@ public struct PackBenchmark: Codable, Sendable {
                 defer { planes.deallocate() }
                 BytePlaneCodec.split(bytes, width: width, transform: .plain, into: planes)
                 let count = bytes.count / width
-                var planeHistograms = histograms[tensor.dtype] ?? Array(repeating: Array(repeating: 0, count: 256), count: width)
+                var planeHistograms =
+                    histograms[tensor.dtype] ?? Array(repeating: Array(repeating: 0, count: 256), count: width)
                 for plane in 0..<width {
-                    BytePlaneCodec.histogram(UnsafeRawBufferPointer(rebasing: planes[(plane * count)..<((plane + 1) * count)]), into: counts)
+                    BytePlaneCodec.histogram(
+                        UnsafeRawBufferPointer(rebasing: planes[(plane * count)..<((plane + 1) * count)]), into: counts)
                     for symbol in 0..<256 { planeHistograms[plane][symbol] += counts[symbol] }
                 }
                 histograms[tensor.dtype] = planeHistograms
@@ -177,14 +182,17 @@ public struct PackBenchmark: Codable, Sendable {
                     count == 0 ? sum : sum - Double(count) / total * log2(Double(count) / total)
                 }
             }
-            return Floor(dtype: dtype.rawValue, bytes: sizes[dtype]!, floor: bits.reduce(0, +) / Double(8 * bits.count), planeBits: bits)
+            return Floor(
+                dtype: dtype.rawValue, bytes: sizes[dtype]!, floor: bits.reduce(0, +) / Double(8 * bits.count),
+                planeBits: bits)
         }
     }
 
     /// The CPU model from /proc/cpuinfo and the kernel.
     static func machineDescription() -> String {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+        let model =
+            cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
         var name = utsname()
         uname(&name)

@@ -53,7 +53,7 @@ enum BytePlaneCodec {
         guard input.count % width == 0 else { return nil }
         let count = input.count / width
         let layout = transform(for: dtype)
-        let planes = scratch.bytes(input.count)
+        let planes = scratch.buffer(.planes, bytes: input.count)
         split(input, width: width, transform: layout, into: planes)
 
         output.storeLE(version, at: 0)
@@ -74,11 +74,12 @@ enum BytePlaneCodec {
                 histogram(bytes, into: counts)
                 let table = RANS.FrequencyTable(
                     counts: UnsafeBufferPointer(counts), total: count, scaleBits: RANS.defaultScaleBits)
-                let estimate = table.codedBits(counts: UnsafeBufferPointer(counts)) / 8
+                let estimate =
+                    table.codedBits(counts: UnsafeBufferPointer(counts)) / 8
                     + Double(table.headerBytes(lanes: RANS.defaultLanes))
                 if estimate < Double(count) * (1 - minimumSaving) {
                     let destination = UnsafeMutableRawBufferPointer(rebasing: output[position...])
-                    let words = scratch.wordBuffer(count + 2 * RANS.defaultLanes + RANS.defaultLanes)
+                    let words = scratch.buffer(.words, bytes: 2 * (count + 3 * RANS.defaultLanes)).bindMemory(to: UInt16.self)
                     let written = RANS.encode(bytes, table: table, scratch: words, into: destination)
                     if written < count {
                         encoding = .rans
@@ -110,7 +111,8 @@ enum BytePlaneCodec {
         guard input.count >= 8 else { throw CodecFailure("byte-plane chunk of \(input.count) bytes has no header") }
         let chunkVersion = input.loadLE(UInt8.self, at: 0)
         guard chunkVersion == version else {
-            throw CodecFailure("byte-plane chunk version \(chunkVersion) is not supported (this reader knows \(version))")
+            throw CodecFailure(
+                "byte-plane chunk version \(chunkVersion) is not supported (this reader knows \(version))")
         }
         let width = Int(input.loadLE(UInt8.self, at: 1))
         guard width == 2 || width == 4 else { throw CodecFailure("byte-plane element width \(width) is not 2 or 4") }
@@ -119,11 +121,12 @@ enum BytePlaneCodec {
         }
         let count = Int(input.loadLE(UInt32.self, at: 4))
         guard count * width == output.count else {
-            throw CodecFailure("byte-plane chunk holds \(count) elements of \(width) bytes, expected \(output.count) bytes")
+            throw CodecFailure(
+                "byte-plane chunk holds \(count) elements of \(width) bytes, expected \(output.count) bytes")
         }
         guard input.count >= headerSize(width: width) else { throw CodecFailure("byte-plane header is truncated") }
 
-        let decoded = scratch.bytes(output.count)
+        let decoded = scratch.buffer(.planes, bytes: output.count)
         var sources: [UnsafeRawPointer?] = []
         for plane in 0..<width {
             let entry = 8 + 12 * plane
@@ -142,7 +145,7 @@ enum BytePlaneCodec {
             case .rans:
                 let target = UnsafeMutableRawBufferPointer(rebasing: decoded[(plane * count)..<((plane + 1) * count)])
                 do {
-                    try RANS.decode(bytes, into: target)
+                    try RANS.decode(bytes, into: target, scratch: scratch)
                 } catch {
                     throw CodecFailure("plane \(plane): \(error.reason)")
                 }
@@ -236,7 +239,9 @@ enum BytePlaneCodec {
                 for index in 0..<count {
                     let sm = UInt16(plane0[index])
                     let e = UInt16(plane1[index])
-                    words.storeBytes(of: ((sm & 0x80) << 8 | e << 7 | sm & 0x7F).littleEndian, toByteOffset: index &* 2, as: UInt16.self)
+                    words.storeBytes(
+                        of: ((sm & 0x80) << 8 | e << 7 | sm & 0x7F).littleEndian, toByteOffset: index &* 2,
+                        as: UInt16.self)
                 }
             } else {
                 for index in 0..<count {

@@ -31,10 +31,22 @@ public enum ChunkCodec: UInt8, CaseIterable, Sendable, Codable {
 /// Per-thread working memory for encoding and decoding chunks: zstd contexts and plane buffers, allocated once
 /// per worker instead of once per chunk.
 final class CodecScratch {
+    /// The reusable buffers, one per use so that a codec can hold several at once.
+    enum Slot: Int, CaseIterable {
+        /// Byte planes of a chunk (encode and decode).
+        case planes
+        /// rANS encoder output words.
+        case words
+        /// rANS decoder tables.
+        case decodeTables
+        /// A padded copy of a rANS stream.
+        case streamCopy
+    }
+
     private(set) var compressContext: OpaquePointer?
     private(set) var decompressContext: OpaquePointer?
-    private var buffer: UnsafeMutableRawBufferPointer = .init(start: nil, count: 0)
-    private var words: UnsafeMutableBufferPointer<UInt16> = .init(start: nil, count: 0)
+    private var buffers = [UnsafeMutableRawBufferPointer](
+        repeating: UnsafeMutableRawBufferPointer(start: nil, count: 0), count: Slot.allCases.count)
 
     init() {}
 
@@ -54,29 +66,19 @@ final class CodecScratch {
         return context
     }
 
-    /// A byte buffer of at least `count` bytes, reused between calls.
-    func bytes(_ count: Int) -> UnsafeMutableRawBufferPointer {
-        if buffer.count < count {
-            buffer.deallocate()
-            buffer = .allocate(byteCount: max(count, 1), alignment: 64)
+    /// The buffer for `slot`, at least `count` bytes, 64-byte aligned, reused between calls.
+    func buffer(_ slot: Slot, bytes count: Int) -> UnsafeMutableRawBufferPointer {
+        if buffers[slot.rawValue].count < count {
+            buffers[slot.rawValue].deallocate()
+            buffers[slot.rawValue] = .allocate(byteCount: max(count, 64), alignment: 64)
         }
-        return UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
-    }
-
-    /// A 16-bit word buffer of at least `count` words, reused between calls.
-    func wordBuffer(_ count: Int) -> UnsafeMutableBufferPointer<UInt16> {
-        if words.count < count {
-            words.deallocate()
-            words = .allocate(capacity: max(count, 1))
-        }
-        return UnsafeMutableBufferPointer(rebasing: words[0..<count])
+        return UnsafeMutableRawBufferPointer(rebasing: buffers[slot.rawValue][0..<count])
     }
 
     deinit {
         if let compressContext { ZSTD_freeCCtx(compressContext) }
         if let decompressContext { ZSTD_freeDCtx(decompressContext) }
-        buffer.deallocate()
-        words.deallocate()
+        for buffer in buffers { buffer.deallocate() }
     }
 }
 

@@ -176,8 +176,12 @@ enum RANS {
 
     /// Decodes a stream written by `encode` into `output`, whose size must equal the stream's symbol count.
     /// - Throws: a message naming what is inconsistent, for any malformed or corrupted stream.
-    static func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws(CodecFailure) {
-        guard input.count >= 40 else { throw CodecFailure("rANS stream of \(input.count) bytes is shorter than its header") }
+    static func decode(
+        _ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer, scratch: CodecScratch
+    ) throws(CodecFailure) {
+        guard input.count >= 40 else {
+            throw CodecFailure("rANS stream of \(input.count) bytes is shorter than its header")
+        }
         let lanes = Int(input.loadLE(UInt16.self, at: 0))
         let scaleBits = Int(input.loadLE(UInt8.self, at: 2))
         let count = Int(input.loadLE(UInt32.self, at: 4))
@@ -220,12 +224,9 @@ enum RANS {
         // Decode table: for each slot, (frequency << 16 | slot - start) on the state's critical path, and the
         // symbol in a separate byte table.
         let slots = Int(total)
-        let decodeEntries = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: slots)
-        let decodeSymbols = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: slots)
-        defer {
-            decodeEntries.deallocate()
-            decodeSymbols.deallocate()
-        }
+        let tables = scratch.buffer(.decodeTables, bytes: 5 * slots)
+        let decodeEntries = UnsafeMutableRawBufferPointer(rebasing: tables[0..<(4 * slots)]).bindMemory(to: UInt32.self)
+        let decodeSymbols = UnsafeMutableRawBufferPointer(rebasing: tables[(4 * slots)...]).bindMemory(to: UInt8.self)
         for symbol in present {
             let start = Int(starts[symbol])
             for slot in start..<(start + Int(frequencies[symbol])) {
@@ -243,26 +244,37 @@ enum RANS {
             let words = Int(input.loadLE(UInt32.self, at: countsAt + 4 * lane))
             cursors[lane] = wordsAt
             wordsAt += 2 * words
-            guard wordsAt <= input.count else { throw CodecFailure("rANS lane \(lane) runs past the end of the stream") }
+            guard wordsAt <= input.count else {
+                throw CodecFailure("rANS lane \(lane) runs past the end of the stream")
+            }
             ends[lane] = wordsAt
         }
         guard wordsAt == input.count else {
             throw CodecFailure("rANS stream has \(input.count - wordsAt) bytes after its last lane")
         }
 
-        let finished = states.withUnsafeMutableBufferPointer { states in
+        // The words are decoded from a copy with zeroed slack after them: a lane reads at most one word per
+        // symbol, so even a corrupted stream cannot read outside the copy, and the inner loop needs no bounds
+        // checks. Overruns show up afterwards as a cursor past its lane's end.
+        let wordsStart = countsAt + 4 * lanes
+        let slack = 2 * ((count + lanes - 1) / lanes + 1)
+        let copy = scratch.buffer(.streamCopy, bytes: input.count - wordsStart + slack)
+        copy.copyMemory(from: UnsafeRawBufferPointer(rebasing: input[wordsStart...]))
+        UnsafeMutableRawBufferPointer(rebasing: copy[(input.count - wordsStart)...]).initializeMemory(as: UInt8.self, repeating: 0)
+        for lane in 0..<lanes {
+            cursors[lane] -= wordsStart
+            ends[lane] -= wordsStart
+        }
+        states.withUnsafeMutableBufferPointer { states in
             cursors.withUnsafeMutableBufferPointer { cursors in
-                ends.withUnsafeBufferPointer { ends in
-                    RANS.decodeLoop(
-                        count: count, lanes: lanes, scaleBits: UInt32(scaleBits),
-                        entries: UnsafePointer(decodeEntries.baseAddress!),
-                        symbols: UnsafePointer(decodeSymbols.baseAddress!), stream: input.baseAddress!,
-                        states: states.baseAddress!, cursors: cursors.baseAddress!, ends: ends.baseAddress!,
-                        output: output.baseAddress!.assumingMemoryBound(to: UInt8.self))
-                }
+                RANS.decodeLoop(
+                    count: count, lanes: lanes, scaleBits: UInt32(scaleBits),
+                    entries: UnsafePointer(decodeEntries.baseAddress!),
+                    symbols: UnsafePointer(decodeSymbols.baseAddress!), words: UnsafeRawPointer(copy.baseAddress!),
+                    states: states.baseAddress!, cursors: cursors.baseAddress!,
+                    output: output.baseAddress!.assumingMemoryBound(to: UInt8.self))
             }
         }
-        if !finished { throw CodecFailure("rANS stream ends before its last symbol") }
         for lane in 0..<lanes where states[lane] != lowerBound || cursors[lane] != ends[lane] {
             throw CodecFailure("rANS lane \(lane) does not end where its encoder began (corrupted data)")
         }
@@ -271,7 +283,7 @@ enum RANS {
 
 extension RANS {
     /// The decoder's inner loop, kept in one function over raw pointers so its state stays in registers.
-    /// - Returns: false when a lane runs out of words (a corrupted stream).
+    /// `words` must have room for one 16-bit read per symbol past any lane's start.
     @inline(never)
     fileprivate static func decodeLoop(
         count: Int,
@@ -279,40 +291,43 @@ extension RANS {
         scaleBits: UInt32,
         entries: UnsafePointer<UInt32>,
         symbols: UnsafePointer<UInt8>,
-        stream: UnsafeRawPointer,
+        words: UnsafeRawPointer,
         states: UnsafeMutablePointer<UInt32>,
         cursors: UnsafeMutablePointer<Int>,
-        ends: UnsafePointer<Int>,
         output: UnsafeMutablePointer<UInt8>
-    ) -> Bool {
+    ) {
         let mask = (UInt32(1) << scaleBits) &- 1
+        @inline(__always)
+        func step(_ lane: Int, _ index: Int) {
+            var x = states[lane]
+            let slot = Int(x & mask)
+            let entry = entries[slot]
+            output[index] = symbols[slot]
+            x = (entry &>> 16) &* (x &>> scaleBits) &+ (entry & 0xFFFF)
+            if x < lowerBound {
+                let cursor = cursors[lane]
+                x = (x &<< 16) | UInt32(UInt16(littleEndian: words.loadUnaligned(fromByteOffset: cursor, as: UInt16.self)))
+                cursors[lane] = cursor &+ 2
+            }
+            states[lane] = x
+        }
         var index = 0
-        var overrun = false
+        if lanes == defaultLanes {
+            // The writer's lane count: a loop with a constant trip count that the compiler unrolls.
+            while index &+ defaultLanes <= count {
+                for lane in 0..<defaultLanes { step(lane, index &+ lane) }
+                index &+= defaultLanes
+            }
+        }
         while index < count {
             let groupEnd = min(index &+ lanes, count)
             var lane = 0
             while index < groupEnd {
-                var x = states[lane]
-                let slot = Int(x & mask)
-                let entry = entries[slot]
-                output[index] = symbols[slot]
-                x = (entry &>> 16) &* (x &>> scaleBits) &+ (entry & 0xFFFF)
-                // Branch-free renormalization: whether a word is needed is data-dependent and mispredicts often.
-                // A lane with no words left reads offset 0 (always inside the stream) and flags the overrun.
-                let cursor = cursors[lane]
-                let available = cursor < ends[lane]
-                let word = UInt32(
-                    UInt16(littleEndian: stream.loadUnaligned(fromByteOffset: available ? cursor : 0, as: UInt16.self)))
-                let needed = x < lowerBound
-                overrun = overrun || (needed && !available)
-                x = needed ? (x &<< 16) | word : x
-                cursors[lane] = needed ? cursor &+ 2 : cursor
-                states[lane] = x
+                step(lane, index)
                 index &+= 1
                 lane &+= 1
             }
         }
-        return !overrun
     }
 }
 

@@ -33,7 +33,9 @@ public final class Container: Sendable {
         let tableBytes = region(preamble.chunkTableOffset, preamble.chunkCount * ContainerLayout.chunkRecordSize)
         guard CRC32.checksum(tableBytes) == preamble.chunkTableCRC else { throw corrupt("chunk table") }
         let headerBytes = region(preamble.sourceHeaderOffset, preamble.sourceHeaderLength)
-        guard CRC32.checksum(headerBytes) == preamble.sourceHeaderCRC else { throw corrupt("stored safetensors header") }
+        guard CRC32.checksum(headerBytes) == preamble.sourceHeaderCRC else {
+            throw corrupt("stored safetensors header")
+        }
         let indexBytes = region(preamble.indexOffset, preamble.indexLength)
         guard CRC32.checksum(indexBytes) == preamble.indexCRC else { throw corrupt("index") }
 
@@ -51,7 +53,8 @@ public final class Container: Sendable {
             guard let record else {
                 throw CheckpointError(
                     .unsupported,
-                    "\(path): chunk \(number) uses codec id \(codecID), which this torpor does not know; upgrade torpor")
+                    "\(path): chunk \(number) uses codec id \(codecID), which this torpor does not know; upgrade torpor"
+                )
             }
             guard record.offset >= dataRange.lowerBound, record.storedSize <= dataRange.upperBound - record.offset,
                 record.offset <= dataRange.upperBound
@@ -60,7 +63,8 @@ public final class Container: Sendable {
             }
             guard record.rawSize <= index.chunkSize else {
                 throw CheckpointError(
-                    .invalidContainer, "\(path): chunk \(number) decodes to \(record.rawSize) bytes, more than the chunk size")
+                    .invalidContainer,
+                    "\(path): chunk \(number) decodes to \(record.rawSize) bytes, more than the chunk size")
             }
             records.append(record)
         }
@@ -104,9 +108,12 @@ public final class Container: Sendable {
             guard tensor.firstChunk >= 0, tensor.chunkCount >= 0, tensor.firstChunk <= chunks.count,
                 tensor.chunkCount <= chunks.count - tensor.firstChunk
             else { throw fail("tensor \"\(tensor.name)\" names chunks beyond the chunk table") }
-            let covered = chunks[tensor.firstChunk..<(tensor.firstChunk + tensor.chunkCount)].reduce(0) { $0 + $1.rawSize }
+            let covered = chunks[tensor.firstChunk..<(tensor.firstChunk + tensor.chunkCount)].reduce(0) {
+                $0 + $1.rawSize
+            }
             guard covered == described.byteCount else {
-                throw fail("tensor \"\(tensor.name)\" is \(described.byteCount) bytes but its chunks decode to \(covered)")
+                throw fail(
+                    "tensor \"\(tensor.name)\" is \(described.byteCount) bytes but its chunks decode to \(covered)")
             }
         }
     }
@@ -122,7 +129,8 @@ public final class Container: Sendable {
     /// The stored safetensors header with its 8-byte prefix.
     public var sourceHeaderBytes: UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(
-            rebasing: mapping.bytes[preamble.sourceHeaderOffset..<(preamble.sourceHeaderOffset + preamble.sourceHeaderLength)])
+            rebasing: mapping.bytes[
+                preamble.sourceHeaderOffset..<(preamble.sourceHeaderOffset + preamble.sourceHeaderLength)])
     }
 
     /// Checks that nothing but zero padding lies between the preamble, the chunks and the chunk table, so that a
@@ -132,7 +140,8 @@ public final class Container: Sendable {
         func checkZero(_ range: Range<Int>, _ what: String) throws(CheckpointError) {
             guard range.lowerBound < range.upperBound else { return }
             if bytes[range].contains(where: { $0 != 0 }) {
-                throw CheckpointError(.corruptData, "\(path): non-zero bytes in the padding \(what) (the file is corrupted)")
+                throw CheckpointError(
+                    .corruptData, "\(path): non-zero bytes in the padding \(what) (the file is corrupted)")
             }
         }
         try checkZero(ContainerLayout.preambleSize..<preamble.dataOffset, "after the preamble")
@@ -160,10 +169,15 @@ public final class Container: Sendable {
         var pieces: [Piece] = []
         pieces.reserveCapacity(chunks.count)
         let dataStart = preamble.sourceHeaderLength
-        for (tensorNumber, tensor) in index.tensors.enumerated().sorted(by: { $0.element.dataOffsets[0] < $1.element.dataOffsets[0] }) {
+        for (tensorNumber, tensor) in index.tensors.enumerated().sorted(by: {
+            $0.element.dataOffsets[0] < $1.element.dataOffsets[0]
+        }) {
             var offset = dataStart + tensor.dataOffsets[0]
             for step in 0..<tensor.chunkCount {
-                pieces.append(Piece(chunk: tensor.firstChunk + step, tensor: tensorNumber, chunkInTensor: step, outputOffset: offset))
+                pieces.append(
+                    Piece(
+                        chunk: tensor.firstChunk + step, tensor: tensorNumber, chunkInTensor: step, outputOffset: offset
+                    ))
                 offset += chunks[tensor.firstChunk + step].rawSize
             }
         }
@@ -171,13 +185,16 @@ public final class Container: Sendable {
     }
 
     /// Checks and decodes one chunk into `output` (its raw size).
-    func decode(_ piece: Piece, into output: UnsafeMutableRawBufferPointer, scratch: CodecScratch) throws(CheckpointError) {
+    func decode(_ piece: Piece, into output: UnsafeMutableRawBufferPointer, scratch: CodecScratch)
+        throws(CheckpointError)
+    {
         let record = chunks[piece.chunk]
         let tensor = index.tensors[piece.tensor]
         func describe() -> String {
             "\(path): tensor \"\(tensor.name)\" chunk \(piece.chunkInTensor) (chunk \(piece.chunk) of the file, offset \(record.offset))"
         }
-        let stored = UnsafeRawBufferPointer(rebasing: mapping.bytes[record.offset..<(record.offset + record.storedSize)])
+        let stored = UnsafeRawBufferPointer(
+            rebasing: mapping.bytes[record.offset..<(record.offset + record.storedSize)])
         let storedCRC = CRC32.checksum(stored)
         guard storedCRC == record.storedCRC else {
             throw CheckpointError(
@@ -188,7 +205,8 @@ public final class Container: Sendable {
         do {
             try ChunkCoder.decode(record.codec, stored, into: output, scratch: scratch)
         } catch {
-            throw CheckpointError(.corruptData, "\(describe()): cannot decode \(record.codec.name) data: \(error.reason)")
+            throw CheckpointError(
+                .corruptData, "\(describe()): cannot decode \(record.codec.name) data: \(error.reason)")
         }
         let rawCRC = CRC32.checksum(UnsafeRawBufferPointer(output))
         guard rawCRC == record.rawCRC else {
@@ -218,7 +236,8 @@ public final class Container: Sendable {
         while start < pieces.count {
             var end = start
             let base = pieces[start].outputOffset
-            while end < pieces.count, pieces[end].outputOffset + chunks[pieces[end].chunk].rawSize - base <= windowBytes {
+            while end < pieces.count, pieces[end].outputOffset + chunks[pieces[end].chunk].rawSize - base <= windowBytes
+            {
                 end += 1
             }
             windows.append(start..<end)
@@ -243,7 +262,8 @@ public final class Container: Sendable {
                 defer { decoding.leave() }
                 let base = pieces[range.lowerBound].outputOffset
                 do throws(CheckpointError) {
-                    try pool.run(jobs: range.count) { (slot: Int, scratch: CodecScratch) throws(CheckpointError) -> Void in
+                    try pool.run(jobs: range.count) {
+                        (slot: Int, scratch: CodecScratch) throws(CheckpointError) -> Void in
                         let piece = pieces[range.lowerBound + slot]
                         let at = piece.outputOffset - base
                         let output = UnsafeMutableRawBufferPointer(
@@ -281,8 +301,11 @@ public final class Container: Sendable {
         try bytes.withMutableBytes { (out) throws(CheckpointError) in
             for step in 0..<tensor.chunkCount {
                 let size = chunks[tensor.firstChunk + step].rawSize
-                let piece = Piece(chunk: tensor.firstChunk + step, tensor: number, chunkInTensor: step, outputOffset: offset)
-                try decode(piece, into: UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + size)]), scratch: scratch)
+                let piece = Piece(
+                    chunk: tensor.firstChunk + step, tensor: number, chunkInTensor: step, outputOffset: offset)
+                try decode(
+                    piece, into: UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + size)]),
+                    scratch: scratch)
                 offset += size
             }
         }

@@ -118,7 +118,9 @@ struct Preamble: Equatable {
             indexLength <= fileSize - indexOffset
         else { throw fail("the preamble's regions overlap or run beyond the file's \(fileSize) bytes (truncated?)") }
         guard indexOffset + indexLength == fileSize else {
-            throw fail("the file is \(fileSize) bytes but its index ends at \(indexOffset + indexLength) (truncated or appended to)")
+            throw fail(
+                "the file is \(fileSize) bytes but its index ends at \(indexOffset + indexLength) (truncated or appended to)"
+            )
         }
     }
 

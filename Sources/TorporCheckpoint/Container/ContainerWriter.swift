@@ -91,7 +91,8 @@ public enum ContainerPacker {
     static var codecVersions: [String: String] {
         [
             ChunkCodec.raw.name: "1",
-            ChunkCodec.zstd.name: "zstd frame, libzstd \(String(cString: ZSTD_versionString())) level \(ChunkCoder.zstdLevel)",
+            ChunkCodec.zstd.name:
+                "zstd frame, libzstd \(String(cString: ZSTD_versionString())) level \(ChunkCoder.zstdLevel)",
             ChunkCodec.bytePlane.name:
                 "\(BytePlaneCodec.version) (rANS \(RANS.defaultLanes) lanes, \(RANS.defaultScaleBits)-bit frequencies)",
         ]
@@ -130,7 +131,9 @@ public enum ContainerPacker {
             for (index, tensor) in header.tensors.enumerated() where tensor.byteCount > 0 {
                 let bytes = source.bytes(of: tensor)
                 let key = [tensor.byteCount, Int(CRC32.checksum(bytes))]
-                if let earlier = seen[key, default: []].first(where: { source.bytes(of: header.tensors[$0]).elementsEqual(bytes) }) {
+                if let earlier = seen[key, default: []].first(where: {
+                    source.bytes(of: header.tensors[$0]).elementsEqual(bytes)
+                }) {
                     duplicateOf[index] = earlier
                 } else {
                     seen[key, default: []].append(index)
@@ -152,7 +155,10 @@ public enum ContainerPacker {
             var offset = 0
             while offset < tensor.byteCount {
                 let size = min(options.chunkSize, tensor.byteCount - offset)
-                jobs.append(Job(tensor: index, source: (start + offset)..<(start + offset + size), codec: codecs[index], dtype: tensor.dtype))
+                jobs.append(
+                    Job(
+                        tensor: index, source: (start + offset)..<(start + offset + size), codec: codecs[index],
+                        dtype: tensor.dtype))
                 offset += size
             }
             chunkRanges[index] = first..<jobs.count
@@ -167,7 +173,8 @@ public enum ContainerPacker {
 
         let pool = WorkerPool(workers: options.workers)
         let windowJobs = max(16, pool.workers * 8)
-        let slotSize = ChunkCoder.maxEncodedSize(.bytePlane, rawSize: options.chunkSize)
+        let slotSize =
+            ChunkCoder.maxEncodedSize(.bytePlane, rawSize: options.chunkSize)
             + ChunkCoder.maxEncodedSize(.zstd, rawSize: options.chunkSize)
         let outputs = UnsafeMutableRawBufferPointer.allocate(byteCount: windowJobs * slotSize, alignment: 64)
         defer { outputs.deallocate() }
@@ -182,11 +189,13 @@ public enum ContainerPacker {
                 pool.run(jobs: window.count) { (slot: Int, scratch: CodecScratch) -> Void in
                     let job = jobs[window.lowerBound + slot]
                     let input = UnsafeRawBufferPointer(rebasing: source.mapping.bytes[job.source])
-                    let output = UnsafeMutableRawBufferPointer(rebasing: outputs[(slot * slotSize)..<((slot + 1) * slotSize)])
+                    let output = UnsafeMutableRawBufferPointer(
+                        rebasing: outputs[(slot * slotSize)..<((slot + 1) * slotSize)])
                     let rawCRC = CRC32.checksum(input)
                     var codec = job.codec
                     var size = input.count
-                    if codec != .raw, let written = ChunkCoder.encode(codec, input, dtype: job.dtype, into: output, scratch: scratch),
+                    if codec != .raw,
+                        let written = ChunkCoder.encode(codec, input, dtype: job.dtype, into: output, scratch: scratch),
                         written < input.count
                     {
                         size = written
@@ -198,7 +207,8 @@ public enum ContainerPacker {
                 }
             }
             for (slot, result) in encoded.enumerated() {
-                let stored = UnsafeRawBufferPointer(rebasing: outputs[(slot * slotSize)..<(slot * slotSize + result.size)])
+                let stored = UnsafeRawBufferPointer(
+                    rebasing: outputs[(slot * slotSize)..<(slot * slotSize + result.size)])
                 let offset = try writer.appendChunk(stored, alignment: ContainerLayout.defaultChunkAlignment)
                 records.append(
                     ChunkRecord(
@@ -227,7 +237,8 @@ public enum ContainerPacker {
         progress?(
             .finished(
                 file: fileName,
-                summary: "\(formatBytes(source.mapping.count)) → \(formatBytes(size)) (\(String(format: "%.3f", ratio)))"))
+                summary:
+                    "\(formatBytes(source.mapping.count)) → \(formatBytes(size)) (\(String(format: "%.3f", ratio)))"))
         return PackedFile(
             sourceBytes: source.mapping.count, containerBytes: size, sha256: sha256, tensorCount: tensors.count,
             duplicateCount: duplicateOf.compactMap { $0 }.count)

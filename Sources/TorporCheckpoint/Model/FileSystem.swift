@@ -21,7 +21,8 @@ final class StagedDirectory {
             let contents = (try? manager.contentsOfDirectory(atPath: trimmed)) ?? ["?"]
             guard isDirectory.boolValue, contents.isEmpty else {
                 throw CheckpointError(
-                    .outputExists, "\(trimmed) already exists and is not an empty directory; choose another output or remove it")
+                    .outputExists,
+                    "\(trimmed) already exists and is not an empty directory; choose another output or remove it")
             }
         }
         let url = URL(fileURLWithPath: trimmed)
@@ -52,7 +53,9 @@ final class StagedDirectory {
         if FileManager.default.fileExists(atPath: destination) {
             guard rmdir(destination) == 0 else { throw ioError("cannot replace the empty directory", destination) }
         }
-        guard rename(staging, destination) == 0 else { throw ioError("cannot move the finished output to", destination) }
+        guard rename(staging, destination) == 0 else {
+            throw ioError("cannot move the finished output to", destination)
+        }
         committed = true
         try syncDirectory(URL(fileURLWithPath: destination).deletingLastPathComponent().path)
     }

@@ -44,7 +44,8 @@ public struct PackInspection: Codable, Sendable {
         let manifest = try PackManifest.load(from: pack)
         self.pack = pack
         var files: [File] = []
-        var totals = Totals(files: 0, tensors: 0, bytes: 0, storedBytes: 0, safetensorsBytes: 0, containerBytes: 0, ratio: 1)
+        var totals = Totals(
+            files: 0, tensors: 0, bytes: 0, storedBytes: 0, safetensorsBytes: 0, containerBytes: 0, ratio: 1)
         for entry in manifest.files {
             var file = File(
                 path: entry.path, kind: entry.kind, container: entry.container, bytes: entry.size,

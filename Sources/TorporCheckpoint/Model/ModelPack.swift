@@ -51,7 +51,8 @@ public enum ModelPack {
         let taken = Set(files)
         for file in safetensors where taken.contains(containerPath(for: file)) {
             throw CheckpointError(
-                .invalidArgument, "\(model): \(containerPath(for: file)) exists beside \(file), so its container would overwrite it")
+                .invalidArgument,
+                "\(model): \(containerPath(for: file)) exists beside \(file), so its container would overwrite it")
         }
 
         // Validate every shard and any shard index before writing anything.
@@ -73,7 +74,9 @@ public enum ModelPack {
         defer { stage.discard() }
         var entries: [PackManifest.File] = []
         var report = PackReport(
-            manifest: PackManifest(writer: "torpor \(torporVersion)", codec: options.codec.description, chunkSize: options.chunkSize, files: []),
+            manifest: PackManifest(
+                writer: "torpor \(torporVersion)", codec: options.codec.description, chunkSize: options.chunkSize,
+                files: []),
             sourceBytes: 0, packedBytes: 0, safetensorsBytes: 0, containerBytes: 0, seconds: 0)
         for file in files {
             let source = root + "/" + file
@@ -84,7 +87,8 @@ public enum ModelPack {
                     progress: progress)
                 entries.append(
                     PackManifest.File(
-                        path: file, size: packed.sourceBytes, sha256: packed.sha256, kind: .packed, container: container,
+                        path: file, size: packed.sourceBytes, sha256: packed.sha256, kind: .packed,
+                        container: container,
                         containerSize: packed.containerBytes))
                 report.safetensorsBytes += packed.sourceBytes
                 report.containerBytes += packed.containerBytes
@@ -174,7 +178,8 @@ public enum ModelPack {
                 reference = try MappedFile(path: path)
                 guard reference!.count == entry.size else {
                     throw CheckpointError(
-                        .mismatch, "\(path) is \(reference!.count) bytes but the pack restores it to \(entry.size) bytes")
+                        .mismatch,
+                        "\(path) is \(reference!.count) bytes but the pack restores it to \(entry.size) bytes")
                 }
             }
             let (digest, chunks) = try restore(entry, in: pack, workers: workers, progress: progress) {
@@ -202,7 +207,8 @@ public enum ModelPack {
         guard digest == entry.sha256 else {
             throw CheckpointError(
                 .corruptData,
-                "\(pack): \(entry.path) restores to bytes whose SHA-256 \(digest) differs from the manifest's \(entry.sha256)")
+                "\(pack): \(entry.path) restores to bytes whose SHA-256 \(digest) differs from the manifest's \(entry.sha256)"
+            )
         }
     }
 
@@ -231,7 +237,8 @@ public enum ModelPack {
             let container = try Container(path: path)
             guard container.index.source.sha256 == entry.sha256, container.index.source.size == entry.size else {
                 throw CheckpointError(
-                    .corruptData, "\(path) restores \(container.index.source.fileName), not the manifest's \(entry.path)")
+                    .corruptData,
+                    "\(path) restores \(container.index.source.fileName), not the manifest's \(entry.path)")
             }
             try container.checkPadding()
             try container.restore(workers: workers, progress: progress) { (bytes, offset) throws(CheckpointError) in
@@ -243,7 +250,8 @@ public enum ModelPack {
                 streamed += bytes.count
             }
             guard streamed == entry.size else {
-                throw CheckpointError(.corruptData, "\(path) restores \(streamed) bytes, the manifest says \(entry.size)")
+                throw CheckpointError(
+                    .corruptData, "\(path) restores \(streamed) bytes, the manifest says \(entry.size)")
             }
             return (digest.finalize(), container.chunks.count)
         }

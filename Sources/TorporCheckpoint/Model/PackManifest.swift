@@ -43,7 +43,8 @@ public struct PackManifest: Codable, Sendable, Equatable {
         guard FileManager.default.fileExists(atPath: path) else {
             throw CheckpointError(
                 .invalidContainer,
-                "\(directory) is not a complete torpor pack: it has no \(fileName) (an interrupted pack, or the wrong directory)")
+                "\(directory) is not a complete torpor pack: it has no \(fileName) (an interrupted pack, or the wrong directory)"
+            )
         }
         let manifest: PackManifest
         do {
@@ -52,10 +53,12 @@ public struct PackManifest: Codable, Sendable, Equatable {
             throw CheckpointError(.invalidContainer, "\(path) is not a valid pack manifest (\(error))")
         }
         guard manifest.format == "torpor-pack" else {
-            throw CheckpointError(.invalidContainer, "\(path) is not a torpor pack manifest (format \"\(manifest.format)\")")
+            throw CheckpointError(
+                .invalidContainer, "\(path) is not a torpor pack manifest (format \"\(manifest.format)\")")
         }
         guard manifest.version == 1 else {
-            throw CheckpointError(.unsupported, "\(path): manifest version \(manifest.version) is newer than this torpor; upgrade torpor")
+            throw CheckpointError(
+                .unsupported, "\(path): manifest version \(manifest.version) is newer than this torpor; upgrade torpor")
         }
         for file in manifest.files {
             for relative in [file.path, file.container].compactMap({ $0 }) where !isSafeRelativePath(relative) {
@@ -72,5 +75,7 @@ public struct PackManifest: Codable, Sendable, Equatable {
 /// True when `path` is relative, stays inside its directory and names no hidden traversal.
 func isSafeRelativePath(_ path: String) -> Bool {
     guard !path.isEmpty, !path.hasPrefix("/") else { return false }
-    return !path.split(separator: "/", omittingEmptySubsequences: false).contains { $0 == ".." || $0 == "." || $0.isEmpty }
+    return !path.split(separator: "/", omittingEmptySubsequences: false).contains {
+        $0 == ".." || $0 == "." || $0.isEmpty
+    }
 }

@@ -25,7 +25,8 @@ struct ShardIndex {
         var weightMap: [String: String] = [:]
         for (tensor, shard) in map {
             guard let file = shard.stringValue, isSafeRelativePath(file) else {
-                throw CheckpointError(.invalidShardIndex, "\(path): tensor \"\(tensor)\" maps to something that is not a shard file name")
+                throw CheckpointError(
+                    .invalidShardIndex, "\(path): tensor \"\(tensor)\" maps to something that is not a shard file name")
             }
             weightMap[tensor] = file
         }
@@ -40,18 +41,21 @@ struct ShardIndex {
         for (tensor, shard) in weightMap.sorted(by: { $0.key < $1.key }) {
             guard let names = shards[shard] else {
                 throw CheckpointError(
-                    .invalidShardIndex, "\(indexPath): tensor \"\(tensor)\" is mapped to \(shard), which is not in the model directory")
+                    .invalidShardIndex,
+                    "\(indexPath): tensor \"\(tensor)\" is mapped to \(shard), which is not in the model directory")
             }
             guard names.contains(tensor) else {
                 throw CheckpointError(
-                    .invalidShardIndex, "\(indexPath): tensor \"\(tensor)\" is mapped to \(shard), which has no such tensor")
+                    .invalidShardIndex,
+                    "\(indexPath): tensor \"\(tensor)\" is mapped to \(shard), which has no such tensor")
             }
         }
         let mappedShards = Set(weightMap.values)
         for shard in mappedShards.sorted() {
             for tensor in shards[shard, default: []].sorted() where weightMap[tensor] != shard {
                 throw CheckpointError(
-                    .invalidShardIndex, "\(indexPath): \(shard) holds tensor \"\(tensor)\", which the weight_map does not list there")
+                    .invalidShardIndex,
+                    "\(indexPath): \(shard) holds tensor \"\(tensor)\", which the weight_map does not list there")
             }
         }
     }

@@ -104,24 +104,36 @@ public struct SafetensorsHeader: Sendable {
             }
             tensors.append(try Self.parseTensor(name: name, value: value, file: file))
         }
-        tensors.sort { ($0.dataOffsets.lowerBound, $0.dataOffsets.upperBound) < ($1.dataOffsets.lowerBound, $1.dataOffsets.upperBound) }
+        tensors.sort {
+            ($0.dataOffsets.lowerBound, $0.dataOffsets.upperBound) < (
+                $1.dataOffsets.lowerBound, $1.dataOffsets.upperBound
+            )
+        }
 
         var expectedStart = 0
         for (index, tensor) in tensors.enumerated() {
             if tensor.dataOffsets.lowerBound < expectedStart {
                 let previous = tensors[index - 1].name
-                throw fail("tensor \"\(tensor.name)\" overlaps \"\(previous)\" (starts at \(tensor.dataOffsets.lowerBound), before \(expectedStart))")
+                throw fail(
+                    "tensor \"\(tensor.name)\" overlaps \"\(previous)\" (starts at \(tensor.dataOffsets.lowerBound), before \(expectedStart))"
+                )
             }
             if tensor.dataOffsets.lowerBound > expectedStart {
-                throw fail("bytes \(expectedStart)..<\(tensor.dataOffsets.lowerBound) of the data region belong to no tensor (hole before \"\(tensor.name)\")")
+                throw fail(
+                    "bytes \(expectedStart)..<\(tensor.dataOffsets.lowerBound) of the data region belong to no tensor (hole before \"\(tensor.name)\")"
+                )
             }
             expectedStart = tensor.dataOffsets.upperBound
         }
         if let last = tensors.last, last.dataOffsets.upperBound > dataLength {
-            throw fail("tensor \"\(last.name)\" ends at data offset \(last.dataOffsets.upperBound), beyond the \(dataLength)-byte data region (truncated file?)")
+            throw fail(
+                "tensor \"\(last.name)\" ends at data offset \(last.dataOffsets.upperBound), beyond the \(dataLength)-byte data region (truncated file?)"
+            )
         }
         if expectedStart != dataLength {
-            throw fail("the data region is \(dataLength) bytes but the tensors cover \(expectedStart) (trailing bytes belong to no tensor)")
+            throw fail(
+                "the data region is \(dataLength) bytes but the tensors cover \(expectedStart) (trailing bytes belong to no tensor)"
+            )
         }
 
         self.tensors = tensors

@@ -1,13 +1,15 @@
-import Glibc
 import Dispatch
+import Glibc
 import Synchronization
 
 /// Runs CPU-bound jobs on every core: `workers` threads pull job indices from a shared counter, each with its
 /// own codec scratch memory. Blocks until all jobs finish; the first error thrown stops the remaining jobs and
 /// is rethrown.
-struct WorkerPool: Sendable {
+final class WorkerPool: Sendable {
     /// The number of worker threads.
     let workers: Int
+    /// Scratch memory kept between runs, so buffers are not allocated and faulted in again for every window.
+    private let spareScratch = Mutex<[UncheckedSendable<CodecScratch>]>([])
 
     /// A pool with one worker per active core (at least one).
     init(workers: Int? = nil) {
@@ -25,7 +27,8 @@ struct WorkerPool: Sendable {
         withoutActuallyEscaping(body) { body in
             let shared = UncheckedSendable(body)
             DispatchQueue.concurrentPerform(iterations: threads) { _ in
-                let scratch = CodecScratch()
+                let scratch = self.spareScratch.withLock { $0.popLast()?.value } ?? CodecScratch()
+                defer { self.spareScratch.withLock { $0.append(UncheckedSendable(scratch)) } }
                 while true {
                     let job = next.wrappingAdd(1, ordering: .relaxed).oldValue
                     guard job < jobs else { return }
@@ -56,4 +59,3 @@ enum System {
         Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     }
 }
-

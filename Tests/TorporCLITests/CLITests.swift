@@ -1,0 +1,179 @@
+import Foundation
+import Glibc
+import Testing
+import TorporCheckpoint
+
+/// The result of running the `torpor` binary.
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs the built `torpor` binary, as a user would, with no terminal attached.
+func torpor(_ arguments: String..., environment: [String: String] = [:]) throws -> CommandResult {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+        "torpor")
+    let located =
+        FileManager.default.isExecutableFile(atPath: binary.path)
+        ? binary
+        : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/debug/torpor")
+    let process = Process()
+    process.executableURL = located
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    // Read both pipes before waiting, so a full pipe cannot block the child.
+    let errData = UncheckedBox<Data>()
+    let reader = Thread { errData.value = err.fileHandleForReading.readDataToEndOfFile() }
+    reader.start()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    while errData.value == nil { usleep(1000) }
+    return CommandResult(
+        status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData.value!, as: UTF8.self))
+}
+
+final class UncheckedBox<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Value?
+    var value: Value? {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
+    }
+}
+
+final class Scratch {
+    let path: String
+    init() {
+        var template = Array((NSTemporaryDirectory() + "/torpor-cli-XXXXXX").utf8CString)
+        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+enum Fixture {
+    static var directory: String {
+        if let path = ProcessInfo.processInfo.environment["TORPOR_FIXTURES"] { return path }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures").path
+    }
+}
+
+func bytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }
+
+@Suite("The torpor command", .serialized)
+struct CLITests {
+    @Test("pack, inspect, verify and unpack the tiny Llama as a user would")
+    func fullCycle() throws {
+        let scratch = Scratch()
+        let model = Fixture.directory + "/tiny-llama"
+        let pack = scratch.path + "/packed"
+        let files = try FileManager.default.contentsOfDirectory(atPath: model).count
+        let packed = try torpor("pack", model, pack)
+        #expect(packed.status == 0, "\(packed.stderr)")
+        #expect(packed.stdout.contains("packed \(files) files into \(pack)"), "\(packed.stdout)")
+        // Not a terminal: one plain line per file on standard error, no bar.
+        #expect(packed.stderr.contains("model.safetensors: "), "\(packed.stderr)")
+        #expect(!packed.stderr.contains("\r"))
+        #expect(FileManager.default.fileExists(atPath: pack + "/model.torpor"))
+        #expect(try bytes(pack + "/tokenizer.json") == bytes(model + "/tokenizer.json"))
+
+        let table = try torpor("inspect", pack)
+        #expect(table.status == 0)
+        #expect(table.stdout.contains("model.embed_tokens.weight"), "\(table.stdout)")
+        #expect(table.stdout.contains("F32") && table.stdout.contains("byteplane"))
+        #expect(table.stdout.contains("total: \(files) files"))
+
+        let json = try torpor("inspect", pack, "--json")
+        let inspection = try JSONDecoder().decode(PackInspection.self, from: Data(json.stdout.utf8))
+        let container = try #require(inspection.files.first { $0.kind == .packed })
+        #expect(container.tensors.contains { $0.name == "model.embed_tokens.weight" && $0.shape == [374, 128] })
+        #expect(inspection.totals.safetensorsBytes == (try bytes(model + "/model.safetensors")).count)
+
+        let verified = try torpor("verify", pack, "--against", model)
+        #expect(verified.status == 0, "\(verified.stderr)")
+        #expect(verified.stdout.contains("every byte matches"))
+
+        let restored = scratch.path + "/restored"
+        let unpacked = try torpor("unpack", pack, restored, "--quiet")
+        #expect(unpacked.status == 0 && unpacked.stdout.isEmpty && unpacked.stderr.isEmpty)
+        for file in try FileManager.default.contentsOfDirectory(atPath: model) {
+            #expect(try bytes(restored + "/" + file) == bytes(model + "/" + file), "\(file)")
+        }
+    }
+
+    @Test("a corrupted pack fails verify and unpack with a message naming the file, tensor and chunk")
+    func corruptionIsReported() throws {
+        let scratch = Scratch()
+        let pack = scratch.path + "/packed"
+        #expect(try torpor("pack", Fixture.directory + "/minilm-l6-bf16.safetensors", pack, "-q").status == 0)
+        let path = pack + "/minilm-l6-bf16.torpor"
+        var data = try bytes(path)
+        data[4096 + 100] ^= 0x04
+        try data.write(to: URL(fileURLWithPath: path))
+        let verified = try torpor("verify", pack)
+        #expect(verified.status == 1)
+        #expect(verified.stderr.hasPrefix("error: \(path): tensor \""), "\(verified.stderr)")
+        #expect(verified.stderr.contains("chunk 0") && verified.stderr.contains("CRC-32"), "\(verified.stderr)")
+        let unpacked = try torpor("unpack", pack, scratch.path + "/out")
+        #expect(unpacked.status == 1)
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"))
+    }
+
+    @Test("bad input gets a clear error and a non-zero exit")
+    func badInput() throws {
+        let scratch = Scratch()
+        let notSafetensors = scratch.path + "/model"
+        try FileManager.default.createDirectory(atPath: notSafetensors, withIntermediateDirectories: true)
+        try Data("{\"dtype\": oops".utf8).write(to: URL(fileURLWithPath: notSafetensors + "/model.safetensors"))
+        let broken = try torpor("pack", notSafetensors, scratch.path + "/out")
+        #expect(broken.status == 1)
+        #expect(broken.stderr.contains("model.safetensors"), "\(broken.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"))
+
+        let codec = try torpor("pack", notSafetensors, scratch.path + "/out", "--codec", "lz4")
+        #expect(codec.status != 0 && codec.stderr.contains("unknown codec \"lz4\""), "\(codec.stderr)")
+
+        let chunk = try torpor("pack", Fixture.directory + "/tiny-llama", scratch.path + "/out", "--chunk-size", "100")
+        #expect(chunk.status == 1 && chunk.stderr.contains("chunk size 100 is invalid"), "\(chunk.stderr)")
+
+        let missing = try torpor("verify", scratch.path + "/nowhere")
+        #expect(missing.status == 1 && missing.stderr.contains("nowhere is not a directory"), "\(missing.stderr)")
+
+        let incomplete = try torpor("inspect", notSafetensors)
+        #expect(
+            incomplete.status == 1 && incomplete.stderr.contains("not a complete torpor pack"), "\(incomplete.stderr)")
+    }
+
+    @Test("a full disk mid-pack leaves nothing that looks complete and says why", .enabled(if: getuid() == 0))
+    func fullDisk() throws {
+        let scratch = Scratch()
+        let mountPoint = scratch.path + "/small"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mount.arguments = ["-t", "tmpfs", "-o", "size=8m", "tmpfs", mountPoint]
+        try mount.run()
+        mount.waitUntilExit()
+        try #require(mount.terminationStatus == 0, "cannot mount a tmpfs to fill")
+        defer {
+            let unmount = Process()
+            unmount.executableURL = URL(fileURLWithPath: "/bin/umount")
+            unmount.arguments = [mountPoint]
+            try? unmount.run()
+            unmount.waitUntilExit()
+        }
+        let result = try torpor("pack", Fixture.directory + "/minilm-l6-bf16.safetensors", mountPoint + "/pack")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("No space left on device"), "\(result.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mountPoint).isEmpty)
+    }
+}

