@@ -23,6 +23,8 @@ let package = Package(
         // C shims, one per foreign library (libzstd for the zstd codec, zlib for CRC-32, Linux-only calls).
         .target(name: "CTorporZstd", linkerSettings: [.linkedLibrary("zstd")]),
         .target(name: "CTorporLinux"),
+        // The one hand-vectorized kernel (AVX2 rANS decoding): Swift has no gather instructions.
+        .target(name: "CTorporSIMD"),
         .target(name: "CTorporZlib", linkerSettings: [.linkedLibrary("z")]),
 
         // The checkpoint manager: safetensors, the .torpor container, codecs, pack/unpack/verify.
@@ -32,6 +34,7 @@ let package = Package(
                 "CTorporZstd",
                 "CTorporZlib",
                 "CTorporLinux",
+                "CTorporSIMD",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings

@@ -46,13 +46,18 @@ struct CodecTests {
                     }
                 }
             }
-            var decoded = [UInt8](repeating: 0, count: input.count)
-            try encoded.withUnsafeBytes { stored in
-                try decoded.withUnsafeMutableBytes {
-                    try RANS.decode(UnsafeRawBufferPointer(rebasing: stored[0..<size]), into: $0, scratch: CodecScratch())
+            // The vector decoder (where the CPU has AVX2) and the portable one agree.
+            for allowSIMD in [true, false] {
+                var decoded = [UInt8](repeating: 0, count: input.count)
+                try encoded.withUnsafeBytes { stored in
+                    try decoded.withUnsafeMutableBytes {
+                        try RANS.decode(
+                            UnsafeRawBufferPointer(rebasing: stored[0..<size]), into: $0, scratch: CodecScratch(),
+                            allowSIMD: allowSIMD)
+                    }
                 }
+                #expect(decoded == input, "allowSIMD: \(allowSIMD)")
             }
-            #expect(decoded == input)
         }
         // The skewed stream's entropy is about 2.4 bits: the coder gets close to it.
         var counts = [Int](repeating: 0, count: 256)
@@ -142,6 +147,46 @@ struct CodecTests {
                 failures += 1
             }
         }
+        // Both decoders reject the same damaged rANS streams and never read outside their input.
+        let scratch2 = CodecScratch()
+        var plane = [UInt8](repeating: 0, count: 40_000)
+        for index in plane.indices {
+            plane[index] = UInt8(min(255, Int(-log(Double.random(in: 0.001..<1, using: &generator)) * 4)))
+        }
+        var stream = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: plane.count))
+        var words = [UInt16](repeating: 0, count: plane.count + 3 * RANS.defaultLanes)
+        var counts = [Int](repeating: 0, count: 256)
+        for byte in plane { counts[Int(byte)] += 1 }
+        let streamSize = counts.withUnsafeBufferPointer { counts in
+            let table = RANS.FrequencyTable(counts: counts, total: plane.count, scaleBits: RANS.defaultScaleBits)
+            return plane.withUnsafeBytes { source in
+                words.withUnsafeMutableBufferPointer { words in
+                    stream.withUnsafeMutableBytes { RANS.encode(source, table: table, scratch: words, into: $0) }
+                }
+            }
+        }
+        stream.removeLast(stream.count - streamSize)
+        for _ in 0..<1000 {
+            var mutated = stream
+            let position = Int.random(in: 0..<mutated.count, using: &generator)
+            mutated[position] ^= UInt8(1 << Int.random(in: 0..<8, using: &generator))
+            var results: [[UInt8]?] = []
+            for allowSIMD in [true, false] {
+                var output = [UInt8](repeating: 0, count: plane.count)
+                do {
+                    try mutated.withUnsafeBytes { bytes in
+                        try output.withUnsafeMutableBytes {
+                            try RANS.decode(bytes, into: $0, scratch: scratch2, allowSIMD: allowSIMD)
+                        }
+                    }
+                    results.append(output)
+                } catch {
+                    results.append(nil)
+                }
+            }
+            #expect(results[0] == results[1])
+        }
+
         // Flips inside a raw plane decode to wrong bytes, which the chunk's CRC catches; damage to headers and
         // rANS streams must be reported by the decoder itself.
         #expect(failures > 1000, "\(failures) failures, \(wrong) wrong outputs")

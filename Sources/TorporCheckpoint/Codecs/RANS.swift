@@ -1,3 +1,4 @@
+import CTorporSIMD
 import Foundation
 
 /// An order-0 range asymmetric numeral system (rANS) coder for one byte stream, built so both a CPU core and a
@@ -176,8 +177,13 @@ enum RANS {
 
     /// Decodes a stream written by `encode` into `output`, whose size must equal the stream's symbol count.
     /// - Throws: a message naming what is inconsistent, for any malformed or corrupted stream.
+    /// Whether the AVX2 decoder can run here; `TORPOR_DISABLE_SIMD=1` turns it off.
+    static let simdAvailable: Bool =
+        CTorporSIMD_hasAVX2() != 0 && getenv("TORPOR_DISABLE_SIMD").map { String(cString: $0) != "1" } ?? true
+
     static func decode(
-        _ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer, scratch: CodecScratch
+        _ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer, scratch: CodecScratch,
+        allowSIMD: Bool = true
     ) throws(CodecFailure) {
         guard input.count >= 40 else {
             throw CodecFailure("rANS stream of \(input.count) bytes is shorter than its header")
@@ -221,20 +227,6 @@ enum RANS {
         guard wordsAt <= input.count else { throw CodecFailure("rANS lane headers are truncated") }
         guard count > 0 else { return }
 
-        // Decode table: for each slot, (frequency << 16 | slot - start) on the state's critical path, and the
-        // symbol in a separate byte table.
-        let slots = Int(total)
-        let tables = scratch.buffer(.decodeTables, bytes: 5 * slots)
-        let decodeEntries = UnsafeMutableRawBufferPointer(rebasing: tables[0..<(4 * slots)]).bindMemory(to: UInt32.self)
-        let decodeSymbols = UnsafeMutableRawBufferPointer(rebasing: tables[(4 * slots)...]).bindMemory(to: UInt8.self)
-        for symbol in present {
-            let start = Int(starts[symbol])
-            for slot in start..<(start + Int(frequencies[symbol])) {
-                decodeEntries[slot] = frequencies[symbol] << 16 | UInt32(slot - start)
-                decodeSymbols[slot] = UInt8(symbol)
-            }
-        }
-
         var states = [UInt32](repeating: 0, count: lanes)
         var cursors = [Int](repeating: 0, count: lanes)
         var ends = [Int](repeating: 0, count: lanes)
@@ -254,25 +246,63 @@ enum RANS {
         }
 
         // The words are decoded from a copy with zeroed slack after them: a lane reads at most one word per
-        // symbol, so even a corrupted stream cannot read outside the copy, and the inner loop needs no bounds
-        // checks. Overruns show up afterwards as a cursor past its lane's end.
+        // symbol (4 bytes at a time in the vector kernel), so even a corrupted stream cannot read outside the
+        // copy, and the inner loops need no bounds checks. Overruns show up afterwards as a cursor past its end.
         let wordsStart = countsAt + 4 * lanes
-        let slack = 2 * ((count + lanes - 1) / lanes + 1)
+        let slack = 2 * ((count + lanes - 1) / lanes + 1) + 4
         let copy = scratch.buffer(.streamCopy, bytes: input.count - wordsStart + slack)
         copy.copyMemory(from: UnsafeRawBufferPointer(rebasing: input[wordsStart...]))
-        UnsafeMutableRawBufferPointer(rebasing: copy[(input.count - wordsStart)...]).initializeMemory(as: UInt8.self, repeating: 0)
+        UnsafeMutableRawBufferPointer(rebasing: copy[(input.count - wordsStart)...]).initializeMemory(
+            as: UInt8.self, repeating: 0)
         for lane in 0..<lanes {
             cursors[lane] -= wordsStart
             ends[lane] -= wordsStart
         }
-        states.withUnsafeMutableBufferPointer { states in
-            cursors.withUnsafeMutableBufferPointer { cursors in
-                RANS.decodeLoop(
-                    count: count, lanes: lanes, scaleBits: UInt32(scaleBits),
-                    entries: UnsafePointer(decodeEntries.baseAddress!),
-                    symbols: UnsafePointer(decodeSymbols.baseAddress!), words: UnsafeRawPointer(copy.baseAddress!),
-                    states: states.baseAddress!, cursors: cursors.baseAddress!,
-                    output: output.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        let slots = Int(total)
+        let output = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        if allowSIMD && simdAvailable && lanes == defaultLanes && scaleBits == 12 && copy.count < Int(Int32.max) {
+            // One packed 32-bit entry per slot: (frequency - 1) << 20 | (slot - start) << 8 | symbol.
+            let entries = scratch.buffer(.decodeTables, bytes: 4 * slots).bindMemory(to: UInt32.self)
+            for symbol in present {
+                let start = Int(starts[symbol])
+                let packed = (frequencies[symbol] - 1) << 20 | UInt32(symbol)
+                for slot in start..<(start + Int(frequencies[symbol])) {
+                    entries[slot] = packed | UInt32(slot - start) << 8
+                }
+            }
+            var laneCursors = cursors.map { Int32($0) }
+            states.withUnsafeMutableBufferPointer { states in
+                laneCursors.withUnsafeMutableBufferPointer { laneCursors in
+                    CTorporSIMD_ransDecode32(
+                        count, entries.baseAddress!, copy.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                        states.baseAddress!, laneCursors.baseAddress!, output)
+                }
+            }
+            cursors = laneCursors.map { Int($0) }
+        } else {
+            // Decode table: for each slot, (frequency << 16 | slot - start) on the state's critical path, and the
+            // symbol in a separate byte table.
+            let tables = scratch.buffer(.decodeTables, bytes: 5 * slots)
+            let decodeEntries = UnsafeMutableRawBufferPointer(rebasing: tables[0..<(4 * slots)]).bindMemory(
+                to: UInt32.self)
+            let decodeSymbols = UnsafeMutableRawBufferPointer(rebasing: tables[(4 * slots)...]).bindMemory(
+                to: UInt8.self)
+            for symbol in present {
+                let start = Int(starts[symbol])
+                for slot in start..<(start + Int(frequencies[symbol])) {
+                    decodeEntries[slot] = frequencies[symbol] << 16 | UInt32(slot - start)
+                    decodeSymbols[slot] = UInt8(symbol)
+                }
+            }
+
+            states.withUnsafeMutableBufferPointer { states in
+                cursors.withUnsafeMutableBufferPointer { cursors in
+                    RANS.decodeLoop(
+                        count: count, lanes: lanes, scaleBits: UInt32(scaleBits),
+                        entries: UnsafePointer(decodeEntries.baseAddress!),
+                        symbols: UnsafePointer(decodeSymbols.baseAddress!), words: UnsafeRawPointer(copy.baseAddress!),
+                        states: states.baseAddress!, cursors: cursors.baseAddress!, output: output)
+                }
             }
         }
         for lane in 0..<lanes where states[lane] != lowerBound || cursors[lane] != ends[lane] {
@@ -306,7 +336,9 @@ extension RANS {
             x = (entry &>> 16) &* (x &>> scaleBits) &+ (entry & 0xFFFF)
             if x < lowerBound {
                 let cursor = cursors[lane]
-                x = (x &<< 16) | UInt32(UInt16(littleEndian: words.loadUnaligned(fromByteOffset: cursor, as: UInt16.self)))
+                x =
+                    (x &<< 16)
+                    | UInt32(UInt16(littleEndian: words.loadUnaligned(fromByteOffset: cursor, as: UInt16.self)))
                 cursors[lane] = cursor &+ 2
             }
             states[lane] = x

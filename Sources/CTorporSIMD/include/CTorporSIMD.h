@@ -1,0 +1,21 @@
+#ifndef C_TORPOR_SIMD_H
+#define C_TORPOR_SIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// True when this CPU runs AVX2 code (checked once per process by the caller).
+int CTorporSIMD_hasAVX2(void);
+
+/// Decodes `count` symbols of a 32-lane rANS stream with 12-bit frequencies (docs/FORMAT.md), AVX2 gathers
+/// decoding 8 lanes at once.
+///
+/// - entries: 4096 packed entries, `(frequency - 1) << 20 | (slot - start) << 8 | symbol`.
+/// - words: the lanes' 16-bit words; any `cursor + 4` reached by one read per symbol must be readable.
+/// - states, cursors: 32 lane states and byte offsets into `words`, updated in place.
+/// Symbol i is lane i mod 32. The caller checks afterwards that every lane ended where it should.
+void CTorporSIMD_ransDecode32(
+    size_t count, const uint32_t *entries, const uint8_t *words, uint32_t *states, int32_t *cursors,
+    uint8_t *output);
+
+#endif
