@@ -14,10 +14,15 @@ final class ProgressRenderer: Sendable {
 
     private struct State {
         var file = ""
+        var fileNumber = 0
+        var fileStarted = ContinuousClock.now
+        /// The whole job, when announced; otherwise the current file.
+        var files = 0
         var total = 0
         var done = 0
         var started = ContinuousClock.now
         var lastDraw = ContinuousClock.now - .seconds(1)
+        var isJob = false
     }
 
     let mode: Mode
@@ -35,14 +40,19 @@ final class ProgressRenderer: Sendable {
     private func handle(_ event: ProgressEvent) {
         state.withLock { state in
             switch event {
+            case .job(let files, let bytes):
+                state = State(files: files, total: bytes, isJob: true)
             case .started(let file, let bytes):
-                state = State(file: file, total: bytes)
+                if !state.isJob { state = State(files: 1, total: bytes) }
+                state.file = file
+                state.fileNumber += 1
+                state.fileStarted = ContinuousClock.now
                 if mode == .bar { draw(&state, force: true) }
             case .advanced(let bytes):
                 state.done += bytes
                 if mode == .bar { draw(&state, force: false) }
             case .finished(let file, let summary):
-                let seconds = (ContinuousClock.now - state.started).seconds
+                let seconds = (ContinuousClock.now - state.fileStarted).seconds
                 let line = "\(file): \(summary) in \(String(format: "%.2f", seconds)) s"
                 if mode == .bar {
                     write("\r\u{1B}[2K" + line + "\n")
@@ -65,9 +75,10 @@ final class ProgressRenderer: Sendable {
         let rate = Double(state.done) / elapsed
         let remaining = rate > 0 ? Double(state.total - state.done) / rate : 0
         let eta = String(format: "%d:%02d", Int(remaining) / 60, Int(remaining) % 60)
+        let count = state.files > 1 ? "[\(state.fileNumber)/\(state.files)] " : ""
         write(
-            "\r\u{1B}[2K\(state.file) \(bar) \(formatBytes(state.done))/\(formatBytes(state.total)) "
-                + "\(formatBytes(Int(rate)))/s ETA \(eta)")
+            "\r\u{1B}[2K\(count)\(bar) \(formatBytes(state.done))/\(formatBytes(state.total)) "
+                + "\(formatBytes(Int(rate)))/s ETA \(eta) \(state.file)")
     }
 
     private func write(_ text: String) {

@@ -153,6 +153,38 @@ struct CLITests {
             incomplete.status == 1 && incomplete.stderr.contains("not a complete torpor pack"), "\(incomplete.stderr)")
     }
 
+    @Test("a pack killed mid-way leaves no output, and the next pack removes its leftovers")
+    func killedPack() throws {
+        let scratch = Scratch()
+        let model = scratch.path + "/model"
+        try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
+        for shard in 1...3 {
+            try FileManager.default.copyItem(
+                atPath: Fixture.directory + "/minilm-l6-bf16.safetensors", toPath: model + "/part-\(shard).safetensors")
+        }
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("torpor")
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["pack", model, scratch.path + "/out", "--quiet", "--threads", "1"]
+        try process.run()
+        let partial = scratch.path + "/.out.partial-\(process.processIdentifier)"
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: partial + "/part-1.torpor") && Date() < deadline {
+            usleep(2000)
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal, "the pack finished before it could be killed")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"))
+        #expect(FileManager.default.fileExists(atPath: partial))
+
+        let again = try torpor("pack", model, scratch.path + "/out", "-q")
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: partial))
+        #expect(try torpor("verify", scratch.path + "/out", "--against", model, "-q").status == 0)
+    }
+
     @Test("a full disk mid-pack leaves nothing that looks complete and says why", .enabled(if: getuid() == 0))
     func fullDisk() throws {
         let scratch = Scratch()

@@ -31,9 +31,12 @@ enum BytePlaneCodec {
 
     static func headerSize(width: Int) -> Int { (8 + 12 * width + 15) & ~15 }
 
+    /// An upper bound for any width: `width` planes of `rawSize / width` symbols, each coding to at most
+    /// `RANS.maxEncodedSize` plus alignment.
     static func maxEncodedSize(rawSize: Int) -> Int {
-        let planeBound = RANS.maxEncodedSize(count: rawSize / 2) + 16
-        return headerSize(width: 4) + 4 * planeBound
+        [2, 4].map { width in
+            headerSize(width: width) + width * (RANS.maxEncodedSize(count: rawSize / width) + 16)
+        }.max()!
     }
 
     static func transform(for dtype: DType) -> Transform {

@@ -228,6 +228,7 @@ public final class Container: Sendable {
         sink: (_ bytes: UnsafeRawBufferPointer, _ offset: Int) throws(CheckpointError) -> Void
     ) throws(CheckpointError) {
         try sink(sourceHeaderBytes, 0)
+        progress?(.advanced(bytes: sourceHeaderBytes.count))
         let pieces = pieces()
         let pool = WorkerPool(workers: workers)
         let windowBytes = max(8 << 20, pool.workers * 2 * index.chunkSize)

@@ -123,6 +123,7 @@ public enum ContainerPacker {
         let header = source.header
         progress?(.started(file: fileName, bytes: source.mapping.count))
         let sha256 = FileDigest.sha256(source.mapping.bytes)
+        progress?(.advanced(bytes: header.dataStart))
 
         // Tensors whose bytes equal an earlier tensor's share its chunks.
         var duplicateOf = [Int?](repeating: nil, count: header.tensors.count)
@@ -135,6 +136,7 @@ public enum ContainerPacker {
                     source.bytes(of: header.tensors[$0]).elementsEqual(bytes)
                 }) {
                     duplicateOf[index] = earlier
+                    progress?(.advanced(bytes: tensor.byteCount))
                 } else {
                     seen[key, default: []].append(index)
                 }
@@ -172,10 +174,9 @@ public enum ContainerPacker {
         defer { if !completed { writer.abandon() } }
 
         let pool = WorkerPool(workers: options.workers)
-        let windowJobs = max(16, pool.workers * 8)
-        let slotSize =
-            ChunkCoder.maxEncodedSize(.bytePlane, rawSize: options.chunkSize)
-            + ChunkCoder.maxEncodedSize(.zstd, rawSize: options.chunkSize)
+        let slotSize = ChunkCodec.allCases.map { ChunkCoder.maxEncodedSize($0, rawSize: options.chunkSize) }.max()!
+        // Enough chunks in flight to keep every core busy, within about 256 MiB of output buffers.
+        let windowJobs = max(pool.workers * 2, min(max(16, pool.workers * 8), (256 << 20) / slotSize))
         let outputs = UnsafeMutableRawBufferPointer.allocate(byteCount: windowJobs * slotSize, alignment: 64)
         defer { outputs.deallocate() }
         var records: [ChunkRecord] = []

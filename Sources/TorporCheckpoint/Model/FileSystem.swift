@@ -30,8 +30,15 @@ final class StagedDirectory {
         guard manager.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw CheckpointError(.io, "cannot create \(trimmed): its parent directory \(parent) does not exist")
         }
-        staging = parent + "/." + url.lastPathComponent + ".partial-\(getpid())"
-        try? manager.removeItem(atPath: staging)
+        let prefix = "." + url.lastPathComponent + ".partial-"
+        staging = parent + "/" + prefix + "\(getpid())"
+        // Partial directories of runs that were killed (their process is gone) are leftovers: remove them.
+        for entry in (try? manager.contentsOfDirectory(atPath: parent)) ?? [] where entry.hasPrefix(prefix) {
+            guard let pid = Int32(entry.dropFirst(prefix.count)) else { continue }
+            if pid == getpid() || (kill(pid, 0) != 0 && errno == ESRCH) {
+                try? manager.removeItem(atPath: parent + "/" + entry)
+            }
+        }
         guard mkdir(staging, 0o755) == 0 else { throw ioError("cannot create", staging) }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// The result of packing a model directory.
 public struct PackReport: Sendable {
@@ -72,6 +73,7 @@ public enum ModelPack {
 
         let stage = try StagedDirectory(destination: output)
         defer { stage.discard() }
+        progress?(.job(files: files.count, bytes: totalSize(of: files.map { root + "/" + $0 })))
         var entries: [PackManifest.File] = []
         var report = PackReport(
             manifest: PackManifest(
@@ -111,6 +113,13 @@ public enum ModelPack {
         return report
     }
 
+    private static func totalSize(of paths: [String]) -> Int {
+        paths.reduce(0) { sum, path in
+            var info = stat()
+            return sum + (stat(path, &info) == 0 ? Int(info.st_size) : 0)
+        }
+    }
+
     private static func writeManifest(_ manifest: PackManifest, to path: String) throws(CheckpointError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -142,6 +151,7 @@ public enum ModelPack {
         let manifest = try PackManifest.load(from: pack)
         let stage = try StagedDirectory(destination: output)
         defer { stage.discard() }
+        progress?(.job(files: manifest.files.count, bytes: manifest.files.reduce(0) { $0 + $1.size }))
         var report = CheckReport(files: 0, bytes: 0, chunks: 0, seconds: 0)
         for entry in manifest.files {
             let target = try FileDescriptor.create(try stage.path(for: entry.path))
@@ -171,6 +181,7 @@ public enum ModelPack {
         let started = ContinuousClock.now
         let manifest = try PackManifest.load(from: pack)
         var report = CheckReport(files: 0, bytes: 0, chunks: 0, seconds: 0)
+        progress?(.job(files: manifest.files.count, bytes: manifest.files.reduce(0) { $0 + $1.size }))
         for entry in manifest.files {
             var reference: MappedFile?
             if let original {
