@@ -22,6 +22,20 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
     }
 }
 
+/// Options of every command that does work on every core and reports progress.
+struct WorkOptions: ParsableArguments {
+    @Option(help: "Worker threads (default: every core).")
+    var threads: Int?
+
+    @Flag(name: [.short, .long], help: "Print nothing but errors.")
+    var quiet = false
+
+    /// The elapsed seconds and rate of `bytes` as "1.23 s, 456 MB/s".
+    static func rate(bytes: Int, seconds: Double) -> String {
+        String(format: "%.2f s, %.0f MB/s", seconds, Double(bytes) / 1e6 / max(seconds, 1e-9))
+    }
+}
+
 struct Pack: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Pack a model directory's safetensors files into .torpor containers and copy every other file.")
@@ -38,24 +52,21 @@ struct Pack: ParsableCommand {
     @Option(help: "Uncompressed bytes per chunk (multiple of 16, 4 KiB to 16 MiB).")
     var chunkSize: Int = 1 << 20
 
-    @Option(help: "Worker threads (default: every core).")
-    var threads: Int?
-
-    @Flag(name: [.short, .long], help: "Print nothing but errors.")
-    var quiet = false
+    @OptionGroup var work: WorkOptions
 
     func run() throws {
         guard let choice = CodecChoice(name: codec) else {
             throw ValidationError(
                 "unknown codec \"\(codec)\"; use one of: \(CodecChoice.names.joined(separator: ", "))")
         }
-        let renderer = ProgressRenderer(quiet: quiet)
+        let renderer = ProgressRenderer(quiet: work.quiet)
         let report = try reportingErrors {
             try ModelPack.pack(
-                model: model, to: output, options: PackOptions(codec: choice, chunkSize: chunkSize, workers: threads),
+                model: model, to: output,
+                options: PackOptions(codec: choice, chunkSize: chunkSize, workers: work.threads),
                 progress: renderer.handler)
         }
-        if !quiet {
+        if !work.quiet {
             let ratio = Double(report.containerBytes) / Double(max(report.safetensorsBytes, 1))
             print(
                 "packed \(report.manifest.files.count) files into \(output): safetensors \(formatBytes(report.safetensorsBytes))"
@@ -76,21 +87,17 @@ struct Unpack: ParsableCommand {
     @Argument(help: "The directory to create; it must not exist or be empty.")
     var output: String
 
-    @Option(help: "Worker threads (default: every core).")
-    var threads: Int?
-
-    @Flag(name: [.short, .long], help: "Print nothing but errors.")
-    var quiet = false
+    @OptionGroup var work: WorkOptions
 
     func run() throws {
-        let renderer = ProgressRenderer(quiet: quiet)
+        let renderer = ProgressRenderer(quiet: work.quiet)
         let report = try reportingErrors {
-            try ModelPack.unpack(pack: pack, to: output, workers: threads, progress: renderer.handler)
+            try ModelPack.unpack(pack: pack, to: output, workers: work.threads, progress: renderer.handler)
         }
-        if !quiet {
+        if !work.quiet {
             print(
                 "restored \(report.files) files (\(formatBytes(report.bytes))) into \(output) in "
-                    + String(format: "%.2f s, %.0f MB/s", report.seconds, Double(report.bytes) / 1e6 / report.seconds))
+                    + WorkOptions.rate(bytes: report.bytes, seconds: report.seconds))
         }
     }
 }
@@ -105,22 +112,18 @@ struct Verify: ParsableCommand {
     @Option(help: "The original model directory to compare against, byte for byte.")
     var against: String?
 
-    @Option(help: "Worker threads (default: every core).")
-    var threads: Int?
-
-    @Flag(name: [.short, .long], help: "Print nothing but errors.")
-    var quiet = false
+    @OptionGroup var work: WorkOptions
 
     func run() throws {
-        let renderer = ProgressRenderer(quiet: quiet)
+        let renderer = ProgressRenderer(quiet: work.quiet)
         let report = try reportingErrors {
-            try ModelPack.verify(pack: pack, against: against, workers: threads, progress: renderer.handler)
+            try ModelPack.verify(pack: pack, against: against, workers: work.threads, progress: renderer.handler)
         }
-        if !quiet {
+        if !work.quiet {
             let what = against.map { "every byte matches \($0)" } ?? "every checksum matches"
             print(
                 "verified \(report.files) files, \(report.chunks) chunks, \(formatBytes(report.bytes)): \(what) ("
-                    + String(format: "%.2f s, %.0f MB/s)", report.seconds, Double(report.bytes) / 1e6 / report.seconds))
+                    + WorkOptions.rate(bytes: report.bytes, seconds: report.seconds) + ")")
         }
     }
 }
