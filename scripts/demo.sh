@@ -20,16 +20,17 @@ fi
 echo "== torpor pack $model"
 "$torpor" pack "$model" "$work/packed"
 echo "== torpor inspect (first lines)"
-"$torpor" inspect "$work/packed" | head -n 12
-echo "..."
-"$torpor" inspect "$work/packed" | tail -n 1
+"$torpor" inspect "$work/packed" > "$work/inspect.txt"
+head -n 12 "$work/inspect.txt"
+echo "  ..."
+tail -n 2 "$work/inspect.txt"
 echo "== torpor verify --against"
-original=$model
-[ -d "$model" ] || { original="$work/original"; mkdir -p "$original"; cp "$model" "$original/"; }
-"$torpor" verify "$work/packed" --against "$original"
+"$torpor" verify "$work/packed" --against "$model"
 echo "== torpor unpack"
 "$torpor" unpack "$work/packed" "$work/restored"
-for file in $(cd "$original" && find . -type f); do
-    cmp "$original/$file" "$work/restored/$file"
-done
+if [ -d "$model" ]; then
+    (cd "$model" && find . -type f ! -path './.git/*') | while read -r file; do cmp "$model/$file" "$work/restored/$file"; done
+else
+    cmp "$model" "$work/restored/$(basename "$model")"
+fi
 echo "== every restored file is byte-identical to the original"

@@ -14,9 +14,10 @@ struct InspectionTable {
                 lines.append("\(file.path): copied, \(formatBytes(file.bytes))")
                 continue
             }
-            let chunk = file.chunkSize.map { formatBytes($0) } ?? "?"
+            let chunk = file.chunkSize.map { $0 % (1 << 20) == 0 ? "\($0 >> 20) MiB" : "\($0 >> 10) KiB" } ?? "?"
             lines.append(
-                "\(container) ← \(file.path) (\(file.writer ?? "?"), \(chunk) chunks, \(file.tensors.count) tensors)")
+                "\(container) ← \(file.path) (\(file.writer ?? "?"), \(chunk) chunks, \(plural(file.tensors.count, "tensor")))"
+            )
             let nameWidth = min(60, max(6, file.tensors.map(\.name.count).max() ?? 6)) + 2
             lines.append(
                 "  " + pad("tensor", nameWidth) + pad("dtype", 8) + pad("shape", 18) + pad("codec", 12)
@@ -43,7 +44,7 @@ struct InspectionTable {
         }
         let totals = inspection.totals
         lines.append(
-            "total: \(totals.files) files, \(totals.tensors) tensors; safetensors \(formatBytes(totals.safetensorsBytes)) → "
+            "total: \(plural(totals.files, "file")), \(plural(totals.tensors, "tensor")); safetensors \(formatBytes(totals.safetensorsBytes)) → "
                 + "containers \(formatBytes(totals.containerBytes)) (\(String(format: "%.4f", totals.ratio))); "
                 + "all files \(formatBytes(totals.bytes)) → \(formatBytes(totals.storedBytes))")
         return lines.joined(separator: "\n")

@@ -22,6 +22,11 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
     }
 }
 
+/// "1 file", "2 files".
+func plural(_ count: Int, _ noun: String) -> String {
+    "\(count) \(noun)\(count == 1 ? "" : "s")"
+}
+
 /// Options of every command that does work on every core and reports progress.
 struct WorkOptions: ParsableArguments {
     @Option(help: "Worker threads (default: every core).")
@@ -69,7 +74,7 @@ struct Pack: ParsableCommand {
         if !work.quiet {
             let ratio = Double(report.containerBytes) / Double(max(report.safetensorsBytes, 1))
             print(
-                "packed \(report.manifest.files.count) files into \(output): safetensors \(formatBytes(report.safetensorsBytes))"
+                "packed \(plural(report.manifest.files.count, "file")) into \(output): safetensors \(formatBytes(report.safetensorsBytes))"
                     + " → \(formatBytes(report.containerBytes)) (\(String(format: "%.4f", ratio))) in "
                     + String(
                         format: "%.2f s, %.0f MB/s", report.seconds, Double(report.sourceBytes) / 1e6 / report.seconds))
@@ -96,7 +101,7 @@ struct Unpack: ParsableCommand {
         }
         if !work.quiet {
             print(
-                "restored \(report.files) files (\(formatBytes(report.bytes))) into \(output) in "
+                "restored \(plural(report.files, "file")) (\(formatBytes(report.bytes))) into \(output) in "
                     + WorkOptions.rate(bytes: report.bytes, seconds: report.seconds))
         }
     }
@@ -109,7 +114,7 @@ struct Verify: ParsableCommand {
     @Argument(help: "A pack directory made by `torpor pack`.")
     var pack: String
 
-    @Option(help: "The original model directory to compare against, byte for byte.")
+    @Option(help: "The original model directory (or .safetensors file) to compare against, byte for byte.")
     var against: String?
 
     @OptionGroup var work: WorkOptions
@@ -122,7 +127,7 @@ struct Verify: ParsableCommand {
         if !work.quiet {
             let what = against.map { "every byte matches \($0)" } ?? "every checksum matches"
             print(
-                "verified \(report.files) files, \(report.chunks) chunks, \(formatBytes(report.bytes)): \(what) ("
+                "verified \(plural(report.files, "file")), \(plural(report.chunks, "chunk")), \(formatBytes(report.bytes)): \(what) ("
                     + WorkOptions.rate(bytes: report.bytes, seconds: report.seconds) + ")")
         }
     }

@@ -133,7 +133,7 @@ public enum ContainerPacker {
                 let bytes = source.bytes(of: tensor)
                 let key = [tensor.byteCount, Int(CRC32.checksum(bytes))]
                 if let earlier = seen[key, default: []].first(where: {
-                    source.bytes(of: header.tensors[$0]).elementsEqual(bytes)
+                    source.bytes(of: header.tensors[$0]).sameBytes(as: bytes)
                 }) {
                     duplicateOf[index] = earlier
                     progress?(.advanced(bytes: tensor.byteCount))

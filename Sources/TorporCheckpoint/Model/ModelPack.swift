@@ -180,6 +180,17 @@ public enum ModelPack {
     ) throws(CheckpointError) -> CheckReport {
         let started = ContinuousClock.now
         let manifest = try PackManifest.load(from: pack)
+        // A pack made from one .safetensors file is checked against that file, or against its directory.
+        var original = original
+        if let path = original {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+                throw CheckpointError(.invalidArgument, "\(path) (given to --against) does not exist")
+            }
+            if !isDirectory.boolValue {
+                original = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            }
+        }
         var report = CheckReport(files: 0, bytes: 0, chunks: 0, seconds: 0)
         progress?(.job(files: manifest.files.count, bytes: manifest.files.reduce(0) { $0 + $1.size }))
         for entry in manifest.files {
@@ -197,7 +208,7 @@ public enum ModelPack {
                 (bytes, offset) throws(CheckpointError) in
                 guard let reference else { return }
                 let expected = UnsafeRawBufferPointer(rebasing: reference.bytes[offset..<(offset + bytes.count)])
-                if !expected.elementsEqual(bytes) {
+                if !expected.sameBytes(as: bytes) {
                     let first = (0..<bytes.count).first { expected[$0] != bytes[$0] } ?? 0
                     throw CheckpointError(
                         .mismatch,

@@ -1,5 +1,6 @@
 import CTorporZlib
 import Crypto
+import Glibc
 
 /// CRC-32 as zlib, PKZIP and nvCOMP's default batched CRC32 compute it (IEEE 802.3 polynomial, reflected,
 /// initial value and final XOR 0xFFFFFFFF). Every chunk in a container carries two: of its stored bytes and of
@@ -49,5 +50,14 @@ public struct FileDigest: Sendable {
         var digest = FileDigest()
         digest.update(bytes)
         return digest.finalize()
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    /// Whether two byte ranges hold the same bytes (memcmp, not an element-by-element loop).
+    func sameBytes(as other: UnsafeRawBufferPointer) -> Bool {
+        guard count == other.count else { return false }
+        guard count > 0 else { return true }
+        return memcmp(baseAddress!, other.baseAddress!, count) == 0
     }
 }
