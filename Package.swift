@@ -14,10 +14,15 @@ let package = Package(
     products: [
         .executable(name: "torpor", targets: ["torpor"]),
         .library(name: "TorporCheckpoint", targets: ["TorporCheckpoint"]),
+        .library(name: "TorporEngine", targets: ["TorporEngine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // C shims, one per foreign library (libzstd for the zstd codec, zlib for CRC-32, Linux-only calls).
@@ -40,12 +45,29 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Engines: the vLLM sleep-mode client and the simulated engine.
+        .target(
+            name: "TorporEngine",
+            dependencies: [
+                "CTorporLinux",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // The `torpor` command: a thin entry point over the libraries.
         .executableTarget(
             name: "torpor",
             dependencies: [
                 "TorporCheckpoint",
+                "TorporEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -53,6 +75,17 @@ let package = Package(
         .testTarget(
             name: "TorporCheckpointTests",
             dependencies: ["TorporCheckpoint"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TorporEngineTests",
+            dependencies: [
+                "TorporEngine",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

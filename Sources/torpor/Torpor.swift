@@ -3,12 +3,12 @@ import Foundation
 import TorporCheckpoint
 
 @main
-struct Torpor: ParsableCommand {
+struct Torpor: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "torpor",
         abstract: "One GPU, many LLMs: compressed, checksummed model checkpoints and the tools around them.",
         version: torporVersion,
-        subcommands: [Pack.self, Unpack.self, Inspect.self, Verify.self, Bench.self]
+        subcommands: [Pack.self, Unpack.self, Inspect.self, Verify.self, Bench.self, SimEngine.self]
     )
 }
 

@@ -1,21 +1,18 @@
 #ifndef C_TORPOR_LINUX_H
 #define C_TORPOR_LINUX_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include <fcntl.h>
+// Only declarations here: the implementations in shim.c need _GNU_SOURCE, which must not leak into the Clang
+// module that Swift imports (it would change system types shared with other modules).
 #include <stdint.h>
 
 /// Starts writeback of a file range without waiting for it (sync_file_range with SYNC_FILE_RANGE_WRITE).
-/// Returns 0, or -1 with errno set; on systems without sync_file_range it does nothing.
-static inline int CTorporLinux_startWriteback(int fd, int64_t offset, int64_t count) {
-#ifdef SYNC_FILE_RANGE_WRITE
-    return sync_file_range(fd, offset, count, SYNC_FILE_RANGE_WRITE);
-#else
-    (void)fd; (void)offset; (void)count;
-    return 0;
-#endif
-}
+/// Returns 0, or -1 with errno set.
+int CTorporLinux_startWriteback(int fd, int64_t offset, int64_t count);
+
+/// posix_spawn of `path` with `argv`/`envp` in a new session (so the child leads its own process group and the
+/// whole group can be signalled), stdin from /dev/null and stdout+stderr appended to `logPath`.
+/// Returns 0 and sets *pid, or an errno value.
+int CTorporLinux_spawnInNewSession(
+    int *pid, const char *path, char *const argv[], char *const envp[], const char *logPath);
 
 #endif

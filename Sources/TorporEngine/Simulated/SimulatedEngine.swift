@@ -1,0 +1,407 @@
+import Foundation
+
+/// How a simulated engine behaves: its model, its simulated GPU, its sizes and rates.
+///
+/// Defaults are taken from published vLLM measurements of Qwen3-0.6B on an A100: a level-1 wake in 0.26 s
+/// (1.2 GB at 4.6 GB/s), a level-2 wake with reload in 0.85 s (1.41 GB/s), a cold start of about 38 s.
+/// `timeScale` multiplies every latency, so tests can run the same model 100 times faster.
+public struct SimulatedEngineConfiguration: Sendable {
+    public var model: String
+    /// The simulated GPU's name; engines naming the same GPU share its memory.
+    public var gpu: String = "0"
+    /// The ledger file of the simulated GPU; defaults to `/dev/shm/torpor-sim-gpu-<gpu>.json` (or the temp dir).
+    public var gpuLedgerPath: String?
+    public var gpuMemoryBytes = 80 << 30
+    public var weightBytes = 1_200_000_000
+    public var kvCacheBytes = 4 << 30
+    /// What a sleeping engine keeps on the GPU (CUDA context, graphs, allocator pools).
+    public var sleepResidueBytes = 1_288_490_188
+    public var tokensPerSecond = 100.0
+    /// Level-1 sleep and wake copy the weights at this rate.
+    public var hostToDeviceBytesPerSecond = 4.6e9
+    /// A level-2 wake reloads the weights at this rate.
+    public var loadBytesPerSecond = 1.41e9
+    public var coldStartSeconds = 38.0
+    /// Every latency is multiplied by this.
+    public var timeScale = 1.0
+    /// When set, `/sim/fault` requires `Authorization: Bearer <token>`.
+    public var adminToken: String?
+    /// Faults armed from the start (as if injected through `/sim/fault`).
+    public var initialFaults: [SimulatedFault] = []
+
+    public init(model: String) { self.model = model }
+
+    var ledgerPath: String {
+        if let gpuLedgerPath { return gpuLedgerPath }
+        let directory = FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory()
+        return directory + "/torpor-sim-gpu-\(gpu).json"
+    }
+
+    func seconds(_ value: Double) -> Duration { .milliseconds(Int64((value * timeScale * 1000).rounded())) }
+}
+
+/// A fault to inject, through `/sim/fault?kind=...` or command-line flags.
+public enum SimulatedFault: String, Sendable, CaseIterable {
+    /// Exit the process at once, as a crashed engine does.
+    case crash
+    /// Never answer the next `/sleep`.
+    case hangNextSleep = "hang_next_sleep"
+    /// Never answer the next `/wake_up`.
+    case hangNextWake = "hang_next_wake"
+    /// Answer the next `/sleep` with 500.
+    case failNextSleep = "fail_next_sleep"
+    /// Answer the next `/wake_up` with 500.
+    case failNextWake = "fail_next_wake"
+    /// Make every wake take this many times longer (`factor`, default 10).
+    case slowWake = "slow_wake"
+}
+
+/// The state machine of one simulated vLLM engine: sleep levels and modes, partial wakes, the memory ledger
+/// and the requests in flight.
+actor SimulatedEngine {
+    enum WeightsLocation {
+        case gpu
+        case host
+        case discarded
+    }
+
+    /// An HTTP-level answer for the contract endpoints.
+    struct Reply: Sendable {
+        var status: Int
+        var body: [String: any Sendable]
+    }
+
+    /// What a generating request is told before each token.
+    enum Permit {
+        case proceed
+        case abort
+    }
+
+    private final class Waiter {
+        let continuation: CheckedContinuation<Permit, Never>
+        init(_ continuation: CheckedContinuation<Permit, Never>) { self.continuation = continuation }
+    }
+
+    private struct Generation {
+        var started = false
+        var aborted = false
+    }
+
+    let configuration: SimulatedEngineConfiguration
+    private let gpu: SimulatedGPU
+    private let identity: String
+
+    private var weights = WeightsLocation.gpu
+    private var kvOnGPU = true
+    /// Level 0, or the moment a sleep begins: the scheduler runs nothing.
+    private var schedulerStopped = false
+    private var paused = false
+    private var level = 0
+    /// Set after a level-2 wake of the weights until `reload_weights`: generation yields garbage, as in vLLM.
+    private var weightsValid = true
+    /// What the generated text is derived from: the weights path last loaded.
+    private(set) var weightsIdentity: String
+    private var generations: [Int: Generation] = [:]
+    private var waiters: [Int: Waiter] = [:]
+    private var nextRequest = 0
+    private var draining = false
+    private var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    private var faults: Set<SimulatedFault> = []
+    private var slowWakeFactor = 1.0
+
+    init(configuration: SimulatedEngineConfiguration) {
+        self.configuration = configuration
+        gpu = SimulatedGPU(path: configuration.ledgerPath, totalBytes: configuration.gpuMemoryBytes)
+        identity = "\(getpid())-\(configuration.model)"
+        weightsIdentity = configuration.model
+    }
+
+    // MARK: - Start
+
+    /// Takes the engine's memory on the simulated GPU after the cold-start delay, or fails for lack of room.
+    func coldStart() async throws {
+        for fault in configuration.initialFaults { inject(fault, factor: nil) }
+        try await Task.sleep(for: configuration.seconds(configuration.coldStartSeconds))
+        let needed = configuration.sleepResidueBytes + configuration.weightBytes + configuration.kvCacheBytes
+        try gpu.update { ledger in
+            let used = ledger.engines.filter { $0.key != identity }.values.reduce(0) { $0 + $1.gpuBytes }
+            guard used + needed <= ledger.totalBytes else {
+                throw SimulationError(
+                    "CUDA out of memory: \(configuration.model) needs \(needed) bytes, GPU \(configuration.gpu) has \(ledger.totalBytes - used) free"
+                )
+            }
+            ledger.engines[identity] = .init(pid: getpid(), model: configuration.model, gpuBytes: needed, hostBytes: 0)
+        }
+    }
+
+    // MARK: - Sleep and wake
+
+    func sleep(level requested: Int, mode: SleepMode) async -> Reply {
+        if faults.remove(.hangNextSleep) != nil { await hangForever() }
+        if faults.remove(.failNextSleep) != nil {
+            return Reply(
+                status: 500, body: errorBody("Injected fault: sleep failed", type: "InternalServerError", code: 500))
+        }
+        if let conflict = beginTransition() { return conflict }
+        defer { endTransition() }
+
+        switch mode {
+        case .abort:
+            for id in generations.keys { abort(id) }
+        case .wait:
+            draining = true
+            await waitForStartedRequests()
+            draining = false
+        case .keep:
+            break
+        }
+        schedulerStopped = true
+        guard requested > 0 else {
+            level = max(level, 0)
+            return Reply(status: 200, body: ["status": "sleeping", "level": requested])
+        }
+        // Sleeping deeper while asleep frees nothing (vLLM must be woken first).
+        if weights == .gpu {
+            if requested == 1 {
+                try? await Task.sleep(
+                    for: configuration.seconds(
+                        Double(configuration.weightBytes) / configuration.hostToDeviceBytesPerSecond))
+                weights = .host
+            } else {
+                try? await Task.sleep(for: configuration.seconds(0.05))
+                weights = .discarded
+            }
+            level = requested
+        }
+        kvOnGPU = false
+        recordMemory()
+        return Reply(status: 200, body: ["status": "sleeping", "level": requested])
+    }
+
+    func wakeUp(tags rawTags: [String]) async -> Reply {
+        if faults.remove(.hangNextWake) != nil { await hangForever() }
+        if faults.remove(.failNextWake) != nil {
+            return Reply(
+                status: 500, body: errorBody("Injected fault: wake_up failed", type: "InternalServerError", code: 500))
+        }
+        let known = Set(WakeTag.allCases.map(\.rawValue))
+        let tags = rawTags.isEmpty ? WakeTag.allCases : rawTags.compactMap(WakeTag.init(rawValue:))
+        let unknownOnly = !rawTags.isEmpty && rawTags.allSatisfy { !known.contains($0) }
+        if !unknownOnly {
+            if let conflict = beginTransition() { return conflict }
+            defer { endTransition() }
+            var needed = 0
+            if tags.contains(.weights) && weights != .gpu { needed += configuration.weightBytes }
+            if tags.contains(.kvCache) && !kvOnGPU { needed += configuration.kvCacheBytes }
+            if needed > 0, let reason = roomFor(needed) {
+                return Reply(status: 500, body: errorBody(reason, type: "InternalServerError", code: 500))
+            }
+            if tags.contains(.weights) && weights != .gpu {
+                let seconds =
+                    weights == .host
+                    ? Double(configuration.weightBytes) / configuration.hostToDeviceBytesPerSecond : 0.05
+                try? await Task.sleep(for: configuration.seconds(seconds * slowWakeFactor))
+                if weights == .discarded { weightsValid = false }
+                weights = .gpu
+            }
+            if tags.contains(.kvCache) && !kvOnGPU {
+                try? await Task.sleep(for: configuration.seconds(0.02 * slowWakeFactor))
+                kvOnGPU = true
+            }
+            recordMemory()
+        }
+        let awake = weights == .gpu && kvOnGPU
+        if awake && !unknownOnly {
+            schedulerStopped = false
+            level = 0
+            resumeWaiters()
+        }
+        let echoed: any Sendable = rawTags.isEmpty ? NSNull() : rawTags
+        return Reply(
+            status: 200, body: ["status": awake && schedulerStopped == false ? "awake" : "sleeping", "tags": echoed])
+    }
+
+    var isSleeping: Bool { schedulerStopped || paused || weights != .gpu || !kvOnGPU }
+
+    var sleepState: EngineSleepState {
+        switch weights {
+        case .gpu: kvOnGPU && !schedulerStopped ? .awake : (level == 2 ? .discardAll : .weightsOffloaded)
+        case .host: .weightsOffloaded
+        case .discarded: .discardAll
+        }
+    }
+
+    func reloadWeights(path: String) async -> Reply {
+        guard weights == .gpu else {
+            return Reply(
+                status: 500,
+                body: errorBody(
+                    "reload_weights failed: the weights are not on the GPU (wake_up tags=weights first)",
+                    type: "InternalServerError", code: 500))
+        }
+        try? await Task.sleep(
+            for: configuration.seconds(Double(configuration.weightBytes) / configuration.loadBytesPerSecond))
+        weightsValid = true
+        weightsIdentity = path
+        return Reply(status: 200, body: ["results": [NSNull()]])
+    }
+
+    func resetPrefixCache() -> Bool { generations.values.allSatisfy { !$0.started } }
+
+    func setPaused(_ value: Bool) {
+        paused = value
+        if !value { resumeWaiters() }
+    }
+
+    var isPaused: Bool { paused }
+
+    // MARK: - Faults
+
+    func inject(_ fault: SimulatedFault, factor: Double?) {
+        switch fault {
+        case .crash:
+            FileHandle.standardError.write(Data("sim-engine \(configuration.model): injected crash\n".utf8))
+            exit(137)
+        case .slowWake:
+            slowWakeFactor = factor ?? 10
+        default:
+            faults.insert(fault)
+        }
+    }
+
+    // MARK: - Requests
+
+    func register() -> Int {
+        nextRequest += 1
+        generations[nextRequest] = Generation()
+        return nextRequest
+    }
+
+    func finish(_ id: Int) {
+        generations[id] = nil
+        if let waiter = waiters.removeValue(forKey: id) { waiter.continuation.resume(returning: .abort) }
+        if draining && !generations.values.contains(where: \.started) {
+            for waiter in drainWaiters { waiter.resume() }
+            drainWaiters.removeAll()
+        }
+    }
+
+    /// Waits until request `id` may produce its next token: immediately while serving, after a full wake while
+    /// asleep or paused, never for an aborted request.
+    func permit(_ id: Int) async -> Permit {
+        guard let generation = generations[id] else { return .abort }
+        if generation.aborted { return .abort }
+        let blocked = isSleeping || (draining && !generation.started)
+        if !blocked {
+            generations[id]?.started = true
+            return .proceed
+        }
+        let permit = await withCheckedContinuation { continuation in waiters[id] = Waiter(continuation) }
+        if permit == .proceed { generations[id]?.started = true }
+        return permit
+    }
+
+    /// The text a request generates: deterministic in the prompt, the position and the loaded weights.
+    func token(prompt: String, index: Int) -> String {
+        let seed = weightsValid ? weightsIdentity : "garbage:" + weightsIdentity
+        return TextGenerator.token(seed: seed, prompt: prompt, index: index)
+    }
+
+    private func abort(_ id: Int) {
+        generations[id]?.aborted = true
+        if let waiter = waiters.removeValue(forKey: id) { waiter.continuation.resume(returning: .abort) }
+    }
+
+    private func resumeWaiters() {
+        guard !isSleeping else { return }
+        let ready = waiters
+        waiters.removeAll()
+        for (_, waiter) in ready { waiter.continuation.resume(returning: .proceed) }
+    }
+
+    private func waitForStartedRequests() async {
+        guard generations.values.contains(where: \.started) else { return }
+        await withCheckedContinuation { drainWaiters.append($0) }
+    }
+
+    private func hangForever() async {
+        while true { try? await Task.sleep(for: .seconds(3600)) }
+    }
+
+    // MARK: - Memory
+
+    /// Marks this engine mid-transition on its GPU, or answers 500 when a neighbour is.
+    private func beginTransition() -> Reply? {
+        do {
+            return try gpu.update { ledger in
+                if let transition = ledger.transition, transition.engine != identity {
+                    let neighbour = ledger.engines[transition.engine]?.model ?? transition.engine
+                    return Reply(
+                        status: 500,
+                        body: errorBody(
+                            "Memory usage increased after sleeping: \(neighbour) is in a sleep or wake transition on GPU \(configuration.gpu)",
+                            type: "InternalServerError", code: 500))
+                }
+                ledger.transition = .init(engine: identity, until: Date().timeIntervalSince1970 + 600)
+                return nil
+            }
+        } catch {
+            return Reply(status: 500, body: errorBody("\(error)", type: "InternalServerError", code: 500))
+        }
+    }
+
+    private func endTransition() {
+        _ = try? gpu.update { ledger in
+            if ledger.transition?.engine == identity { ledger.transition = nil }
+        }
+    }
+
+    /// Nil when `bytes` more fit on the GPU, else the out-of-memory message.
+    private func roomFor(_ bytes: Int) -> String? {
+        (try? gpu.update { ledger -> String? in
+            let used = ledger.engines.values.reduce(0) { $0 + $1.gpuBytes }
+            guard used + bytes > ledger.totalBytes else { return nil }
+            return
+                "CUDA out of memory: waking \(configuration.model) needs \(bytes) bytes, GPU \(configuration.gpu) has \(ledger.totalBytes - used) free"
+        }) ?? nil
+    }
+
+    private func recordMemory() {
+        var gpuBytes = configuration.sleepResidueBytes
+        if weights == .gpu { gpuBytes += configuration.weightBytes }
+        if kvOnGPU { gpuBytes += configuration.kvCacheBytes }
+        let hostBytes = weights == .host ? configuration.weightBytes : 0
+        _ = try? gpu.update { ledger in
+            ledger.engines[identity] = .init(
+                pid: getpid(), model: configuration.model, gpuBytes: gpuBytes, hostBytes: hostBytes)
+        }
+    }
+}
+
+/// An OpenAI-style error body.
+func errorBody(_ message: String, type: String, code: Int, param: String? = nil) -> [String: any Sendable] {
+    [
+        "error": [
+            "message": message, "type": type, "param": param.map { $0 as any Sendable } ?? NSNull(), "code": code,
+        ] as [String: any Sendable]
+    ]
+}
+
+/// Deterministic text: each token is a word picked by a hash of the seed, the prompt and the position.
+enum TextGenerator {
+    static let words = [
+        "the", "model", "sleeps", "wakes", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "weights",
+        "return", "to", "the", "GPU", "in", "a", "second", "torpor", "keeps", "them", "warm", "while", "others", "run",
+    ]
+
+    static func token(seed: String, prompt: String, index: Int) -> String {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in (seed + "\u{0}" + prompt + "\u{0}\(index)").utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3
+        }
+        return " " + words[Int(hash % UInt64(words.count))]
+    }
+
+    /// A rough token count of a prompt: whitespace-separated words, at least 1.
+    static func countTokens(_ text: String) -> Int { max(1, text.split(whereSeparator: \.isWhitespace).count) }
+}

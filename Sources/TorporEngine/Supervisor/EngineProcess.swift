@@ -1,0 +1,124 @@
+import CTorporLinux
+import Foundation
+import Glibc
+
+/// One engine server process (vLLM or `torpor sim-engine`), started in its own session so that stopping it
+/// signals its whole process group: vLLM forks workers, and killing only the parent leaks GPU memory.
+public final class EngineProcess: Sendable {
+    /// The process id, which is also its process group id.
+    public let pid: Int32
+    /// Where its standard output and error go.
+    public let logPath: String
+    /// The command line, for messages.
+    public let commandLine: String
+
+    /// Starts `executable` with `arguments` and `environment` (added to this process's own), its output appended
+    /// to `logPath`.
+    /// - Throws: `EngineError` `.processFailed` naming the command when it cannot be started.
+    public init(
+        executable: String, arguments: [String], environment: [String: String] = [:], logPath: String
+    ) throws(EngineError) {
+        let path = executable.contains("/") ? executable : Self.lookUp(executable) ?? executable
+        commandLine = ([path] + arguments).joined(separator: " ")
+        self.logPath = logPath
+        let merged = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
+        }
+        var child: Int32 = 0
+        let result = CTorporLinux_spawnInNewSession(&child, path, argv, envp, logPath)
+        guard result == 0 else {
+            throw EngineError(.processFailed, "cannot start \(commandLine): \(String(cString: strerror(result)))")
+        }
+        pid = child
+    }
+
+    /// The exit status if the process has ended (reaping it), nil while it runs.
+    public func exitStatus() -> Int32? {
+        var status: Int32 = 0
+        let result = waitpid(pid, &status, WNOHANG)
+        guard result == pid else { return result < 0 && errno == ECHILD ? -1 : nil }
+        return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+    }
+
+    /// Sends `signal` to the whole process group.
+    public func signalGroup(_ signal: Int32) {
+        _ = kill(-pid, signal)
+    }
+
+    /// Stops the process group: SIGTERM, then SIGKILL after `grace`; returns once the leader is reaped.
+    public func stop(grace: Duration = .seconds(10)) async {
+        guard exitStatus() == nil else {
+            signalGroup(SIGKILL)
+            return
+        }
+        signalGroup(SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while exitStatus() == nil {
+            if ContinuousClock.now >= deadline {
+                signalGroup(SIGKILL)
+                while exitStatus() == nil { try? await Task.sleep(for: .milliseconds(20)) }
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        // Workers that outlived their leader are in the same group.
+        signalGroup(SIGKILL)
+    }
+
+    /// The last `bytes` of the log, for error messages.
+    public func logTail(bytes: Int = 2000) -> String {
+        guard let data = FileManager.default.contents(atPath: logPath) else { return "" }
+        return String(decoding: data.suffix(bytes), as: UTF8.self)
+    }
+
+    /// Waits until `client` reports the engine healthy, the process exits, or `deadline` passes.
+    /// - Throws: `EngineError` `.processFailed` with the log's tail when the process exits first, `.timeout` when
+    ///   the deadline passes.
+    public func waitUntilReady(_ client: EngineClient, deadline: Duration) async throws(EngineError) {
+        let end = ContinuousClock.now + deadline
+        while true {
+            if let status = exitStatus() {
+                throw EngineError(
+                    .processFailed,
+                    "engine \(client.name) exited with status \(status) before it was ready; log \(logPath):\n\(logTail())"
+                )
+            }
+            if (try? await client.isHealthy()) == true { return }
+            guard ContinuousClock.now < end else {
+                throw EngineError(
+                    .timeout, "engine \(client.name) was not ready within \(deadline); log \(logPath):\n\(logTail())")
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// A free TCP port on 127.0.0.1, chosen by the kernel.
+    public static func freePort() throws(EngineError) -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw EngineError(.processFailed, "cannot create a socket to find a free port") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard bound else { throw EngineError(.processFailed, "cannot bind a socket to find a free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    private static func lookUp(_ command: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/\(command)" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
+    }
+}

