@@ -57,6 +57,11 @@ public struct EngineClient: Sendable {
         self.logger = logger
     }
 
+    /// The base URL of an engine listening on a unix socket (AsyncHTTPClient's `http+unix` scheme).
+    public static func baseURL(unixSocket path: String) -> String {
+        "http+unix://" + (path.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? path)
+    }
+
     // MARK: - The contract
 
     /// `POST /sleep?level=L&mode=M`.

@@ -22,6 +22,9 @@ struct SimEngine: AsyncParsableCommand {
     @Option(help: "Address to listen on. Keep it on loopback: vLLM's dev endpoints have no authentication.")
     var host: String = "127.0.0.1"
 
+    @Option(help: "Serve on this unix socket instead of HOST:PORT (vLLM's --uds).")
+    var uds: String?
+
     @Option(help: "The simulated GPU; engines naming the same GPU share its memory.")
     var gpu: String = "0"
 
@@ -94,8 +97,12 @@ struct SimEngine: AsyncParsableCommand {
         let server = SimulatedEngineServer(configuration: configuration)
         let host = self.host
         do {
-            try await server.run(host: host, port: port, logger: Logger(label: "torpor.sim-engine")) { port in
-                FileHandle.standardOutput.write(Data("listening on http://\(host):\(port)\n".utf8))
+            let socket = uds
+            try await server.run(
+                host: host, port: port, unixSocket: socket, logger: Logger(label: "torpor.sim-engine")
+            ) { port in
+                let address = socket.map { "unix:" + $0 } ?? "http://\(host):\(port)"
+                FileHandle.standardOutput.write(Data("listening on \(address)\n".utf8))
             }
         } catch {
             FileHandle.standardError.write(Data("error: sim-engine \(model): \(error)\n".utf8))

