@@ -4,6 +4,11 @@ import TorporEngine
 
 /// The sleep-mode contract (DESIGN.md §2), asserted identically against the simulated engine and real vLLM.
 /// Each check leaves the engine awake.
+///
+/// Where the two must differ, nothing is asserted here: on the CPU build vLLM's `/sleep` only pauses the scheduler
+/// and frees no memory, so GPU memory (what a sleep frees, a wake without room, a neighbour's transition) is
+/// asserted against the simulated engine alone, in `SimulatedEngineTests`. Everything visible over HTTP —
+/// status codes, bodies, states, what happens to requests — is the same and is asserted for both.
 enum Contract {
     /// A completion's text, with temperature 0.
     static func complete(_ engine: EngineUnderTest, maxTokens: Int = 8, timeout: Duration = .seconds(60)) async throws
