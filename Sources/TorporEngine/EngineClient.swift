@@ -286,10 +286,25 @@ public struct EngineClient: Sendable {
         path: String
     ) async throws(EngineError) -> (Int, [UInt8]) {
         do {
-            let response = try await http.execute(request, timeout: timeout)
-            let collected = try await response.body.collect(upTo: 64 << 20)
-            let bytes = Array(buffer: collected)
-            let status = Int(response.status.code)
+            let http = self.http
+            // The HTTP client's own deadline is the first line; this race guarantees the deadline whatever the
+            // client does internally (connection retries, a loaded event loop).
+            let (status, bytes) = try await withThrowingTaskGroup(of: (Int, [UInt8])?.self) { group in
+                group.addTask {
+                    let response = try await http.execute(request, timeout: timeout)
+                    let collected = try await response.body.collect(upTo: 64 << 20)
+                    return (Int(response.status.code), Array(buffer: collected))
+                }
+                group.addTask {
+                    try await Task.sleep(for: deadline + .milliseconds(100))
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let answer = first else {
+                    throw HTTPClientError.deadlineExceeded
+                }
+                return answer
+            }
             guard expect.contains(status) else {
                 let text = String(decoding: bytes.prefix(500), as: UTF8.self)
                 throw EngineError(

@@ -111,10 +111,17 @@ struct SimulatedEngineTests {
         let a = try await SimulatedEngineProcess(model: "model-a", ledger: ledger, arguments: arguments)
         let b = try await SimulatedEngineProcess(model: "model-b", ledger: ledger, arguments: arguments)
         try await a.client.sleep(level: .offloadWeights)
-        // model-a's wake now takes 200 times longer (about 0.4 s): model-b's sleep lands in the middle of it.
-        _ = try await RawHTTP.send("POST", a.client.baseURL + "/sim/fault?kind=slow_wake&factor=200")
+        // model-a's wake now takes 1000 times longer (about 2 s): model-b's sleep lands in the middle of it.
+        _ = try await RawHTTP.send("POST", a.client.baseURL + "/sim/fault?kind=slow_wake&factor=1000")
         let wake = Task { try await a.client.wakeUp() }
-        try await Task.sleep(for: .milliseconds(100))
+        // Wait until the ledger shows model-a mid-transition, however slowly this machine runs the wake request.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            let data = FileManager.default.contents(atPath: ledger) ?? Data()
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            if object?["transition"] != nil { break }
+            try await Task.sleep(for: .milliseconds(5))
+        }
         do {
             try await b.client.sleep(level: .offloadWeights)
             Issue.record("model-b slept while model-a was waking on the same GPU")

@@ -289,6 +289,17 @@ actor SimulatedEngine {
     /// Waits until request `id` may produce its next token: immediately while serving, after a full wake while
     /// asleep or paused, never for an aborted request.
     func permit(_ id: Int) async -> Permit {
+        // A request whose client went away while it waited is aborted, as vLLM aborts it.
+        await withTaskCancellationHandler {
+            await waitForPermit(id)
+        } onCancel: {
+            Task { await self.cancel(id) }
+        }
+    }
+
+    private func cancel(_ id: Int) { abort(id) }
+
+    private func waitForPermit(_ id: Int) async -> Permit {
         guard let generation = generations[id] else { return .abort }
         if generation.aborted { return .abort }
         let blocked = isSleeping || (draining && !generation.started)

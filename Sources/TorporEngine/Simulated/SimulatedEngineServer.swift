@@ -211,36 +211,48 @@ public struct SimulatedEngineServer: Sendable {
                 return Response(
                     status: .ok, headers: headers,
                     body: ResponseBody { writer in
-                        defer { Task { await engine.finish(requestID) } }
-                        var last = ""
-                        for index in 0..<maxTokens {
-                            if await engine.permit(requestID) == .abort {
-                                try await writer.write(sse(chunk(last, finish: "abort", first: index == 0)))
-                                break
+                        // The request leaves the engine however the stream ends (done, aborted, client gone).
+                        do {
+                            var last = ""
+                            for index in 0..<maxTokens {
+                                if await engine.permit(requestID) == .abort {
+                                    try await writer.write(sse(chunk(last, finish: "abort", first: index == 0)))
+                                    break
+                                }
+                                try await Task.sleep(for: interval)
+                                last = await engine.token(prompt: prompt, index: index)
+                                let done = index == maxTokens - 1
+                                try await writer.write(
+                                    sse(chunk(last, finish: done ? "length" : nil, first: index == 0)))
                             }
-                            try await Task.sleep(for: interval)
-                            last = await engine.token(prompt: prompt, index: index)
-                            let done = index == maxTokens - 1
-                            try await writer.write(sse(chunk(last, finish: done ? "length" : nil, first: index == 0)))
+                            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+                            try await writer.finish(nil)
+                        } catch {
+                            await engine.finish(requestID)
+                            throw error
                         }
-                        try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
-                        try await writer.finish(nil)
+                        await engine.finish(requestID)
                     })
             }
 
             var text = ""
             var finish = "length"
             var produced = 0
-            defer { Task { await engine.finish(requestID) } }
-            for index in 0..<maxTokens {
-                if await engine.permit(requestID) == .abort {
-                    finish = "abort"
-                    break
+            do {
+                for index in 0..<maxTokens {
+                    if await engine.permit(requestID) == .abort {
+                        finish = "abort"
+                        break
+                    }
+                    try await Task.sleep(for: interval)
+                    text += await engine.token(prompt: prompt, index: index)
+                    produced += 1
                 }
-                try await Task.sleep(for: interval)
-                text += await engine.token(prompt: prompt, index: index)
-                produced += 1
+            } catch {
+                await engine.finish(requestID)
+                throw error
             }
+            await engine.finish(requestID)
             let usage: [String: any Sendable] = [
                 "prompt_tokens": promptTokens, "completion_tokens": produced, "total_tokens": promptTokens + produced,
             ]
