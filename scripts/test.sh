@@ -15,4 +15,9 @@ if [ -z "${TORPOR_VLLM_PYTHON:-}" ]; then
     rm -f "$reason_file"
 fi
 swift build
-swift test
+# A hung test is a failure with a message, not a CI run that never ends.
+timeout --kill-after=30 "${TORPOR_TEST_TIMEOUT:-1800}" swift test || {
+    status=$?
+    [ "$status" = 124 ] && echo "test: the suite did not finish within ${TORPOR_TEST_TIMEOUT:-1800} s" >&2
+    exit "$status"
+}

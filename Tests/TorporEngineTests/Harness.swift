@@ -116,6 +116,9 @@ final class ProcessRegistry: @unchecked Sendable {
 
 extension Engines {
     static func processesForExit() -> [EngineProcess] { processes.all() }
+
+    /// Kills `process`'s group when the test process exits, even if the test that started it failed midway.
+    static func track(_ process: EngineProcess) { processes.add(process) }
 }
 
 /// Minimal HTTP for the assertions that must see raw status codes and bodies.

@@ -33,6 +33,14 @@ struct SupervisorTests {
             return spec
         }
 
+        /// Starts `spec` and tracks its process, so a failing test leaves no engine behind.
+        @discardableResult
+        func start(_ spec: EngineSpec) async throws -> Supervisor.RunningEngine {
+            let engine = try await supervisor.start(spec)
+            Engines.track(engine.process)
+            return engine
+        }
+
         deinit { try? FileManager.default.removeItem(atPath: directory) }
     }
 
@@ -62,7 +70,7 @@ struct SupervisorTests {
     @Test("start waits for readiness, logs to a file; stop takes the whole process group down")
     func startAndStop() async throws {
         let fixture = try Fixture()
-        let engine = try await fixture.supervisor.start(fixture.spec("alpha"))
+        let engine = try await fixture.start(fixture.spec("alpha"))
         #expect(try await engine.client.isHealthy())
         #expect(Self.groupAlive(engine.process.pid))
         #expect(FileManager.default.fileExists(atPath: fixture.directory + "/state/alpha.engine.json"))
@@ -79,7 +87,7 @@ struct SupervisorTests {
         var spec = fixture.spec("epsilon")
         spec.unixSocketPath = fixture.directory + "/epsilon.sock"
         #expect(spec.commandArguments(port: 0).suffix(2) == ["--uds", fixture.directory + "/epsilon.sock"])
-        let engine = try await fixture.supervisor.start(spec)
+        let engine = try await fixture.start(spec)
         #expect(engine.client.baseURL.hasPrefix("http+unix://"))
         #expect(try await engine.client.isHealthy())
         try await engine.client.sleep(level: .offloadWeights)
@@ -95,11 +103,12 @@ struct SupervisorTests {
         policy.initialDelay = .milliseconds(50)
         policy.maximumRestarts = 1
         let fixture = try Fixture(policy: policy)
-        let first = try await fixture.supervisor.start(fixture.spec("beta"))
+        let first = try await fixture.start(fixture.spec("beta"))
         _ = try? await RawHTTP.send("POST", first.client.baseURL + "/sim/fault?kind=crash")
         #expect(await Self.waitUntil { first.process.exitStatus() != nil })
         await fixture.supervisor.checkEngines()
         let second = try #require(await fixture.supervisor.engine("beta"))
+        Engines.track(second.process)
         #expect(second.port == first.port && second.process.pid != first.process.pid)
         #expect(try await second.client.isHealthy())
 
@@ -123,7 +132,7 @@ struct SupervisorTests {
     @Test("a new supervisor stops the engines a killed predecessor left running")
     func cleansUpPredecessors() async throws {
         let old = try Fixture()
-        let orphan = try await old.supervisor.start(old.spec("gamma"))
+        let orphan = try await old.start(old.spec("gamma"))
         // The old supervisor is "killed": it never stops its engine. A new one takes over the same state.
         let successor = try Supervisor(
             stateDirectory: old.directory + "/state", logDirectory: old.directory + "/logs", logger: Engines.logger)
@@ -156,7 +165,7 @@ struct SupervisorTests {
     @Test("run() as a service watches the engines and stops them all when cancelled")
     func runsAsService() async throws {
         let fixture = try Fixture()
-        let engine = try await fixture.supervisor.start(fixture.spec("delta"))
+        let engine = try await fixture.start(fixture.spec("delta"))
         let service = Task { try await fixture.supervisor.run() }
         try await Task.sleep(for: .milliseconds(300))
         service.cancel()
