@@ -6,7 +6,7 @@ import TorporCheckpoint
 struct Torpor: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "torpor",
-        abstract: "One GPU, many LLMs: compressed, checksummed model checkpoints and the tools around them.",
+        abstract: "One GPU, many LLMs: compressed, checksummed checkpoints and a simulated vLLM engine.",
         version: torporVersion,
         subcommands: [Pack.self, Unpack.self, Inspect.self, Verify.self, Bench.self, SimEngine.self]
     )
