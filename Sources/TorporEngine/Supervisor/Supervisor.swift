@@ -107,6 +107,8 @@ public actor Supervisor: Service {
     private var engines: [String: RunningEngine] = [:]
     private var stopping: Set<String> = []
     private var failures: [String: Int] = [:]
+    /// Set by `stopAll()` until the next `start`: no restart happens meanwhile.
+    private var shuttingDown = false
     private let events: AsyncStream<SupervisorEvent>.Continuation
     /// Everything the supervisor does, in order.
     public nonisolated let eventStream: AsyncStream<SupervisorEvent>
@@ -166,6 +168,7 @@ public actor Supervisor: Service {
         guard engines[spec.name] == nil else {
             throw EngineError(.invalidArgument, "an engine named \(spec.name) is already running")
         }
+        shuttingDown = false
         let port: Int
         if spec.unixSocketPath != nil {
             port = 0
@@ -195,6 +198,7 @@ public actor Supervisor: Service {
 
     /// Stops every engine.
     public func stopAll() async {
+        shuttingDown = true
         for name in engines.keys.sorted() { await stop(name) }
     }
 
@@ -233,6 +237,8 @@ public actor Supervisor: Service {
                 metadata: ["engine.name": "\(name)", "engine.status": "\(status)", "engine.restart_in": "\(delay)"])
             events.yield(.restarting(name: name, after: delay))
             try? await Task.sleep(for: delay)
+            // Stopped, shut down or started again by someone else while this restart waited.
+            guard !Task.isCancelled, !shuttingDown, !stopping.contains(name), engines[name] == nil else { continue }
             do {
                 _ = try await launch(engine.spec, port: engine.port)
             } catch {
