@@ -13,13 +13,6 @@ public enum CRC32 {
         return CTorporZlib_crc32(0, base, bytes.count)
     }
 
-    /// The CRC-32 of `bytes`, continued from an earlier `crc`.
-    @inline(__always)
-    public static func update(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }
-        return CTorporZlib_crc32(crc, base, bytes.count)
-    }
-
     /// The CRC-32 of a byte array.
     public static func checksum(_ bytes: [UInt8]) -> UInt32 {
         bytes.withUnsafeBytes { checksum($0) }

@@ -2,7 +2,7 @@
 ///
 /// Used where a format must be validated field by field with messages that name the field, which a
 /// `Decodable` struct's generic `DecodingError` cannot do well.
-enum JSONValue: Decodable, Equatable, Sendable {
+enum JSONValue: Decodable, Sendable {
     case null
     case bool(Bool)
     case integer(Int64)
@@ -47,20 +47,6 @@ enum JSONValue: Decodable, Equatable, Sendable {
             self = .number(value)
         } else {
             self = .string(try single.decode(String.self))
-        }
-    }
-
-    static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
-        switch (lhs, rhs) {
-        case (.null, .null): true
-        case (.bool(let a), .bool(let b)): a == b
-        case (.integer(let a), .integer(let b)): a == b
-        case (.unsignedInteger(let a), .unsignedInteger(let b)): a == b
-        case (.number(let a), .number(let b)): a == b
-        case (.string(let a), .string(let b)): a == b
-        case (.array(let a), .array(let b)): a == b
-        case (.object(let a), .object(let b)): a.elementsEqual(b) { $0.0 == $1.0 && $0.1 == $1.1 }
-        default: false
         }
     }
 

@@ -36,13 +36,6 @@ final class FileDescriptor {
         return FileDescriptor(fd: fd, path: path)
     }
 
-    /// The file's size in bytes.
-    func size() throws(CheckpointError) -> Int {
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw ioError("cannot stat", path) }
-        return Int(info.st_size)
-    }
-
     /// Writes all of `bytes` at `offset`, retrying short writes and EINTR.
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
         var done = 0
@@ -53,22 +46,6 @@ final class FileDescriptor {
                 throw ioError("cannot write", path)
             }
             if n == 0 { throw CheckpointError(.io, "cannot write \(path): the device accepted no bytes") }
-            done += n
-        }
-    }
-
-    /// Reads exactly `buffer.count` bytes at `offset`.
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointError) {
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ioError("cannot read", path)
-            }
-            if n == 0 {
-                throw CheckpointError(.invalidContainer, "\(path) ends at byte \(offset + done), expected more data")
-            }
             done += n
         }
     }
