@@ -15,15 +15,18 @@ let package = Package(
         .executable(name: "torpor", targets: ["torpor"]),
         .library(name: "TorporCheckpoint", targets: ["TorporCheckpoint"]),
         .library(name: "TorporEngine", targets: ["TorporEngine"]),
+        .library(name: "TorporGateway", targets: ["TorporGateway"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // C shims, one per foreign library (libzstd for the zstd codec, zlib for CRC-32, Linux-only calls).
@@ -62,12 +65,35 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The gateway: OpenAI routing and streaming proxy, the sleep-aware scheduler, the admin API, metrics.
+        .target(
+            name: "TorporGateway",
+            dependencies: [
+                "TorporEngine",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // The `torpor` command: a thin entry point over the libraries.
         .executableTarget(
             name: "torpor",
             dependencies: [
                 "TorporCheckpoint",
                 "TorporEngine",
+                "TorporGateway",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -82,6 +108,19 @@ let package = Package(
         .testTarget(
             name: "TorporEngineTests",
             dependencies: [
+                "TorporEngine",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            exclude: ["Clients"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TorporGatewayTests",
+            dependencies: [
+                "TorporGateway",
                 "TorporEngine",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

@@ -6,9 +6,11 @@ import TorporCheckpoint
 struct Torpor: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "torpor",
-        abstract: "One GPU, many LLMs: compressed, checksummed checkpoints and a simulated vLLM engine.",
+        abstract: "One GPU, many LLMs: a sleep-aware OpenAI gateway, compressed checkpoints, a simulated vLLM engine.",
         version: torporVersion,
-        subcommands: [Pack.self, Unpack.self, Inspect.self, Verify.self, Bench.self, SimEngine.self]
+        subcommands: [
+            Serve.self, Demo.self, Pack.self, Unpack.self, Inspect.self, Verify.self, Bench.self, SimEngine.self,
+        ]
     )
 }
 

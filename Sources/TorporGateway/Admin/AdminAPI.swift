@@ -1,0 +1,192 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import NIOFoundationCompat
+import TorporEngine
+
+/// The admin listener (127.0.0.1:8081 by default): model states and ledgers, sleep / wake / switch, weight reloads,
+/// GPU leases, the transition event stream and Prometheus metrics. Every call needs `Authorization: Bearer TOKEN`.
+struct AdminAPI: Sendable {
+    let token: String
+    let scheduler: Scheduler
+    let metrics: GatewayMetrics
+    let events: EventBus
+
+    func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: BearerTokenMiddleware(token: Array(token.utf8)))
+        let scheduler = self.scheduler
+        let metrics = self.metrics
+        let events = self.events
+
+        router.get("/metrics") { _, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4"
+            return Response(
+                status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
+        }
+        router.get("/admin/models") { _, _ in
+            try jsonResponse(ModelsReply(models: await scheduler.statuses(), gpus: await scheduler.ledgers()))
+        }
+        router.get("/admin/models/{name}") { _, context in
+            let name = try context.parameters.require("name")
+            guard let status = await scheduler.statuses().first(where: { $0.name == name }) else {
+                throw AdminError(.notFound, "no model `\(name)`")
+            }
+            return try jsonResponse(status)
+        }
+        router.post("/admin/models/{name}/sleep") { request, context in
+            let name = try context.parameters.require("name")
+            let level = try parseLevel(request.uri.queryParameters["level"].map(String.init))
+            _ = try await adminCall { () async throws(GatewayError) in try await scheduler.sleep(name, level: level) }
+            return try jsonResponse(await status(name))
+        }
+        router.post("/admin/models/{name}/wake") { _, context in
+            let name = try context.parameters.require("name")
+            _ = try await adminCall { () async throws(GatewayError) in try await scheduler.wake(name) }
+            return try jsonResponse(await status(name))
+        }
+        router.post("/admin/models/{name}/reload") { request, context in
+            let name = try context.parameters.require("name")
+            var request = request
+            let body = try await request.collectBody(upTo: 1 << 20)
+            guard let fields = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any],
+                let path = fields["weights_path"] as? String, !path.isEmpty
+            else {
+                throw AdminError(.badRequest, "send a JSON body {\"weights_path\": \"/path/to/checkpoint\"}")
+            }
+            _ = try await adminCall { () async throws(GatewayError) in try await scheduler.reload(name, path: path) }
+            return try jsonResponse(await status(name))
+        }
+        router.post("/admin/switch") { request, _ in
+            let query = request.uri.queryParameters
+            guard let target = query["to"].map(String.init) else {
+                throw AdminError(.badRequest, "name the model to wake: /admin/switch?to=MODEL[&from=MODEL]")
+            }
+            if let from = query["from"].map(String.init) {
+                _ = try await adminCall { () async throws(GatewayError) in try await scheduler.sleep(from, level: nil) }
+            }
+            _ = try await adminCall { () async throws(GatewayError) in try await scheduler.wake(target) }
+            return try jsonResponse(ModelsReply(models: await scheduler.statuses(), gpus: await scheduler.ledgers()))
+        }
+        router.get("/admin/gpus") { _, _ in try jsonResponse(await scheduler.ledgers()) }
+        router.post("/admin/gpus/{id}/lease") { request, context in
+            let id = try context.parameters.require("id")
+            let modeText = request.uri.queryParameters["mode"].map(String.init) ?? "queue"
+            guard let mode = LeaseMode(rawValue: modeText) else {
+                throw AdminError(.badRequest, "mode=\(modeText): use queue or refuse")
+            }
+            let ledgers = try await adminCall { () async throws(GatewayError) in
+                try await scheduler.lease(gpu: id == "all" ? nil : id, mode: mode)
+            }
+            return try jsonResponse(ledgers)
+        }
+        router.delete("/admin/gpus/{id}/lease") { _, context in
+            let id = try context.parameters.require("id")
+            let ledgers = try await adminCall { () async throws(GatewayError) in
+                try await scheduler.releaseLease(gpu: id == "all" ? nil : id)
+            }
+            return try jsonResponse(ledgers)
+        }
+        router.get("/admin/events") { request, _ in
+            let replay = request.uri.queryParameters["replay"].map { $0 == "1" || $0 == "true" } ?? false
+            let stream = events.subscribe(replay: replay)
+            var headers = HTTPFields()
+            headers[.contentType] = "text/event-stream"
+            headers[.cacheControl] = "no-cache"
+            return Response(
+                status: .ok, headers: headers,
+                body: ResponseBody { writer in
+                    try await writer.write(ByteBuffer(string: ": torpor transition events\n\n"))
+                    try await request.body.consumeWithCancellationOnInboundClose { _ in
+                        let encoder = JSONEncoder()
+                        encoder.outputFormatting = .sortedKeys
+                        for await event in stream {
+                            let data = try encoder.encode(event)
+                            try await writer.write(
+                                ByteBuffer(
+                                    string: "event: transition\ndata: \(String(decoding: data, as: UTF8.self))\n\n"))
+                        }
+                    }
+                    try await writer.finish(nil)
+                })
+        }
+
+        @Sendable func status(_ name: String) async throws -> Scheduler.ModelStatus {
+            guard let status = await scheduler.statuses().first(where: { $0.name == name }) else {
+                throw AdminError(.notFound, "no model `\(name)`")
+            }
+            return status
+        }
+        return router
+    }
+}
+
+struct ModelsReply: Codable {
+    var models: [Scheduler.ModelStatus]
+    var gpus: [Scheduler.Ledger]
+}
+
+private func parseLevel(_ text: String?) throws -> SleepLevel? {
+    guard let text else { return nil }
+    guard let value = Int(text), let level = SleepLevel(rawValue: value), level != .pause else {
+        throw AdminError(.badRequest, "level=\(text): use 1 or 2")
+    }
+    return level
+}
+
+/// Runs a scheduler call, turning its error into an admin answer with the same status.
+private func adminCall<T>(_ operation: () async throws(GatewayError) -> T) async throws -> T {
+    do {
+        return try await operation()
+    } catch {
+        throw AdminError(HTTPResponse.Status(code: error.status), error.message)
+    }
+}
+
+private func jsonResponse(_ value: some Encodable) throws -> Response {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+    let data = try encoder.encode(value)
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json"
+    return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(data: data)))
+}
+
+/// An admin error, answered as `{"error":{"message","type","code"}}`.
+struct AdminError: HTTPResponseError {
+    let status: HTTPResponse.Status
+    let message: String
+
+    init(_ status: HTTPResponse.Status, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
+        let body =
+            "{\"error\":{\"message\":\"\(jsonEscaped(message))\",\"type\":\"admin_error\",\"code\":\(status.code)}}"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+/// Lets a request through only with `Authorization: Bearer TOKEN`, compared in constant time.
+struct BearerTokenMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let token: [UInt8]
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+            constantTimeEqual(Array(header.utf8.dropFirst("Bearer ".utf8.count)), token)
+        else {
+            throw AdminError(.unauthorized, "the admin API needs `Authorization: Bearer TOKEN` with the admin token")
+        }
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,191 @@
+import Foundation
+import Synchronization
+
+/// The gateway's Prometheus metrics, rendered in the text exposition format at the admin API's `/metrics`.
+///
+/// Model states, transition durations by kind and level, queue depth and wait, requests by model and status,
+/// GPU ledgers, host memory, and the latency the proxy adds before an engine answers.
+public final class GatewayMetrics: Sendable {
+    private struct Histogram {
+        var buckets: [Double]
+        var counts: [Int]
+        var sum = 0.0
+        var count = 0
+
+        init(buckets: [Double]) {
+            self.buckets = buckets
+            counts = Array(repeating: 0, count: buckets.count)
+        }
+
+        mutating func observe(_ value: Double) {
+            for (index, bound) in buckets.enumerated() where value <= bound { counts[index] += 1 }
+            sum += value
+            count += 1
+        }
+    }
+
+    private struct State {
+        var phases: [String: String] = [:]
+        var transitions: [String: Histogram] = [:]
+        var queueDepth: [String: Int] = [:]
+        var queueWait: [String: Histogram] = [:]
+        var requests: [String: Int] = [:]
+        var failures: [String: Int] = [:]
+        var ledgers: [String: (awake: Int, residue: Int, capacity: Int)] = [:]
+        var hostBytes = 0
+        var hostBudget = 0
+        var proxyLatency = Histogram(buckets: latencyBuckets)
+    }
+
+    private static let latencyBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
+    private static let secondsBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+    private let state = Mutex(State())
+
+    public init() {}
+
+    func setPhase(_ model: String, _ phase: String) { state.withLock { $0.phases[model] = phase } }
+
+    func observeTransition(kind: String, level: Int?, seconds: Double) {
+        let key = "kind=\"\(kind)\",level=\"\(level.map(String.init) ?? "")\""
+        state.withLock {
+            $0.transitions[key, default: Histogram(buckets: Self.secondsBuckets)].observe(seconds)
+        }
+    }
+
+    func setQueueDepth(_ model: String, _ depth: Int) { state.withLock { $0.queueDepth[model] = depth } }
+
+    func observeQueueWait(_ model: String, seconds: Double) {
+        state.withLock {
+            $0.queueWait[model, default: Histogram(buckets: Self.secondsBuckets)].observe(seconds)
+        }
+    }
+
+    /// Counts one answered client request.
+    public func countRequest(model: String, status: Int) {
+        let key = "model=\"\(escaped(model))\",status=\"\(status)\""
+        state.withLock { $0.requests[key, default: 0] += 1 }
+    }
+
+    func countFailure(_ model: String) { state.withLock { $0.failures[model, default: 0] += 1 } }
+
+    func setLedger(gpu: String, awakeBytes: Int, residueBytes: Int, capacityBytes: Int) {
+        state.withLock { $0.ledgers[gpu] = (awakeBytes, residueBytes, capacityBytes) }
+    }
+
+    func setHostBytes(_ bytes: Int, budget: Int) {
+        state.withLock {
+            $0.hostBytes = bytes
+            $0.hostBudget = budget
+        }
+    }
+
+    /// Time from a request's arrival to the engine's answer head, less the time it waited for a wake.
+    public func observeProxyLatency(seconds: Double) { state.withLock { $0.proxyLatency.observe(seconds) } }
+
+    /// The Prometheus text exposition.
+    public func render() -> String {
+        let state = state.withLock { $0 }
+        var out = ""
+        out += "# HELP torpor_model_state 1 for the state each model is in.\n# TYPE torpor_model_state gauge\n"
+        for (model, phase) in state.phases.sorted(by: { $0.key < $1.key }) {
+            for name in ModelPhase.allNames {
+                out += "torpor_model_state{model=\"\(escaped(model))\",state=\"\(name)\"} \(name == phase ? 1 : 0)\n"
+            }
+        }
+        out += histogram(
+            "torpor_transition_seconds", "Duration of engine transitions by kind and sleep level.",
+            state.transitions.map { ($0.key, $0.value) })
+        out += "# HELP torpor_queue_depth Requests waiting for a model to wake.\n# TYPE torpor_queue_depth gauge\n"
+        for (model, depth) in state.queueDepth.sorted(by: { $0.key < $1.key }) {
+            out += "torpor_queue_depth{model=\"\(escaped(model))\"} \(depth)\n"
+        }
+        out += histogram(
+            "torpor_queue_wait_seconds", "Time requests waited for their model to wake.",
+            state.queueWait.map { ("model=\"\(escaped($0.key))\"", $0.value) })
+        out += "# HELP torpor_requests_total Client requests answered, by model and status.\n"
+        out += "# TYPE torpor_requests_total counter\n"
+        for (labels, count) in state.requests.sorted(by: { $0.key < $1.key }) {
+            out += "torpor_requests_total{\(labels)} \(count)\n"
+        }
+        out += "# HELP torpor_engine_failures_total Engine failures (crashes, failed or hung transitions).\n"
+        out += "# TYPE torpor_engine_failures_total counter\n"
+        for (model, count) in state.failures.sorted(by: { $0.key < $1.key }) {
+            out += "torpor_engine_failures_total{model=\"\(escaped(model))\"} \(count)\n"
+        }
+        out += "# HELP torpor_gpu_memory_bytes GPU memory by use, from the scheduler's ledger.\n"
+        out += "# TYPE torpor_gpu_memory_bytes gauge\n"
+        for (gpu, ledger) in state.ledgers.sorted(by: { $0.key < $1.key }) {
+            out += "torpor_gpu_memory_bytes{gpu=\"\(escaped(gpu))\",use=\"awake\"} \(ledger.awake)\n"
+            out += "torpor_gpu_memory_bytes{gpu=\"\(escaped(gpu))\",use=\"sleep_residue\"} \(ledger.residue)\n"
+            out += "torpor_gpu_memory_bytes{gpu=\"\(escaped(gpu))\",use=\"capacity\"} \(ledger.capacity)\n"
+        }
+        out += "# HELP torpor_host_memory_bytes Host RAM held by level-1 sleepers, and the budget.\n"
+        out += "# TYPE torpor_host_memory_bytes gauge\n"
+        out += "torpor_host_memory_bytes{use=\"level1_weights\"} \(state.hostBytes)\n"
+        out += "torpor_host_memory_bytes{use=\"budget\"} \(state.hostBudget)\n"
+        out += histogram(
+            "torpor_proxy_latency_seconds", "Latency the gateway adds before the engine's answer starts.",
+            [("", state.proxyLatency)])
+        return out
+    }
+
+    private func histogram(_ name: String, _ help: String, _ series: [(String, Histogram)]) -> String {
+        var out = "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
+        for (labels, histogram) in series.sorted(by: { $0.0 < $1.0 }) {
+            let prefix = labels.isEmpty ? "" : labels + ","
+            for (bound, count) in zip(histogram.buckets, histogram.counts) {
+                out += "\(name)_bucket{\(prefix)le=\"\(bound)\"} \(count)\n"
+            }
+            out += "\(name)_bucket{\(prefix)le=\"+Inf\"} \(histogram.count)\n"
+            let braces = labels.isEmpty ? "" : "{\(labels)}"
+            out += "\(name)_sum\(braces) \(histogram.sum)\n\(name)_count\(braces) \(histogram.count)\n"
+        }
+        return out
+    }
+}
+
+/// A label value escaped for the Prometheus text format.
+private func escaped(_ value: String) -> String {
+    value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        .replacingOccurrences(of: "\n", with: "\\n")
+}
+
+/// Broadcasts transition events to every admin subscriber of `/admin/events`.
+public final class EventBus: Sendable {
+    private struct State {
+        var subscribers: [UInt64: AsyncStream<TransitionEvent>.Continuation] = [:]
+        var nextID: UInt64 = 0
+        /// The last events, for subscribers that ask for what already happened.
+        var recent: [TransitionEvent] = []
+    }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    func publish(_ event: TransitionEvent) {
+        let subscribers = state.withLock { state in
+            state.recent.append(event)
+            if state.recent.count > 200 { state.recent.removeFirst(state.recent.count - 200) }
+            return Array(state.subscribers.values)
+        }
+        for subscriber in subscribers { subscriber.yield(event) }
+    }
+
+    /// A stream of events from now on (and the recent ones first when `replay`), ending when the caller stops.
+    public func subscribe(replay: Bool = false) -> AsyncStream<TransitionEvent> {
+        let (stream, continuation) = AsyncStream<TransitionEvent>.makeStream(bufferingPolicy: .bufferingNewest(1000))
+        let id = state.withLock { state in
+            state.nextID += 1
+            state.subscribers[state.nextID] = continuation
+            if replay { for event in state.recent { continuation.yield(event) } }
+            return state.nextID
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    /// The recent events, oldest first.
+    public func recent() -> [TransitionEvent] { state.withLock { $0.recent } }
+}

@@ -1,0 +1,266 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+
+/// The OpenAI-compatible listener: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+///
+/// Built on HummingbirdCore's responder so that one request is watched for its client leaving from the moment it
+/// arrives until the last token: waiting in a queue, waiting for the engine's first byte, and streaming. A client
+/// that leaves cancels the upstream request (vLLM then aborts it). Nothing else exists here: vLLM's dev paths
+/// (`/sleep`, `/wake_up`, `/collective_rpc`, ...) answer 404.
+struct ClientAPI: Sendable {
+    static let proxiedPaths: Set<String> = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+
+    let configuration: GatewayConfiguration
+    let scheduler: Scheduler
+    let metrics: GatewayMetrics
+    let keys: APIKeyTable
+    let http: HTTPClient
+    let logger: Logger
+
+    /// Answers one request.
+    func respond(to request: Request, writer: consuming ResponseWriter) async throws {
+        let path = request.uri.path
+        if Self.proxiedPaths.contains(path) {
+            guard request.method == .post else {
+                try await write(
+                    GatewayError(.badRequest, "Use POST for \(path)."), status: 405, to: writer)
+                return
+            }
+            try await proxy(request, writer: writer)
+            return
+        }
+        switch (request.method, path) {
+        case (.get, "/v1/models"):
+            let result = authenticate(request)
+            guard case .success(let key) = result else {
+                if case .failure(let error) = result { try await write(error, to: writer) }
+                return
+            }
+            try await writeJSON(await modelList(for: key), to: writer)
+        case (.get, "/health"):
+            try await writeJSON(Array(#"{"status":"ok"}"#.utf8), to: writer)
+        default:
+            try await write(GatewayError(.unknownPath, "Unknown request URL: \(request.method) \(path)."), to: writer)
+        }
+    }
+
+    private func modelList(for key: GatewayConfiguration.APIKey?) async -> [UInt8] {
+        let statuses = await scheduler.statuses()
+        let created = Int(Date().timeIntervalSince1970)
+        let entries = statuses.filter { key?.models?.contains($0.name) ?? true }.map { status in
+            "{\"id\":\"\(jsonEscaped(status.name))\",\"object\":\"model\",\"created\":\(created),"
+                + "\"owned_by\":\"torpor\",\"state\":\"\(status.state)\"}"
+        }
+        return Array("{\"object\":\"list\",\"data\":[\(entries.joined(separator: ","))]}".utf8)
+    }
+
+    /// The key a request carries, nil when no keys are configured.
+    private func authenticate(_ request: Request) -> Result<GatewayConfiguration.APIKey?, GatewayError> {
+        guard !keys.isEmpty else { return .success(nil) }
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+            return .failure(
+                GatewayError(.unauthorized, "Missing API key: send it as `Authorization: Bearer KEY`."))
+        }
+        guard let key = keys.match(String(header.dropFirst("Bearer ".count))) else {
+            return .failure(GatewayError(.unauthorized, "Incorrect API key provided."))
+        }
+        return .success(key)
+    }
+
+    private func proxy(_ request: Request, writer: consuming ResponseWriter) async throws {
+        let arrived = ContinuousClock.now
+        let key: GatewayConfiguration.APIKey?
+        switch authenticate(request) {
+        case .success(let found): key = found
+        case .failure(let error):
+            metrics.countRequest(model: "", status: error.status)
+            try await write(error, to: writer)
+            return
+        }
+        let limit = configuration.limits.maxRequestBytes
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
+            let error = GatewayError(
+                .payloadTooLarge, "The request body has \(length) bytes; this gateway accepts at most \(limit).")
+            metrics.countRequest(model: "", status: 413)
+            try await write(error, to: writer, close: true)
+            return
+        }
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: limit)
+        } catch {
+            metrics.countRequest(model: "", status: 413)
+            try await write(
+                GatewayError(
+                    .payloadTooLarge, "The request body is larger than this gateway's limit of \(limit) bytes."),
+                to: writer, close: true)
+            return
+        }
+        let fields = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]
+        guard let fields, let model = fields["model"] as? String else {
+            metrics.countRequest(model: "", status: 400)
+            try await write(
+                GatewayError(
+                    .badRequest,
+                    fields == nil
+                        ? "The request body is not a JSON object." : "The request body has no string field `model`."),
+                to: writer)
+            return
+        }
+        guard key?.models?.contains(model) ?? true, await scheduler.state(of: model) != nil else {
+            metrics.countRequest(model: model, status: 404)
+            try await write(
+                GatewayError(.notFound, "The model `\(model)` does not exist or you do not have access to it."),
+                to: writer)
+            return
+        }
+        let stream = fields["stream"] as? Bool ?? false
+        let slot = WriterSlot(writer)
+        let outcome = await proxyWatched(
+            request: request, path: request.uri.path, model: model, body: body, stream: stream, arrived: arrived,
+            slot: slot)
+        if case .failure(let error) = outcome {
+            metrics.countRequest(model: model, status: error.status)
+            if let writer = slot.writer.take() { try await write(error, to: writer, close: true) }
+        }
+    }
+
+    /// Waits for the model, forwards the request and streams the answer back, all cancelled if the client leaves.
+    private func proxyWatched(
+        request: Request, path: String, model: String, body: ByteBuffer, stream: Bool,
+        arrived: ContinuousClock.Instant, slot: WriterSlot
+    ) async -> Result<Void, GatewayError> {
+        let scheduler = self.scheduler
+        let metrics = self.metrics
+        let http = self.http
+        let logger = self.logger
+        let readTimeout = configuration.limits.upstreamReadTimeoutSeconds
+        do {
+            try await request.body.consumeWithCancellationOnInboundClose { _ in
+                let waitStarted = ContinuousClock.now
+                let baseURL = try await scheduler.acquire(model)
+                let waited = ContinuousClock.now - waitStarted
+                var released = false
+                defer { if !released { Task { await scheduler.release(model) } } }
+                var upstream = HTTPClientRequest(url: baseURL + path)
+                upstream.method = .POST
+                upstream.headers.add(name: "Content-Type", value: "application/json")
+                upstream.headers.add(name: "Accept", value: stream ? "text/event-stream" : "application/json")
+                upstream.body = .bytes(body)
+                let response: HTTPClientResponse
+                do {
+                    response = try await http.execute(upstream, timeout: .seconds(Int64(readTimeout)))
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    throw GatewayError(
+                        .upstream, "The engine of `\(model)` did not answer: \(error). Try again.",
+                        retryAfterSeconds: 1)
+                }
+                metrics.observeProxyLatency(seconds: (ContinuousClock.now - arrived - waited).seconds)
+                var head = HTTPResponse(status: .init(code: Int(response.status.code)))
+                for name in ["Content-Type", "Content-Length", "Cache-Control"] {
+                    if let value = response.headers.first(name: name), let field = HTTPField.Name(name) {
+                        head.headerFields[field] = value
+                    }
+                }
+                // The watched request's connection closes after the answer; say so.
+                head.headerFields[.connection] = "close"
+                var bodyWriter = try await slot.writer.take()!.writeHead(head)
+                do {
+                    for try await chunk in response.body {
+                        try await bodyWriter.write(chunk)
+                    }
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    logger.warning(
+                        "the engine's answer broke off", metadata: ["model": "\(model)", "error": "\(error)"])
+                    if stream {
+                        let failure = GatewayError(.upstream, "The engine of `\(model)` stopped answering: \(error)")
+                        try? await bodyWriter.write(
+                            ByteBuffer(bytes: Array("data: ".utf8) + failure.body() + [10, 10]))
+                    }
+                }
+                try await bodyWriter.finish(nil)
+                released = true
+                await scheduler.release(model)
+                metrics.countRequest(model: model, status: Int(response.status.code))
+            }
+            return .success(())
+        } catch let error as GatewayError {
+            return .failure(error)
+        } catch {
+            // The client left: nothing to answer.
+            metrics.countRequest(model: model, status: 499)
+            return .success(())
+        }
+    }
+
+    private func write(
+        _ error: GatewayError, status: Int? = nil, to writer: consuming ResponseWriter, close: Bool = false
+    )
+        async throws
+    {
+        var head = HTTPResponse(status: .init(code: status ?? error.status))
+        head.headerFields[.contentType] = "application/json"
+        if let retry = error.retryAfterSeconds { head.headerFields[.retryAfter] = "\(retry)" }
+        if close { head.headerFields[.connection] = "close" }
+        let body = error.body()
+        head.headerFields[.contentLength] = "\(body.count)"
+        var bodyWriter = try await writer.writeHead(head)
+        try await bodyWriter.write(ByteBuffer(bytes: body))
+        try await bodyWriter.finish(nil)
+    }
+
+    private func writeJSON(_ body: [UInt8], to writer: consuming ResponseWriter) async throws {
+        var head = HTTPResponse(status: .ok)
+        head.headerFields[.contentType] = "application/json"
+        head.headerFields[.contentLength] = "\(body.count)"
+        var bodyWriter = try await writer.writeHead(head)
+        try await bodyWriter.write(ByteBuffer(bytes: body))
+        try await bodyWriter.finish(nil)
+    }
+}
+
+/// Holds the response writer until the head is written, so a closure can take it exactly once.
+final class WriterSlot: @unchecked Sendable {
+    var writer: ResponseWriter?
+    init(_ writer: consuming ResponseWriter) { self.writer = consume writer }
+}
+
+/// The configured API keys, matched in constant time.
+struct APIKeyTable: Sendable {
+    private let keys: [(bytes: [UInt8], key: GatewayConfiguration.APIKey)]
+
+    init(_ keys: [GatewayConfiguration.APIKey]) { self.keys = keys.map { (Array($0.key.utf8), $0) } }
+
+    var isEmpty: Bool { keys.isEmpty }
+
+    /// The key equal to `presented`; every configured key is compared in full, so timing reveals nothing.
+    func match(_ presented: String) -> GatewayConfiguration.APIKey? {
+        let bytes = Array(presented.utf8)
+        var found: GatewayConfiguration.APIKey?
+        for entry in keys where constantTimeEqual(bytes, entry.bytes) { found = entry.key }
+        return found
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+    let count = max(a.count, b.count)
+    for index in 0..<count {
+        let x = index < a.count ? a[index] : 0
+        let y = index < b.count ? b[index] : 0
+        difference |= x ^ y
+    }
+    return difference == 0 && a.count == b.count
+}

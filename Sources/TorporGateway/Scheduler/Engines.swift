@@ -1,0 +1,156 @@
+import Foundation
+import Logging
+import TorporEngine
+
+/// An engine the gateway starts and stops through the `Supervisor`: vLLM from a command, or `torpor sim-engine`.
+///
+/// The port is chosen once, so the engine keeps its address across restarts.
+final class ManagedEngine: ModelEngine {
+    let spec: EngineSpec
+    let servedName: String
+    private let supervisor: Supervisor
+    private let client: EngineClient
+
+    init(spec: EngineSpec, servedName: String, supervisor: Supervisor, transitionTimeoutSeconds: Double, logger: Logger)
+    {
+        self.spec = spec
+        self.servedName = servedName
+        self.supervisor = supervisor
+        var timeouts = EngineClient.Timeouts()
+        // The scheduler's watchdog fires first; these only bound a call nobody watches.
+        let bound = Duration.seconds(transitionTimeoutSeconds + 5)
+        timeouts.sleep = bound
+        timeouts.wake = bound
+        timeouts.rpc = bound
+        timeouts.generate = bound
+        client = EngineClient(
+            name: spec.name, baseURL: "http://127.0.0.1:\(spec.port ?? 0)", timeouts: timeouts, logger: logger)
+    }
+
+    func baseURL() async -> String { client.baseURL }
+
+    func start() async throws(EngineError) {
+        await supervisor.stop(spec.name)
+        try await supervisor.start(spec)
+    }
+
+    func stop() async { await supervisor.stop(spec.name) }
+
+    func isAlive() async -> Bool {
+        guard let running = await supervisor.engine(spec.name) else { return false }
+        return running.process.exitStatus() == nil
+    }
+
+    func sleep(level: SleepLevel, mode: SleepMode) async throws(EngineError) {
+        try await client.sleep(level: level, mode: mode)
+    }
+
+    func wake(from level: SleepLevel, weightsPath: String) async throws(EngineError) {
+        if level == .discardWeights {
+            try await client.wakeFromDiscard(model: servedName, weightsPath: weightsPath)
+        } else {
+            let result = try await client.wakeUp()
+            guard result == .awake else {
+                throw EngineError(.invalidResponse, "engine \(spec.name): still partly asleep after a full wake_up")
+            }
+        }
+    }
+
+    func reloadWeights(from path: String) async throws(EngineError) {
+        try await client.reloadWeights(from: path)
+        try await client.resetPrefixCache()
+    }
+}
+
+/// An engine someone else runs; Torpor can sleep and wake it but not restart it.
+final class ExternalEngine: ModelEngine {
+    private let client: EngineClient
+    private let servedName: String
+    private let readyTimeout: Duration
+
+    init(url: String, servedName: String, transitionTimeoutSeconds: Double, logger: Logger) {
+        var timeouts = EngineClient.Timeouts()
+        let bound = Duration.seconds(transitionTimeoutSeconds + 5)
+        timeouts.sleep = bound
+        timeouts.wake = bound
+        timeouts.rpc = bound
+        client = EngineClient(name: servedName, baseURL: url, timeouts: timeouts, logger: logger)
+        self.servedName = servedName
+        readyTimeout = bound
+    }
+
+    func baseURL() async -> String { client.baseURL }
+
+    /// Waits until it answers, then wakes it fully if it sleeps.
+    func start() async throws(EngineError) {
+        let deadline = ContinuousClock.now + readyTimeout
+        while true {
+            if (try? await client.isHealthy()) == true { break }
+            guard ContinuousClock.now < deadline else {
+                throw EngineError(.timeout, "engine \(servedName) at \(client.baseURL) did not answer /health")
+            }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        if try await client.isSleeping() {
+            _ = try await client.wakeUp()
+        }
+    }
+
+    func stop() async {}
+
+    func isAlive() async -> Bool { true }
+
+    func sleep(level: SleepLevel, mode: SleepMode) async throws(EngineError) {
+        try await client.sleep(level: level, mode: mode)
+    }
+
+    func wake(from level: SleepLevel, weightsPath: String) async throws(EngineError) {
+        if level == .discardWeights {
+            try await client.wakeFromDiscard(model: servedName, weightsPath: weightsPath)
+        } else {
+            _ = try await client.wakeUp()
+        }
+    }
+
+    func reloadWeights(from path: String) async throws(EngineError) {
+        try await client.reloadWeights(from: path)
+        try await client.resetPrefixCache()
+    }
+}
+
+extension GatewayConfiguration.Model {
+    /// The engine spec for a model Torpor starts.
+    /// - Parameters:
+    ///   - simulator: the `torpor` binary that runs `sim-engine`.
+    func engineSpec(port: Int, gpu: GatewayConfiguration.GPU, stateDirectory: String, simulator: String) -> EngineSpec?
+    {
+        var spec = EngineSpec(name: name, model: name)
+        spec.port = port
+        switch engine {
+        case .external:
+            return nil
+        case .command(let arguments, let environment, let readyTimeoutSeconds):
+            spec.executable = arguments[0]
+            var rest = Array(arguments.dropFirst())
+            if !rest.contains("--served-model-name") { rest += ["--served-model-name", name] }
+            spec.arguments = rest
+            spec.environment = environment
+            spec.readinessDeadline = .seconds(readyTimeoutSeconds)
+            // The model path is the argument after `serve`, or after `--model`.
+            if let index = rest.firstIndex(where: { $0 == "--model" || $0 == "serve" }), index + 1 < rest.count {
+                spec.model = rest[index + 1]
+            }
+        case .simulated(let timeScale, let tokensPerSecond):
+            spec.executable = simulator
+            spec.arguments = [
+                "sim-engine", "--model", name, "--gpu", gpu.id,
+                "--gpu-ledger", stateDirectory + "/sim-gpu-\(gpu.id).json",
+                "--gpu-memory-gib", "\(Double(gpu.memoryBytes) / Double(1 << 30))",
+                "--weight-bytes", "\(weightsBytes)", "--kv-cache-bytes", "\(kvCacheBytes)",
+                "--time-scale", "\(timeScale)", "--tokens-per-second", "\(tokensPerSecond)",
+            ]
+            spec.readinessDeadline = .seconds(max(30, 38 * timeScale * 3))
+        }
+        return spec
+    }
+}
