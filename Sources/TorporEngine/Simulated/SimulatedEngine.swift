@@ -255,6 +255,9 @@ actor SimulatedEngine {
 
     var isPaused: Bool { paused }
 
+    /// Requests registered and not finished (vLLM's `vllm:num_requests_running`).
+    var runningRequests: Int { generations.count }
+
     // MARK: - Faults
 
     func inject(_ fault: SimulatedFault, factor: Double?) {

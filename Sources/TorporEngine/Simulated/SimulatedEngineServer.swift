@@ -101,6 +101,10 @@ public struct SimulatedEngineServer: Sendable {
                     "vllm:engine_sleep_state{engine=\"0\",model_name=\"\(configuration.model)\",sleep_state=\"\(candidate.rawValue)\"} "
                 text += candidate == state ? "1.0\n" : "0.0\n"
             }
+            text += "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+            text += "# TYPE vllm:num_requests_running gauge\n"
+            text +=
+                "vllm:num_requests_running{engine=\"0\",model_name=\"\(configuration.model)\"} \(Double(await engine.runningRequests))\n"
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))

@@ -464,13 +464,7 @@ public actor Scheduler {
         let drainStarted = clock.now
         let timeout = configuration.scheduler.drainTimeoutSeconds.map { Duration.seconds($0) }
         var timedOut = false
-        let timer = timeout.map { timeout in
-            Task { [clock] in
-                try? await clock.sleep(for: timeout)
-                await self.notifyChange()
-            }
-        }
-        defer { timer?.cancel() }
+        // Woken by every release, queue change and tick (`tick()` runs every 100 ms), which also checks the deadline.
         while models[name]!.inFlight > 0 {
             if drainIsMoot(name, reason: reason) {
                 setPhase(name, .awake)
@@ -658,6 +652,8 @@ public actor Scheduler {
         public var requestsPerSecond: Double
         public var wakeSeconds: [String: Double]
         public var weightsPath: String
+        /// Where the gateway sends this model's requests.
+        public var engineURL: String
         public var lastError: String?
 
         enum CodingKeys: String, CodingKey {
@@ -669,6 +665,7 @@ public actor Scheduler {
             case requestsPerSecond = "requests_per_second"
             case wakeSeconds = "wake_seconds"
             case weightsPath = "weights_path"
+            case engineURL = "engine_url"
             case lastError = "last_error"
         }
     }
@@ -692,17 +689,21 @@ public actor Scheduler {
         }
     }
 
-    public func statuses() -> [ModelStatus] {
+    public func statuses() async -> [ModelStatus] {
         let now = clock.now
-        return order.map { name in
+        var result: [ModelStatus] = []
+        for name in order {
             let model = models[name]!
-            return ModelStatus(
-                name: name, gpu: model.config.gpu, state: model.phase.name, inFlight: model.inFlight,
-                queued: model.waiters.count, pinned: model.config.pinned, gpuBytes: model.gpuBytes,
-                hostBytes: model.hostBytes, requestsPerSecond: decayedDemand(model, at: now),
-                wakeSeconds: ["1": model.wakeSeconds[.offloadWeights]!, "2": model.wakeSeconds[.discardWeights]!],
-                weightsPath: model.weightsPath, lastError: model.lastError)
+            let url = await model.engine.baseURL()
+            result.append(
+                ModelStatus(
+                    name: name, gpu: model.config.gpu, state: model.phase.name, inFlight: model.inFlight,
+                    queued: model.waiters.count, pinned: model.config.pinned, gpuBytes: model.gpuBytes,
+                    hostBytes: model.hostBytes, requestsPerSecond: decayedDemand(model, at: now),
+                    wakeSeconds: ["1": model.wakeSeconds[.offloadWeights]!, "2": model.wakeSeconds[.discardWeights]!],
+                    weightsPath: model.weightsPath, engineURL: url, lastError: model.lastError))
         }
+        return result
     }
 
     public func ledger(gpu id: String) -> Ledger {

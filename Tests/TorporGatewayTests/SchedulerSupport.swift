@@ -1,0 +1,204 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+import TorporEngine
+
+@testable import TorporGateway
+
+/// Time that moves only when a test says so.
+final class ManualClock: SchedulerClock {
+    private struct Sleeper {
+        let id: UInt64
+        let deadline: Duration
+        let continuation: CheckedContinuation<Void, any Error>
+    }
+    private struct State {
+        var now = Duration.zero
+        var sleepers: [Sleeper] = []
+        var nextID: UInt64 = 0
+    }
+    private let state = Mutex(State())
+
+    var now: Duration { state.withLock { $0.now } }
+
+    func sleep(for duration: Duration) async throws {
+        let id = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let resumeNow = state.withLock { state -> Bool in
+                    guard duration > .zero else { return true }
+                    state.sleepers.append(Sleeper(id: id, deadline: state.now + duration, continuation: continuation))
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let sleeper = state.withLock { state -> Sleeper? in
+                guard let index = state.sleepers.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.sleepers.remove(at: index)
+            }
+            sleeper?.continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Moves time forward and resumes every sleeper whose time has come.
+    func advance(by duration: Duration) {
+        let due = state.withLock { state -> [Sleeper] in
+            state.now += duration
+            let due = state.sleepers.filter { $0.deadline <= state.now }
+            state.sleepers.removeAll { $0.deadline <= state.now }
+            return due
+        }
+        for sleeper in due { sleeper.continuation.resume() }
+    }
+}
+
+/// An engine that records what the scheduler asks of it and can fail or hang on request.
+final class FakeEngine: ModelEngine {
+    enum Call: Equatable {
+        case start
+        case stop
+        case sleep(SleepLevel, SleepMode)
+        case wake(SleepLevel, String)
+        case reload(String)
+    }
+
+    private struct State {
+        var calls: [Call] = []
+        var failNextSleep = false
+        var failNextWake = false
+        var hangNextWake = false
+    }
+    private let state = Mutex(State())
+    let name: String
+
+    init(name: String) { self.name = name }
+
+    var calls: [Call] { state.withLock { $0.calls } }
+    func count(_ predicate: (Call) -> Bool) -> Int { calls.filter(predicate).count }
+
+    func failNextSleep() { state.withLock { $0.failNextSleep = true } }
+    func failNextWake() { state.withLock { $0.failNextWake = true } }
+    func hangNextWake() { state.withLock { $0.hangNextWake = true } }
+
+    func baseURL() async -> String { "http://fake/\(name)" }
+    func start() async throws(EngineError) { state.withLock { $0.calls.append(.start) } }
+    func stop() async { state.withLock { $0.calls.append(.stop) } }
+    func isAlive() async -> Bool { true }
+
+    func sleep(level: SleepLevel, mode: SleepMode) async throws(EngineError) {
+        let fail = state.withLock { state in
+            state.calls.append(.sleep(level, mode))
+            defer { state.failNextSleep = false }
+            return state.failNextSleep
+        }
+        if fail { throw EngineError(.httpStatus, "engine \(name): sleep failed with HTTP 500", status: 500) }
+    }
+
+    func wake(from level: SleepLevel, weightsPath: String) async throws(EngineError) {
+        let (fail, hang) = state.withLock { state in
+            state.calls.append(.wake(level, weightsPath))
+            defer {
+                state.failNextWake = false
+                state.hangNextWake = false
+            }
+            return (state.failNextWake, state.hangNextWake)
+        }
+        if fail { throw EngineError(.httpStatus, "engine \(name): wake failed with HTTP 500", status: 500) }
+        if hang {
+            // Hangs until the watchdog cancels it.
+            while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(5)) }
+            throw EngineError(.timeout, "engine \(name): cancelled")
+        }
+    }
+
+    func reloadWeights(from path: String) async throws(EngineError) {
+        state.withLock { $0.calls.append(.reload(path)) }
+    }
+}
+
+/// A scheduler over fake engines and a manual clock, its GPU workers running until `stop()`.
+final class SchedulerRig: Sendable {
+    let scheduler: Scheduler
+    let clock = ManualClock()
+    let engines: [String: FakeEngine]
+    private let workers: Task<Void, Never>
+
+    init(_ configuration: GatewayConfiguration) {
+        var engines: [String: FakeEngine] = [:]
+        for model in configuration.models { engines[model.name] = FakeEngine(name: model.name) }
+        self.engines = engines
+        scheduler = Scheduler(
+            configuration: configuration, engines: engines, clock: clock, metrics: GatewayMetrics(),
+            events: EventBus(), logger: quietLogger)
+        let scheduler = self.scheduler
+        let gpus = configuration.gpus.map(\.id)
+        workers = Task {
+            await withDiscardingTaskGroup { group in
+                for gpu in gpus { group.addTask { await scheduler.runGPU(gpu) } }
+            }
+        }
+    }
+
+    func stop() { workers.cancel() }
+
+    /// Advances the clock and lets the scheduler act on it.
+    func advance(seconds: Double) async {
+        clock.advance(by: .seconds(seconds))
+        await scheduler.tick()
+    }
+
+    /// Polls (with ticks) until `condition` holds, failing the test after 10 s of real time.
+    func until(
+        _ what: String, sourceLocation: SourceLocation = #_sourceLocation, _ condition: () async -> Bool
+    ) async {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !(await condition()) {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("timed out waiting for \(what)", sourceLocation: sourceLocation)
+                return
+            }
+            await scheduler.tick()
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
+    func phase(_ name: String) async -> String { await scheduler.state(of: name)?.name ?? "?" }
+
+    func phases(_ names: String...) async -> [String] {
+        var result: [String] = []
+        for name in names { result.append(await phase(name)) }
+        return result
+    }
+}
+
+/// A configuration of `count` models of 10 GiB awake each (4 weights, 4 KV cache, 2 residue) on one GPU.
+func rigConfiguration(models count: Int, gpuGiB: Int, preload: Int = 0) -> GatewayConfiguration {
+    var configuration = GatewayConfiguration()
+    configuration.gpus = [.init(id: "0", memoryBytes: gpuGiB << 30)]
+    configuration.hostMemoryBytes = 64 << 30
+    configuration.scheduler.minResidencySeconds = 0
+    configuration.scheduler.drainTimeoutSeconds = 5
+    configuration.scheduler.transitionTimeoutSeconds = 30
+    configuration.limits.queueTimeoutSeconds = 1000
+    for index in 0..<count {
+        var model = GatewayConfiguration.Model(
+            name: "m\(index)", engine: .external(url: "http://127.0.0.1:1"), weightsBytes: 4 << 30,
+            kvCacheBytes: 4 << 30)
+        model.sleepResidueBytes = 2 << 30
+        model.preload = index < preload
+        configuration.models.append(model)
+    }
+    return configuration
+}
+
+/// A logger that prints only errors (the scheduler logs every transition at info).
+let quietLogger: Logger = {
+    var logger = Logger(label: "torpor.tests.gateway")
+    logger.logLevel = .critical
+    return logger
+}()

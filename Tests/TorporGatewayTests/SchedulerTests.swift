@@ -1,0 +1,211 @@
+import Testing
+import TorporEngine
+
+@testable import TorporGateway
+
+/// The scheduler's decisions on fake engines and a manual clock: no process, no real time.
+@Suite struct SchedulerTests {
+    @Test func startsEveryEngineAndPutsTheNotPreloadedToSleep() async {
+        let rig = SchedulerRig(rigConfiguration(models: 3, gpuGiB: 24, preload: 1))
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phases("m2", "m0") == ["L1", "awake"] }
+        #expect(await rig.phase("m1") == "L1")
+        #expect(rig.engines["m0"]!.calls == [.start])
+        #expect(rig.engines["m1"]!.calls == [.start, .sleep(.offloadWeights, .wait)])
+        let ledger = await rig.scheduler.ledger(gpu: "0")
+        #expect(ledger.awakeBytes == 10 << 30)
+        #expect(ledger.residueBytes == 4 << 30)
+        #expect(await rig.scheduler.hostMemoryInUse() == 8 << 30)
+    }
+
+    @Test func concurrentRequestsForASleeperJoinOneWake() async throws {
+        let rig = SchedulerRig(rigConfiguration(models: 2, gpuGiB: 24))
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phase("m1") == "L1" }
+        let urls = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<8 { group.addTask { try await rig.scheduler.acquire("m0") } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(urls == Array(repeating: "http://fake/m0", count: 8))
+        #expect(rig.engines["m0"]!.count { if case .wake = $0 { true } else { false } } == 1)
+        #expect(await rig.scheduler.statuses().first { $0.name == "m0" }?.inFlight == 8)
+    }
+
+    @Test func evictsTheModelThatIsCheapestToLose() async throws {
+        // Room for two awake; m0 is asked for often, m1 once: m1 sleeps for m2.
+        let rig = SchedulerRig(rigConfiguration(models: 3, gpuGiB: 24, preload: 2))
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phases("m1", "m2") == ["awake", "L1"] }
+        for _ in 0..<20 {
+            _ = try await rig.scheduler.acquire("m0")
+            await rig.scheduler.release("m0")
+        }
+        _ = try await rig.scheduler.acquire("m1")
+        await rig.scheduler.release("m1")
+        _ = try await rig.scheduler.acquire("m2")
+        #expect(await rig.phase("m1") == "L1")
+        #expect(await rig.phase("m0") == "awake")
+        #expect(await rig.phase("m2") == "awake")
+    }
+
+    @Test func sleepsAtLevelTwoWhenHostMemoryCannotHoldTheWeights() async throws {
+        var configuration = rigConfiguration(models: 3, gpuGiB: 16, preload: 1)
+        configuration.hostMemoryBytes = 5 << 30  // one model's 4 GiB of weights
+        let rig = SchedulerRig(configuration)
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phase("m0") == "awake" }
+        // m1 took the host budget at start-up; m2 had to sleep at level 2.
+        #expect(await rig.phase("m1") == "L1")
+        #expect(await rig.phase("m2") == "L2")
+        _ = try await rig.scheduler.acquire("m2")
+        await rig.scheduler.release("m2")
+        // m0 made room for m2, at level 2: m1 still holds the host budget.
+        #expect(await rig.phase("m0") == "L2")
+        #expect(rig.engines["m2"]!.calls.contains(.wake(.discardWeights, "m2")))
+        #expect(rig.engines["m0"]!.calls.contains(.sleep(.discardWeights, .wait)))
+        #expect(await rig.scheduler.hostMemoryInUse() == 4 << 30)
+    }
+
+    @Test func aRequestWaitsNoLongerThanTheStarvationBound() async throws {
+        var configuration = rigConfiguration(models: 2, gpuGiB: 12, preload: 1)
+        configuration.scheduler.minResidencySeconds = 1000
+        configuration.scheduler.starvationBoundSeconds = 10
+        configuration.scheduler.drainTimeoutSeconds = 2
+        let rig = SchedulerRig(configuration)
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phases("m0", "m1") == ["awake", "L1"] }
+        // m0 is busy (a request in flight that never ends) and resident: m1 must wait, but not for ever.
+        _ = try await rig.scheduler.acquire("m0")
+        let waiting = Task { try await rig.scheduler.acquire("m1") }
+        await rig.until("m1 queued") { await rig.scheduler.statuses().first { $0.name == "m1" }?.queued == 1 }
+        await rig.advance(seconds: 9)
+        #expect(await rig.phase("m0") == "awake")
+        await rig.advance(seconds: 2)
+        await rig.until("m0 draining") { await rig.phase("m0") == "draining" }
+        await rig.advance(seconds: 2)
+        #expect(try await waiting.value == "http://fake/m1")
+        // The drain deadline passed with m0's request still running: its sleep aborted it.
+        #expect(rig.engines["m0"]!.calls.last == .sleep(.offloadWeights, .abort))
+    }
+
+    @Test func pinnedModelsAreNeverEvictedAndWaitersTimeOutWith503() async throws {
+        var configuration = rigConfiguration(models: 2, gpuGiB: 12, preload: 1)
+        configuration.models[0].pinned = true
+        configuration.limits.queueTimeoutSeconds = 30
+        let rig = SchedulerRig(configuration)
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phase("m1") == "L1" }
+        let waiting = Task { try await rig.scheduler.acquire("m1") }
+        await rig.until("m1 queued") { await rig.scheduler.statuses().first { $0.name == "m1" }?.queued == 1 }
+        await rig.advance(seconds: 31)
+        let error = await #expect(throws: GatewayError.self) { try await waiting.value }
+        #expect(error?.status == 503)
+        #expect(error?.retryAfterSeconds != nil)
+        #expect(await rig.phase("m0") == "awake")
+    }
+
+    @Test func aFullQueueAnswers429() async throws {
+        var configuration = rigConfiguration(models: 2, gpuGiB: 12, preload: 1)
+        configuration.models[0].pinned = true
+        configuration.limits.queueDepth = 2
+        let rig = SchedulerRig(configuration)
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phase("m1") == "L1" }
+        let first = Task { try await rig.scheduler.acquire("m1") }
+        let second = Task { try await rig.scheduler.acquire("m1") }
+        await rig.until("two queued") { await rig.scheduler.statuses().first { $0.name == "m1" }?.queued == 2 }
+        let error = await #expect(throws: GatewayError.self) { try await rig.scheduler.acquire("m1") }
+        #expect(error?.status == 429)
+        first.cancel()
+        second.cancel()
+        await rig.until("queue emptied by cancellation") {
+            await rig.scheduler.statuses().first { $0.name == "m1" }?.queued == 0
+        }
+    }
+
+    @Test func idleModelsSleepAfterTheirTTL() async throws {
+        var configuration = rigConfiguration(models: 1, gpuGiB: 12, preload: 1)
+        configuration.models[0].idleTTLSeconds = 60
+        let rig = SchedulerRig(configuration)
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phase("m0") == "awake" }
+        _ = try await rig.scheduler.acquire("m0")
+        await rig.scheduler.release("m0")
+        await rig.advance(seconds: 59)
+        #expect(await rig.phase("m0") == "awake")
+        await rig.advance(seconds: 2)
+        await rig.until("idle sleep") { await rig.phase("m0") == "L1" }
+        // The next request wakes it again.
+        #expect(try await rig.scheduler.acquire("m0") == "http://fake/m0")
+    }
+
+    @Test func aHungWakeIsStoppedByTheWatchdogAndTheEngineRestarted() async throws {
+        let rig = SchedulerRig(rigConfiguration(models: 2, gpuGiB: 24))
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phase("m0") == "L1" }
+        rig.engines["m0"]!.hangNextWake()
+        let waiting = Task { try await rig.scheduler.acquire("m0") }
+        await rig.until("waking") { await rig.phase("m0") == "waking" }
+        // Past the transition timeout (advanced until the watchdog, which starts with the wake call, sees it).
+        await rig.until("the watchdog") {
+            await rig.advance(seconds: 31)
+            return await rig.phase("m0") != "waking"
+        }
+        // The request was queued again and served by the restarted engine.
+        #expect(try await waiting.value == "http://fake/m0")
+        #expect(rig.engines["m0"]!.calls.suffix(3) == [.wake(.offloadWeights, "m0"), .stop, .start])
+        let status = await rig.scheduler.statuses().first { $0.name == "m0" }!
+        #expect(status.state == "awake")
+        #expect(status.lastError == nil)
+    }
+
+    @Test func aModelThatKeepsFailingIsGivenUpAndItsRequestsGet503() async throws {
+        var configuration = rigConfiguration(models: 2, gpuGiB: 24)
+        configuration.scheduler.maxConsecutiveFailures = 1
+        let rig = SchedulerRig(configuration)
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phase("m0") == "L1" }
+        rig.engines["m0"]!.failNextWake()
+        let error = await #expect(throws: GatewayError.self) { try await rig.scheduler.acquire("m0") }
+        #expect(error?.status == 503)
+        #expect(error?.message.contains("wake failed with HTTP 500") == true)
+        #expect(await rig.phase("m0") == "failed")
+        // Further requests are refused at once; an admin wake restarts it.
+        await #expect(throws: GatewayError.self) { try await rig.scheduler.acquire("m0") }
+        #expect(try await rig.scheduler.wake("m0") == .awake)
+    }
+
+    @Test func aLeaseSleepsEveryModelAndItsReleaseWakesThemAgain() async throws {
+        let rig = SchedulerRig(rigConfiguration(models: 2, gpuGiB: 24, preload: 2))
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phase("m1") == "awake" }
+        let ledgers = try await rig.scheduler.lease(gpu: "0", mode: .queue)
+        #expect(ledgers.first?.awakeBytes == 0)
+        #expect(await rig.phase("m0") == "L1")
+        // A request waits during the lease and is served after the release.
+        let waiting = Task { try await rig.scheduler.acquire("m0") }
+        await rig.until("queued") { await rig.scheduler.statuses().first { $0.name == "m0" }?.queued == 1 }
+        _ = try await rig.scheduler.releaseLease(gpu: "0")
+        #expect(try await waiting.value == "http://fake/m0")
+        await rig.scheduler.release("m0")
+        await rig.until("both awake again") { await rig.phase("m1") == "awake" }
+        // In refuse mode a request is answered 503 at once.
+        _ = try await rig.scheduler.lease(gpu: nil, mode: .refuse)
+        let error = await #expect(throws: GatewayError.self) { try await rig.scheduler.acquire("m1") }
+        #expect(error?.status == 503)
+    }
+
+    @Test func anEvictionNobodyNeedsAnyMoreIsCancelled() async throws {
+        var configuration = rigConfiguration(models: 2, gpuGiB: 12, preload: 1)
+        configuration.scheduler.drainTimeoutSeconds = 100
+        let rig = SchedulerRig(configuration)
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phase("m1") == "L1" }
+        _ = try await rig.scheduler.acquire("m0")
+        let waiting = Task { try await rig.scheduler.acquire("m1") }
+        await rig.until("m0 draining for m1") { await rig.phase("m0") == "draining" }
+        waiting.cancel()
+        await rig.until("drain cancelled") { await rig.phase("m0") == "awake" }
+        #expect(rig.engines["m0"]!.count { if case .sleep = $0 { true } else { false } } == 0)
+    }
+}
