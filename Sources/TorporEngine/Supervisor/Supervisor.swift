@@ -185,11 +185,12 @@ public actor Supervisor: Service {
     /// The running engine called `name`.
     public func engine(_ name: String) -> RunningEngine? { engines[name] }
 
-    /// Stops the engine called `name` and its whole process group.
-    public func stop(_ name: String) async {
+    /// Stops the engine called `name` and its whole process group: SIGTERM, then SIGKILL after `grace` (a hung
+    /// engine may never finish a graceful shutdown).
+    public func stop(_ name: String, grace: Duration = .seconds(10)) async {
         guard let engine = engines[name] else { return }
         stopping.insert(name)
-        await engine.process.stop()
+        await engine.process.stop(grace: grace)
         engines[name] = nil
         stopping.remove(name)
         unlink(recordPath(name))

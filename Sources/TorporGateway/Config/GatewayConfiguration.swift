@@ -142,6 +142,15 @@ public struct GatewayConfiguration: Sendable, Equatable {
             self.kvCacheBytes = kvCacheBytes
         }
 
+        /// How long a (cold) start may take before the engine is declared failed.
+        public var startTimeoutSeconds: Double {
+            switch engine {
+            case .command(_, _, let ready): ready
+            case .simulated(let timeScale, _): max(30, 38 * timeScale * 3)
+            case .external: 60
+            }
+        }
+
         /// GPU memory while awake: weights, KV cache and what stays when it sleeps.
         public var awakeBytes: Int { weightsBytes + kvCacheBytes + sleepResidueBytes }
     }

@@ -34,7 +34,8 @@ final class ManagedEngine: ModelEngine {
         try await supervisor.start(spec)
     }
 
-    func stop() async { await supervisor.stop(spec.name) }
+    /// Stops a failed engine: it may be hung, so it gets two seconds to exit before SIGKILL.
+    func stop() async { await supervisor.stop(spec.name, grace: .seconds(2)) }
 
     func isAlive() async -> Bool {
         guard let running = await supervisor.engine(spec.name) else { return false }
@@ -149,7 +150,7 @@ extension GatewayConfiguration.Model {
                 "--weight-bytes", "\(weightsBytes)", "--kv-cache-bytes", "\(kvCacheBytes)",
                 "--time-scale", "\(timeScale)", "--tokens-per-second", "\(tokensPerSecond)",
             ]
-            spec.readinessDeadline = .seconds(max(30, 38 * timeScale * 3))
+            spec.readinessDeadline = .seconds(startTimeoutSeconds)
         }
         return spec
     }

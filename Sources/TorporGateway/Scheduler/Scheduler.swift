@@ -407,7 +407,12 @@ public actor Scheduler {
         let started = clock.now
         let engine = models[name]!.engine
         do {
-            try await watched("start \(name)") { () async throws(EngineError) in try await engine.start() }
+            // A cold start has its own deadline (the engine's readiness timeout), longer than a sleep or wake.
+            let timeout = max(
+                configuration.scheduler.transitionTimeoutSeconds, models[name]!.config.startTimeoutSeconds)
+            try await watched("start \(name)", timeout: timeout) { () async throws(EngineError) in
+                try await engine.start()
+            }
         } catch {
             await fail(name, error.message, stopEngine: true)
             return
@@ -553,9 +558,9 @@ public actor Scheduler {
 
     /// Runs one engine call under the watchdog: past the transition timeout it is cancelled and reported.
     private func watched(
-        _ step: String, _ operation: @escaping @Sendable () async throws(EngineError) -> Void
+        _ step: String, timeout: Double? = nil, _ operation: @escaping @Sendable () async throws(EngineError) -> Void
     ) async throws(EngineError) {
-        let timeout = configuration.scheduler.transitionTimeoutSeconds
+        let timeout = timeout ?? configuration.scheduler.transitionTimeoutSeconds
         let clock = self.clock
         let result: Result<Void, EngineError> = await withTaskGroup(of: Result<Void, EngineError>?.self) { group in
             group.addTask {

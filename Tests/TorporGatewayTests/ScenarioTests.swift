@@ -1,0 +1,233 @@
+import Foundation
+import NIOHTTP1
+import Testing
+import TorporEngine
+
+@testable import TorporGateway
+
+/// The gateway end to end on simulated engines (real processes, real HTTP): what a client sees in each situation,
+/// and that no request goes unanswered.
+@Suite(.serialized) struct ScenarioTests {
+    @Test func switchingUnderLoadAnswersEveryRequest() async throws {
+        try await withGateway(
+            simulatedModels(3, awake: 2) + "scheduler: {min_residency_seconds: 0.05}\n"
+        ) { gateway in
+            #expect(await gateway.state("m2") == "L1")
+            let answers = try await withThrowingTaskGroup(of: (String, HTTPAnswer).self) { group in
+                for index in 0..<36 {
+                    let model = "m\(index % 3)"
+                    group.addTask {
+                        (model, try await gateway.complete(model, prompt: "p\(index % 4)", chat: index % 2 == 0))
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(answers.count == 36)
+            for (model, answer) in answers {
+                #expect(answer.status == 200, "\(model): \(answer.body)")
+                #expect(answer.json?["model"] as? String == model)
+                #expect(answer.text?.isEmpty == false)
+            }
+            // The same prompt gives the same text whichever sleeps and wakes happened in between.
+            let first = try await gateway.complete("m2", prompt: "same")
+            _ = try await gateway.complete("m0")
+            _ = try await gateway.complete("m1")
+            let second = try await gateway.complete("m2", prompt: "same")
+            #expect(first.text == second.text)
+            #expect(gateway.events().contains { $0.kind == "wake" })
+            #expect(gateway.events().contains { $0.kind == "sleep" })
+            let metrics = try await gateway.adminCall("GET", "/metrics")
+            #expect(metrics.body.contains("torpor_requests_total{model=\"m2\",status=\"200\"}"))
+            #expect(metrics.body.contains("torpor_transition_seconds_count{kind=\"wake\",level=\"1\"}"))
+        }
+    }
+
+    @Test func aLevelTwoSleeperIsReloadedFromItsWeightsOnWake() async throws {
+        // Host RAM for no level-1 sleeper: everything sleeps at level 2 and comes back through reload_weights.
+        try await withGateway(
+            simulatedModels(2, awake: 1) + "host_memory_gib: 1\nscheduler: {min_residency_seconds: 0}\n"
+        ) { gateway in
+            #expect(await gateway.state("m1") == "L2")
+            let before = try await gateway.complete("m0", prompt: "reload me")
+            let woken = try await gateway.complete("m1")
+            #expect(woken.status == 200)
+            #expect(await gateway.state("m0") == "L2")
+            let after = try await gateway.complete("m0", prompt: "reload me")
+            // Without reload_weights a simulated engine answers garbage after a level-2 wake, as vLLM does.
+            #expect(after.text == before.text)
+            #expect(gateway.events().contains { $0.kind == "wake" && $0.level == 2 && $0.model == "m0" })
+        }
+    }
+
+    @Test func drainingWithADeadlineAbortsWhatIsStillRunning() async throws {
+        try await withGateway(
+            simulatedModels(2, awake: 1, tokensPerSecond: 20)
+                + "scheduler: {min_residency_seconds: 0, drain_timeout_seconds: 0.3}\n"
+        ) { gateway in
+            let stream = try StreamReader(gateway.client, model: "m0", maxTokens: 400)
+            #expect(await stream.waitUntil { $0.count >= 2 })
+            let other = try await gateway.complete("m1")
+            #expect(other.status == 200)
+            #expect(await stream.waitUntil { $0.isFinished })
+            // The client of the aborted stream still got a complete SSE answer.
+            #expect(stream.httpStatus == 200)
+            #expect(stream.finishReason == "abort")
+            #expect(stream.all.last == "data: [DONE]")
+            #expect(stream.count < 400)
+        }
+    }
+
+    @Test func drainingWithoutADeadlineLetsRunningRequestsFinish() async throws {
+        try await withGateway(
+            simulatedModels(2, awake: 1, tokensPerSecond: 100)
+                + "scheduler: {min_residency_seconds: 0, drain_timeout_seconds: null}\n"
+        ) { gateway in
+            let stream = try StreamReader(gateway.client, model: "m0", maxTokens: 30)
+            #expect(await stream.waitUntil { $0.count >= 1 })
+            let other = try await gateway.complete("m1")
+            #expect(other.status == 200)
+            // By the time m1 answered, m0's stream had run to its end.
+            #expect(stream.finishReason == "length")
+            #expect(stream.all.last == "data: [DONE]")
+            #expect(stream.count == 31)
+        }
+    }
+
+    @Test func underSteadyLoadOnOneModelAnotherStillGetsItsTurn() async throws {
+        try await withGateway(
+            simulatedModels(2, awake: 1, tokensPerSecond: 400)
+                + "scheduler: {min_residency_seconds: 1000, starvation_bound_seconds: 0.5, drain_timeout_seconds: 1}\n"
+        ) { gateway in
+            let load = Task {
+                var statuses: [Int] = []
+                let end = ContinuousClock.now + .seconds(3)
+                while ContinuousClock.now < end {
+                    async let a = gateway.complete("m0", maxTokens: 8)
+                    async let b = gateway.complete("m0", maxTokens: 8)
+                    statuses += [try await a.status, try await b.status]
+                }
+                return statuses
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            let started = ContinuousClock.now
+            let turn = try await gateway.complete("m1")
+            let waited = ContinuousClock.now - started
+            #expect(turn.status == 200)
+            // The bound (0.5 s) plus a drain (at most 1 s) plus the transitions, far under the queue timeout (120 s).
+            #expect(waited < .seconds(10))
+            let statuses = try await load.value
+            #expect(statuses.allSatisfy { $0 == 200 })
+        }
+    }
+
+    @Test func anEngineThatCrashesDuringAWakeIsRestartedAndTheRequestServed() async throws {
+        try await withGateway(
+            simulatedModels(2, awake: 1) + "scheduler: {min_residency_seconds: 0}\n"
+        ) { gateway in
+            let url = await gateway.engineURL("m1")
+            _ = try await HTTPAnswer.send("POST", url + "/sim/fault?kind=slow_wake&factor=300")
+            async let answer = gateway.complete("m1")
+            try await gateway.waitUntil("m1 waking") { await gateway.state("m1") == "waking" }
+            _ = try? await HTTPAnswer.send("POST", url + "/sim/fault?kind=crash", timeout: .seconds(2))
+            let served = try await answer
+            #expect(served.status == 200, "\(served.body)")
+            #expect(gateway.events().contains { $0.kind == "fail" && $0.model == "m1" })
+            #expect(gateway.events().contains { $0.kind == "start" && $0.model == "m1" && $0.from == "stopped" })
+        }
+    }
+
+    @Test func aSleepThatFailsWith500StopsTheVictimAndStillServesTheRequest() async throws {
+        try await withGateway(
+            simulatedModels(2, awake: 1) + "scheduler: {min_residency_seconds: 0}\n"
+        ) { gateway in
+            try await gateway.fault("m0", "fail_next_sleep")
+            let answer = try await gateway.complete("m1")
+            #expect(answer.status == 200, "\(answer.body)")
+            let failure = try #require(gateway.events().first { $0.kind == "fail" && $0.model == "m0" })
+            #expect(failure.reason?.contains("500") == true)
+            // The victim comes back with a cold start when it is asked for.
+            let back = try await gateway.complete("m0")
+            #expect(back.status == 200)
+        }
+    }
+
+    @Test func aHungWakeIsCaughtByTheWatchdog() async throws {
+        try await withGateway(
+            simulatedModels(2, awake: 1) + "scheduler: {min_residency_seconds: 0, transition_timeout_seconds: 1}\n"
+        ) { gateway in
+            try await gateway.fault("m1", "hang_next_wake")
+            let started = ContinuousClock.now
+            let answer = try await gateway.complete("m1")
+            #expect(answer.status == 200, "\(answer.body)")
+            #expect(ContinuousClock.now - started >= .seconds(1))
+            let failure = try #require(gateway.events().first { $0.kind == "fail" && $0.model == "m1" })
+            #expect(failure.reason?.contains("watchdog") == true)
+        }
+    }
+
+    @Test func aModelThatCannotBeWokenAnswers503WithRetryAfter() async throws {
+        try await withGateway(
+            simulatedModels(2, awake: 1)
+                + "scheduler: {min_residency_seconds: 0, transition_timeout_seconds: 0.5, max_consecutive_failures: 1}\n"
+        ) { gateway in
+            try await gateway.fault("m1", "hang_next_wake")
+            let answer = try await gateway.complete("m1")
+            #expect(answer.status == 503)
+            #expect(answer.headers.first(name: "Retry-After") != nil)
+            #expect((answer.error?["message"] as? String)?.contains("m1") == true)
+            #expect(answer.error?["type"] as? String == "server_error")
+        }
+    }
+
+    @Test func aLeaseSleepsEverythingAndRequestsQueueOrAreRefused() async throws {
+        try await withGateway(simulatedModels(2, awake: 2)) { gateway in
+            let lease = try await gateway.adminCall("POST", "/admin/gpus/0/lease?mode=queue")
+            #expect(lease.status == 200, "\(lease.body)")
+            #expect(await gateway.state("m0") == "L1")
+            #expect(await gateway.state("m1") == "L1")
+            async let queued = gateway.complete("m0")
+            try await gateway.waitUntil("queued") {
+                await gateway.gateway.scheduler.statuses().first { $0.name == "m0" }?.queued == 1
+            }
+            let release = try await gateway.adminCall("DELETE", "/admin/gpus/0/lease")
+            #expect(release.status == 200)
+            #expect(try await queued.status == 200)
+            try await gateway.waitUntil("both awake again") { await gateway.state("m1") == "awake" }
+            _ = try await gateway.adminCall("POST", "/admin/gpus/all/lease?mode=refuse")
+            let refused = try await gateway.complete("m1")
+            #expect(refused.status == 503)
+            #expect(refused.headers.first(name: "Retry-After") != nil)
+        }
+    }
+
+    @Test func aClientThatLeavesCancelsTheUpstreamRequest() async throws {
+        try await withGateway(
+            simulatedModels(2, awake: 1, tokensPerSecond: 20) + "scheduler: {min_residency_seconds: 0}\n"
+        ) { gateway in
+            let url = await gateway.engineURL("m0")
+            func running() async throws -> Double? {
+                let metrics = try await HTTPAnswer.send("GET", url + "/metrics").body
+                let line = metrics.split(separator: "\n").first { $0.hasPrefix("vllm:num_requests_running{") }
+                return line.flatMap { Double($0.split(separator: " ").last ?? "") }
+            }
+            // Mid-stream.
+            let stream = try StreamReader(gateway.client, model: "m0", maxTokens: 2000)
+            #expect(await stream.waitUntil { $0.count >= 1 })
+            #expect(try await running() == 1)
+            stream.cancel()
+            try await gateway.waitUntil("the engine aborted the request") { try await running() == 0 }
+            // Before the first token: waiting for a slow wake.
+            let sleeper = await gateway.engineURL("m1")
+            _ = try await HTTPAnswer.send("POST", sleeper + "/sim/fault?kind=slow_wake&factor=2000")
+            let waiting = try StreamReader(gateway.client, model: "m1", maxTokens: 5)
+            try await gateway.waitUntil("queued for m1") {
+                await gateway.gateway.scheduler.statuses().first { $0.name == "m1" }?.queued == 1
+            }
+            waiting.cancel()
+            try await gateway.waitUntil("the queue emptied") {
+                await gateway.gateway.scheduler.statuses().first { $0.name == "m1" }?.queued == 0
+            }
+            #expect(waiting.httpStatus == nil)
+        }
+    }
+}
