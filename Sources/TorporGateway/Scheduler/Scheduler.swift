@@ -148,6 +148,7 @@ public actor Scheduler {
         if model.phase == .awake && gpu.lease == nil {
             model.inFlight += 1
             models[name] = model
+            metrics.observeQueueWait(name, seconds: 0)
             return await model.engine.baseURL()
         }
         guard model.waiters.count < configuration.limits.queueDepth else {

@@ -1,0 +1,232 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+import TorporEngine
+
+@testable import TorporGateway
+
+/// The client and admin listeners as a client sees them: errors, keys, dev paths, the admin API.
+@Suite(.serialized) struct APITests {
+    static let keys = """
+        api_keys:
+          - name: team-a
+            key: sk-team-a-0123456789
+            models: [m0]
+          - name: everyone
+            key: sk-everyone-0123456789
+        limits: {max_request_bytes: 4096, queue_depth: 1}
+
+        """
+
+    @Test func vLLMDevPathsDoNotExistOnTheClientListener() async throws {
+        try await withGateway(simulatedModels(1, awake: 1)) { gateway in
+            let paths = [
+                "/sleep", "/sleep?level=1", "/wake_up", "/wake_up?tags=weights", "/collective_rpc", "/pause",
+                "/resume", "/is_sleeping", "/is_paused", "/reset_prefix_cache", "/metrics", "/sim/fault?kind=crash",
+                "/admin/models", "/v1/../sleep", "/v1/sleep",
+            ]
+            for path in paths {
+                for method in ["GET", "POST"] {
+                    let answer = try await HTTPAnswer.send(method, gateway.client + path)
+                    #expect(answer.status == 404, "\(method) \(path) answered \(answer.status)")
+                    #expect(answer.error?["code"] as? String == "not_found")
+                }
+            }
+            // Nothing reached the engine: it is still awake and serving.
+            #expect(await gateway.state("m0") == "awake")
+            #expect(try await gateway.complete("m0").status == 200)
+        }
+    }
+
+    @Test func theAdminAPINeedsItsToken() async throws {
+        try await withGateway(simulatedModels(1, awake: 1)) { gateway in
+            for (method, path) in [
+                ("GET", "/admin/models"), ("GET", "/metrics"), ("POST", "/admin/models/m0/sleep"),
+                ("POST", "/admin/gpus/0/lease"), ("GET", "/admin/events"), ("GET", "/nonexistent"),
+            ] {
+                let missing = try await HTTPAnswer.send(method, gateway.admin + path)
+                #expect(missing.status == 401, "\(method) \(path) without a token answered \(missing.status)")
+                #expect(missing.headers.first(name: "WWW-Authenticate") == "Bearer")
+                let wrong = try await gateway.adminCall(method, path, token: "test-admin-token-0123456788")
+                #expect(wrong.status == 401)
+            }
+            #expect(await gateway.state("m0") == "awake")
+            #expect(try await gateway.adminCall("GET", "/admin/models").status == 200)
+        }
+    }
+
+    @Test func openAIErrorsForUnknownModelsBadBodiesAndOversizedRequests() async throws {
+        try await withGateway(simulatedModels(1, awake: 1) + "limits: {max_request_bytes: 4096}\n") { gateway in
+            let unknown = try await gateway.complete("no-such-model")
+            #expect(unknown.status == 404)
+            #expect(unknown.error?["code"] as? String == "model_not_found")
+            #expect((unknown.error?["message"] as? String)?.contains("no-such-model") == true)
+            let invalid = try await HTTPAnswer.send(
+                "POST", gateway.client + "/v1/completions", body: Array("{not json".utf8))
+            #expect(invalid.status == 400)
+            #expect(invalid.error?["type"] as? String == "invalid_request_error")
+            let noModel = try await HTTPAnswer.send(
+                "POST", gateway.client + "/v1/completions", json: ["prompt": "hi"])
+            #expect(noModel.status == 400)
+            #expect((noModel.error?["message"] as? String)?.contains("`model`") == true)
+            let large = try await HTTPAnswer.send(
+                "POST", gateway.client + "/v1/completions",
+                json: ["model": "m0", "prompt": String(repeating: "x", count: 5000)])
+            #expect(large.status == 413)
+            #expect(large.error?["code"] as? String == "request_too_large")
+            let wrongMethod = try await HTTPAnswer.send("GET", gateway.client + "/v1/completions")
+            #expect(wrongMethod.status == 405)
+            // Embeddings pass through to the engine (the simulated one has none: its 404 comes back as is).
+            let embeddings = try await HTTPAnswer.send(
+                "POST", gateway.client + "/v1/embeddings", json: ["model": "m0", "input": "hi"])
+            #expect(embeddings.status == 404)
+        }
+    }
+
+    @Test func aFullQueueAnswers429WithRetryAfter() async throws {
+        try await withGateway(simulatedModels(2, awake: 1) + "limits: {queue_depth: 1}\n") { gateway in
+            let url = await gateway.engineURL("m1")
+            _ = try await HTTPAnswer.send("POST", url + "/sim/fault?kind=slow_wake&factor=300")
+            async let first = gateway.complete("m1")
+            try await gateway.waitUntil("one queued") {
+                await gateway.gateway.scheduler.statuses().first { $0.name == "m1" }?.queued == 1
+            }
+            let rejected = try await gateway.complete("m1")
+            #expect(rejected.status == 429)
+            #expect(rejected.headers.first(name: "Retry-After") == "2")
+            #expect(rejected.error?["type"] as? String == "rate_limit_error")
+            #expect(try await first.status == 200)
+        }
+    }
+
+    @Test func apiKeysAndTheirModelAllowLists() async throws {
+        try await withGateway(simulatedModels(2, awake: 2) + Self.keys) { gateway in
+            let none = try await gateway.complete("m0")
+            #expect(none.status == 401)
+            #expect(none.error?["type"] as? String == "authentication_error")
+            let wrong = try await gateway.complete("m0", key: "sk-team-a-0123456780")
+            #expect(wrong.status == 401)
+            #expect(try await gateway.complete("m0", key: "sk-team-a-0123456789").status == 200)
+            // A model outside the key's list looks like one that does not exist.
+            let hidden = try await gateway.complete("m1", key: "sk-team-a-0123456789")
+            #expect(hidden.status == 404)
+            #expect(try await gateway.complete("m1", key: "sk-everyone-0123456789").status == 200)
+            let models = try await HTTPAnswer.send(
+                "GET", gateway.client + "/v1/models", headers: ["Authorization": "Bearer sk-team-a-0123456789"])
+            let ids = (models.json?["data"] as? [[String: Any]])?.compactMap { $0["id"] as? String }
+            #expect(ids == ["m0"])
+            #expect(try await HTTPAnswer.send("GET", gateway.client + "/v1/models").status == 401)
+            // Keys never reach the metrics or the admin API.
+            let metrics = try await gateway.adminCall("GET", "/metrics")
+            let admin = try await gateway.adminCall("GET", "/admin/models")
+            for text in [metrics.body, admin.body] { #expect(!text.contains("sk-team-a")) }
+        }
+    }
+
+    @Test func modelListShowsEveryModelWithItsState() async throws {
+        try await withGateway(simulatedModels(3, awake: 2)) { gateway in
+            let answer = try await HTTPAnswer.send("GET", gateway.client + "/v1/models")
+            #expect(answer.json?["object"] as? String == "list")
+            let data = try #require(answer.json?["data"] as? [[String: Any]])
+            #expect(data.map { $0["id"] as? String } == ["m0", "m1", "m2"])
+            #expect(data.map { $0["state"] as? String } == ["awake", "awake", "L1"])
+        }
+    }
+
+    @Test func adminSleepWakeSwitchReloadAndEvents() async throws {
+        try await withGateway(simulatedModels(3, awake: 2) + "scheduler: {min_residency_seconds: 0}\n") { gateway in
+            let events = try StreamReaderSSE(gateway.admin + "/admin/events", token: gateway.token)
+            let listed = try await gateway.adminCall("GET", "/admin/models")
+            let models = try #require(listed.json?["models"] as? [[String: Any]])
+            #expect(models.map { $0["state"] as? String } == ["awake", "awake", "L1"])
+            let ledger = try #require((listed.json?["gpus"] as? [[String: Any]])?.first)
+            #expect(ledger["awake_bytes"] as? Int == 2 * Int(7.2 * Double(1 << 30)))
+
+            let slept = try await gateway.adminCall("POST", "/admin/models/m0/sleep?level=2")
+            #expect(slept.status == 200, "\(slept.body)")
+            #expect(slept.json?["state"] as? String == "L2")
+            let woken = try await gateway.adminCall("POST", "/admin/models/m2/wake")
+            #expect(woken.json?["state"] as? String == "awake")
+            let switched = try await gateway.adminCall("POST", "/admin/switch?from=m1&to=m0")
+            #expect(switched.status == 200)
+            #expect(await gateway.state("m0") == "awake")
+            #expect(await gateway.state("m1") == "L1")
+            #expect(try await gateway.adminCall("POST", "/admin/models/m9/wake").status == 404)
+            #expect(try await gateway.adminCall("POST", "/admin/models/m0/sleep?level=7").status == 400)
+
+            // A weight reload (the RLHF path): a simulated engine's text follows the weights it loaded.
+            let before = try await gateway.complete("m0", prompt: "policy")
+            var reload = try await HTTPAnswer.send(
+                "POST", gateway.admin + "/admin/models/m0/reload", json: ["weights_path": "/checkpoints/step-2"],
+                headers: ["Authorization": "Bearer \(gateway.token)"])
+            #expect(reload.status == 200, "\(reload.body)")
+            #expect(reload.json?["weights_path"] as? String == "/checkpoints/step-2")
+            let after = try await gateway.complete("m0", prompt: "policy")
+            #expect(after.text != before.text)
+            reload = try await HTTPAnswer.send(
+                "POST", gateway.admin + "/admin/models/m0/reload", json: ["weights_path": "m0"],
+                headers: ["Authorization": "Bearer \(gateway.token)"])
+            #expect(try await gateway.complete("m0", prompt: "policy").text == before.text)
+
+            #expect(await events.waitUntil { $0.events.contains { $0["kind"] as? String == "reload" } })
+            let kinds = Set(events.events.compactMap { $0["kind"] as? String })
+            #expect(kinds.isSuperset(of: ["drain", "sleep", "wake", "reload"]))
+            events.cancel()
+
+            let metrics = try await gateway.adminCall("GET", "/metrics")
+            for series in [
+                "torpor_model_state{model=\"m0\",state=\"awake\"} 1", "torpor_transition_seconds_bucket{kind=\"sleep\"",
+                "torpor_queue_wait_seconds_count", "torpor_gpu_memory_bytes{gpu=\"0\",use=\"awake\"}",
+                "torpor_host_memory_bytes{use=\"level1_weights\"}", "torpor_proxy_latency_seconds_count",
+                "torpor_requests_total{model=\"m0\",status=\"200\"}",
+            ] {
+                #expect(metrics.body.contains(series), "metrics lack \(series)")
+            }
+        }
+    }
+}
+
+/// The admin event stream, read in the background.
+final class StreamReaderSSE: @unchecked Sendable {
+    private let lock = NSLock()
+    private var received: [[String: Any]] = []
+    private var task: Task<Void, Never>?
+
+    init(_ url: String, token: String) throws {
+        var request = HTTPClientRequest(url: url)
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        task = Task { [self] in
+            guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(300)) else { return }
+            var pending = ""
+            do {
+                for try await buffer in response.body {
+                    pending += String(buffer: buffer)
+                    while let range = pending.range(of: "\n\n") {
+                        let event = String(pending[..<range.lowerBound])
+                        pending.removeSubrange(..<range.upperBound)
+                        guard let line = event.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }),
+                            let object = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8))
+                                as? [String: Any]
+                        else { continue }
+                        lock.withLock { received.append(object) }
+                    }
+                }
+            } catch {}
+        }
+    }
+
+    var events: [[String: Any]] { lock.withLock { received } }
+
+    func waitUntil(timeout: Duration = .seconds(30), _ condition: (StreamReaderSSE) -> Bool) async -> Bool {
+        let end = ContinuousClock.now + timeout
+        while ContinuousClock.now < end {
+            if condition(self) { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return condition(self)
+    }
+
+    func cancel() { task?.cancel() }
+}

@@ -1,0 +1,164 @@
+import Testing
+import TorporEngine
+
+@testable import TorporGateway
+
+@Suite struct ConfigurationTests {
+    static let full = """
+        listen:
+          client: 0.0.0.0:9000
+          admin: 127.0.0.1:9001
+        admin_token: a-long-enough-admin-token
+        api_keys:
+          - name: team-a
+            key: sk-0123456789
+            models: [qwen]
+        limits:
+          max_request_bytes: 1024
+          queue_depth: 8
+          queue_timeout_seconds: 30
+          retry_after_seconds: 5
+          upstream_read_timeout_seconds: 60
+        scheduler:
+          min_residency_seconds: 3
+          starvation_bound_seconds: 20
+          drain_timeout_seconds: null
+          transition_timeout_seconds: 90
+          demand_half_life_seconds: 30
+          max_consecutive_failures: 2
+        host_memory_gib: 32
+        state_dir: /tmp/torpor-config-test
+        gpus:
+          - id: "0"
+            memory_gib: 24
+        models:
+          - name: qwen
+            engine:
+              command: [vllm, serve, /models/qwen, --enable-sleep-mode]
+              environment: {VLLM_LOGGING_LEVEL: WARNING}
+              ready_timeout_seconds: 120
+            weights_gib: 1.5
+            kv_cache_gib: 4
+            sleep_residue_gib: 1
+            sleep_level: 2
+            pinned: true
+            idle_ttl_seconds: 600
+            weights_path: /models/qwen-step-2
+          - name: sim
+            preload: true
+            engine: {simulated: true, time_scale: 0.1}
+            weights_gib: 2
+            kv_cache_gib: 2
+          - name: outside
+            engine: {url: "http://127.0.0.1:8000"}
+            weights_gib: 1
+            kv_cache_gib: 1
+        """
+
+    @Test func everyKeyIsRead() throws {
+        let configuration = try GatewayConfiguration.parse(yaml: Self.full)
+        #expect(configuration.listen.client == .init(host: "0.0.0.0", port: 9000))
+        #expect(configuration.listen.admin == .init(host: "127.0.0.1", port: 9001))
+        #expect(configuration.apiKeys == [.init(name: "team-a", key: "sk-0123456789", models: ["qwen"])])
+        #expect(configuration.limits.maxRequestBytes == 1024)
+        #expect(configuration.limits.queueDepth == 8)
+        #expect(configuration.limits.retryAfterSeconds == 5)
+        #expect(configuration.scheduler.drainTimeoutSeconds == nil)
+        #expect(configuration.scheduler.maxConsecutiveFailures == 2)
+        #expect(configuration.hostMemoryBytes == 32 << 30)
+        #expect(configuration.gpus == [.init(id: "0", memoryBytes: 24 << 30)])
+        let qwen = configuration.models[0]
+        #expect(
+            qwen.engine
+                == .command(
+                    arguments: ["vllm", "serve", "/models/qwen", "--enable-sleep-mode"],
+                    environment: ["VLLM_LOGGING_LEVEL": "WARNING"], readyTimeoutSeconds: 120))
+        #expect(qwen.weightsBytes == 1_610_612_736)
+        #expect(qwen.sleepLevel == .level2)
+        #expect(qwen.pinned && !qwen.preload)
+        #expect(qwen.idleTTLSeconds == 600)
+        #expect(qwen.weightsPath == "/models/qwen-step-2")
+        #expect(configuration.models[1].engine == .simulated(timeScale: 0.1, tokensPerSecond: 100))
+        #expect(configuration.models[2].engine == .external(url: "http://127.0.0.1:8000"))
+        let spec = try #require(
+            qwen.engineSpec(port: 8123, gpu: configuration.gpus[0], stateDirectory: "/tmp", simulator: "torpor"))
+        #expect(spec.model == "/models/qwen")
+        #expect(
+            spec.commandArguments(port: 8123).suffix(6) == [
+                "--served-model-name", "qwen", "--host", "127.0.0.1", "--port", "8123",
+            ])
+    }
+
+    @Test func defaultsNeedOnlyModels() throws {
+        let configuration = try GatewayConfiguration.parse(
+            yaml: "models:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n")
+        #expect(configuration.listen.client.port == 8080)
+        #expect(configuration.listen.admin == .init(host: "127.0.0.1", port: 8081))
+        #expect(configuration.scheduler.drainTimeoutSeconds == 30)
+        #expect(configuration.models[0].sleepLevel == .auto)
+    }
+
+    @Test(arguments: [
+        ("models: []\n", "at least one model"),
+        ("modles: []\n", "modles: unknown key"),
+        ("models:\n  - {name: a, engine: {simulated: true}, weights_gib: 1}\n", "kv_cache_gib is missing"),
+        (
+            "models:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1, colour: red}\n",
+            "models[0].colour: unknown key"
+        ),
+        (
+            "models:\n  - {name: a, engine: {simulated: true, command: [x]}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "exactly one of command, simulated or url"
+        ),
+        (
+            "models:\n  - {name: a, engine: {url: 'http://10.0.0.5:8000'}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "not on loopback"
+        ),
+        (
+            "models:\n  - {name: a, engine: {simulated: true}, weights_gib: 100, kv_cache_gib: 1}\n",
+            "more than GPU 0's 80.00 GiB"
+        ),
+        (
+            "models:\n  - {name: a, gpu: '1', engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "no GPU \"1\""
+        ),
+        (
+            "models:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1, sleep_level: 3}\n",
+            "sleep_level: \"3\" is not auto, 1 or 2"
+        ),
+        (
+            "listen: {client: 'localhost:99999'}\nmodels:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "is not an address"
+        ),
+        (
+            "limits: {queue_depth: -1}\nmodels:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "limits.queue_depth: expected a whole number of at least 1"
+        ),
+        (
+            "api_keys: [{key: short}]\nmodels:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "at least 8 characters"
+        ),
+        ("models: [\n", "invalid YAML"),
+    ])
+    func badConfigurationsNameTheKey(yaml: String, message: String) {
+        #expect {
+            _ = try GatewayConfiguration.parse(yaml: yaml)
+        } throws: { error in
+            (error as? ConfigurationError)?.message.contains(message) == true
+        }
+    }
+
+    @Test func preloadedModelsMustFitTogether() {
+        let yaml = """
+            gpus: [{id: "0", memory_gib: 10}]
+            models:
+              - {name: a, preload: true, engine: {simulated: true}, weights_gib: 3, kv_cache_gib: 1}
+              - {name: b, preload: true, engine: {simulated: true}, weights_gib: 3, kv_cache_gib: 1}
+            """
+        #expect {
+            _ = try GatewayConfiguration.parse(yaml: yaml)
+        } throws: { error in
+            (error as? ConfigurationError)?.message.contains("the preloaded and pinned models (a, b)") == true
+        }
+    }
+}
