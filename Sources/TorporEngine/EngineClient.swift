@@ -132,7 +132,7 @@ public struct EngineClient: Sendable {
             let body = try await json(
                 .POST, "/reset_prefix_cache", step: "reset_prefix_cache", deadline: timeouts.probe)
             if body["success"] as? Bool == true { return }
-            guard ContinuousClock.now + delay < end else {
+            guard ContinuousClock.now + delay < end, !Task.isCancelled else {
                 throw EngineError(.timeout, "engine \(name): reset_prefix_cache still answered false after \(deadline)")
             }
             try? await Task.sleep(for: delay)

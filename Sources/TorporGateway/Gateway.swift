@@ -98,7 +98,9 @@ public final class Gateway: Service {
         for name in await supervisor.cleanUpPredecessors() {
             logger.info("stopped an engine a previous gateway left running", metadata: ["engine.name": "\(name)"])
         }
-        let ports = PortCollector(onListening: onListening, token: adminToken)
+        let (listeningStream, listeningContinuation) = AsyncStream<Listening>.makeStream()
+        let ports = PortCollector(token: adminToken) { listeningContinuation.yield($0) }
+        let onListening = self.onListening
         let client = ClientAPI(
             configuration: configuration, scheduler: scheduler, metrics: metrics,
             keys: APIKeyTable(configuration.apiKeys),
@@ -126,6 +128,15 @@ public final class Gateway: Service {
         let supervisor = self.supervisor
         do {
             try await withThrowingDiscardingTaskGroup { group in
+                // Reported from here, not from the servers' start callbacks: they accept nothing until those return.
+                group.addTask {
+                    await cancelWhenGracefulShutdown {
+                        for await listening in listeningStream {
+                            await onListening(listening)
+                            break
+                        }
+                    }
+                }
                 group.addTask { try await clientServer.run() }
                 group.addTask { try await adminServer.run() }
                 for gpu in gpus {
@@ -157,10 +168,10 @@ public final class Gateway: Service {
 private actor PortCollector {
     private var clientPort: Int?
     private var adminPort: Int?
-    private let onListening: @Sendable (Gateway.Listening) async -> Void
+    private let onListening: @Sendable (Gateway.Listening) -> Void
     private let token: String
 
-    init(onListening: @escaping @Sendable (Gateway.Listening) async -> Void, token: String) {
+    init(token: String, onListening: @escaping @Sendable (Gateway.Listening) -> Void) {
         self.onListening = onListening
         self.token = token
     }
@@ -177,6 +188,6 @@ private actor PortCollector {
 
     private func report() async {
         guard let clientPort, let adminPort else { return }
-        await onListening(Gateway.Listening(clientPort: clientPort, adminPort: adminPort, adminToken: token))
+        onListening(Gateway.Listening(clientPort: clientPort, adminPort: adminPort, adminToken: token))
     }
 }

@@ -69,7 +69,9 @@ struct Demo: AsyncParsableCommand {
             FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
             throw ExitCode.failure
         }
-        try await runGateway(configuration, logLevel: logLevel) { listening, _ in
+        try await runGateway(configuration, logLevel: logLevel) { listening, gateway in
+            FileHandle.standardOutput.write(Data("torpor demo: starting three simulated engines ...\n".utf8))
+            await gateway.scheduler.waitUntilStartedUp()
             FileHandle.standardOutput.write(
                 Data(
                     Self.examples(client: listening.clientPort, admin: listening.adminPort, token: listening.adminToken)

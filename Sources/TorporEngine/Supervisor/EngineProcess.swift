@@ -127,6 +127,10 @@ public final class EngineProcess: Sendable {
                 throw EngineError(
                     .timeout, "engine \(client.name) was not ready within \(deadline); log \(logPath):\n\(logTail())")
             }
+            // Shutting down: stop waiting (a cancelled sleep returns at once, which would spin to the deadline).
+            guard !Task.isCancelled else {
+                throw EngineError(.processFailed, "engine \(client.name): the start was cancelled")
+            }
             try? await Task.sleep(for: .milliseconds(100))
         }
     }

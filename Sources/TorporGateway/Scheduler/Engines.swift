@@ -87,7 +87,7 @@ final class ExternalEngine: ModelEngine {
         let deadline = ContinuousClock.now + readyTimeout
         while true {
             if (try? await client.isHealthy()) == true { break }
-            guard ContinuousClock.now < deadline else {
+            guard ContinuousClock.now < deadline, !Task.isCancelled else {
                 throw EngineError(.timeout, "engine \(servedName) at \(client.baseURL) did not answer /health")
             }
             try? await Task.sleep(for: .milliseconds(200))

@@ -93,6 +93,8 @@ public actor Scheduler {
     private let order: [String]
     private var gpus: [String: GPURuntime] = [:]
     private var nextWaiterID: UInt64 = 0
+    /// GPUs whose engines have all been started once.
+    private var gpusStartedUp: Set<String> = []
     /// Suspended until the next change of state (`notifyChange`).
     private var changeWaiters: [CheckedContinuation<Void, Never>] = []
 
@@ -301,6 +303,8 @@ public actor Scheduler {
     public func runGPU(_ id: String) async {
         guard let signals = gpus[id]?.signals else { return }
         await startUp(gpu: id)
+        gpusStartedUp.insert(id)
+        notifyChange()
         for await _ in signals {
             if Task.isCancelled { break }
             while !Task.isCancelled, let action = nextAction(gpu: id) {
@@ -315,6 +319,7 @@ public actor Scheduler {
         let names = order.filter { models[$0]!.config.gpu == id }
         let sleepers = names.filter { !(models[$0]!.config.preload || models[$0]!.config.pinned) }
         for name in sleepers + names.filter({ !sleepers.contains($0) }) {
+            guard !Task.isCancelled else { return }
             await perform(.start(name), gpu: id)
             if sleepers.contains(name), models[name]?.phase == .awake, models[name]!.waiters.isEmpty {
                 await perform(.drain(name, sleepLevel(for: name), .idle), gpu: id)
@@ -415,6 +420,12 @@ public actor Scheduler {
                 try await engine.start()
             }
         } catch {
+            guard !Task.isCancelled else {
+                // Shutting down: not a failure.
+                await engine.stop()
+                setPhase(name, .stopped)
+                return
+            }
             await fail(name, error.message, stopEngine: true)
             return
         }
@@ -872,6 +883,11 @@ public actor Scheduler {
             }
             await nextChange()
         }
+    }
+
+    /// Returns once every engine has been started once (awake or put to sleep), or failed.
+    public func waitUntilStartedUp() async {
+        while gpusStartedUp.count < gpus.count && !Task.isCancelled { await nextChange() }
     }
 
     /// Marks models to wake after start (preloaded models are started awake by `startUp`).

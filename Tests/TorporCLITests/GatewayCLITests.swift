@@ -1,0 +1,125 @@
+import Foundation
+import Glibc
+import Testing
+
+/// `torpor demo` and `torpor serve` as a user runs them.
+@Suite(.serialized) struct GatewayCLITests {
+    /// The built binary, started in the background with its output in files.
+    final class Running {
+        let process = Process()
+        let scratch = Scratch()
+        var outPath: String { scratch.path + "/stdout" }
+        var errPath: String { scratch.path + "/stderr" }
+
+        init(_ arguments: [String]) throws {
+            _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+            _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+            process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+                .appendingPathComponent("torpor")
+            process.arguments = arguments
+            process.standardOutput = FileHandle(forWritingAtPath: outPath)
+            process.standardError = FileHandle(forWritingAtPath: errPath)
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+        }
+
+        var stdout: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
+        var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
+
+        /// Waits until standard output contains `text`.
+        func waitFor(_ text: String, timeout: Duration = .seconds(90)) -> Bool {
+            let end = ContinuousClock.now + timeout
+            while ContinuousClock.now < end && process.isRunning {
+                if stdout.contains(text) { return true }
+                usleep(20_000)
+            }
+            return stdout.contains(text)
+        }
+
+        /// SIGTERM, then the exit status (SIGKILL after `timeout`).
+        func terminate(timeout: Duration = .seconds(30)) -> Int32 {
+            if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+            let end = ContinuousClock.now + timeout
+            while process.isRunning && ContinuousClock.now < end { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+    }
+
+    /// Runs `curl` (a real client) and returns its output.
+    func curl(_ arguments: String...) throws -> String {
+        let process = Process()
+        let scratch = Scratch()
+        let out = scratch.path + "/out"
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["-s", "--max-time", "60"] + arguments
+        process.standardOutput = FileHandle(forWritingAtPath: out)
+        try process.run()
+        process.waitUntilExit()
+        return try String(contentsOfFile: out, encoding: .utf8)
+    }
+
+    @Test("torpor demo serves three simulated models, prints working examples and stops its engines on SIGTERM")
+    func demo() throws {
+        let demo = try Running(["demo", "--port", "0", "--admin-port", "0"])
+        #expect(demo.waitFor("EOF\n"), "no examples printed; stderr: \(demo.stderr)")
+        let output = demo.stdout
+        let client = try #require(output.firstMatch(of: /http:\/\/127\.0\.0\.1:(\d+)\/v1\/models/)?.1)
+        let token = try #require(output.firstMatch(of: /admin token \(shown once\): ([0-9a-f]{64})/)?.1)
+        let admin = try #require(output.firstMatch(of: /http:\/\/127\.0\.0\.1:(\d+)\/admin\/models/)?.1)
+        let models = try curl("http://127.0.0.1:\(client)/v1/models")
+        #expect(models.contains("\"id\":\"mistral-7b\""))
+        // The example the demo prints for the sleeping model works as printed.
+        let chat = try curl(
+            "http://127.0.0.1:\(client)/v1/chat/completions", "-H", "Content-Type: application/json", "-d",
+            #"{"model": "mistral-7b", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}"#)
+        #expect(chat.contains("\"finish_reason\":\"length\""), "\(chat)")
+        let states = try curl("http://127.0.0.1:\(admin)/admin/models", "-H", "Authorization: Bearer \(token)")
+        #expect(states.contains("\"state\" : \"awake\""))
+        // Two of three fit: waking mistral put one of the others to sleep.
+        #expect(states.components(separatedBy: "\"state\" : \"awake\"").count - 1 == 2)
+        #expect(demo.terminate() == 0, "stderr: \(demo.stderr)")
+        let left = try curl("http://127.0.0.1:\(client)/v1/models")
+        #expect(left.isEmpty)
+    }
+
+    @Test("torpor serve with a broken configuration says which key is wrong")
+    func serveBadConfiguration() throws {
+        let scratch = Scratch()
+        let path = scratch.path + "/torpor.yaml"
+        try "models:\n  - {name: a, engine: {simulated: true}, weight_gib: 1, kv_cache_gib: 1}\n".write(
+            toFile: path, atomically: true, encoding: .utf8)
+        let result = try torpor("serve", "--config", path, timeout: .seconds(60))
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("models[0].weight_gib: unknown key"), "\(result.stderr)")
+        let missing = try torpor("serve", "--config", scratch.path + "/absent.yaml", timeout: .seconds(60))
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("cannot read the configuration file"))
+    }
+
+    @Test("torpor serve prints where it listens and a generated admin token")
+    func serve() throws {
+        let scratch = Scratch()
+        let path = scratch.path + "/torpor.yaml"
+        try """
+        listen: {client: "127.0.0.1:0", admin: "127.0.0.1:0"}
+        state_dir: \(scratch.path)/state
+        models:
+          - {name: tiny, preload: true, engine: {simulated: true, time_scale: 0.01}, weights_gib: 1, kv_cache_gib: 1}
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let serve = try Running(["serve", "--config", path])
+        #expect(serve.waitFor("admin token (shown once)"), "stderr: \(serve.stderr)")
+        let client = try #require(serve.stdout.firstMatch(of: /client API on http:\/\/127\.0\.0\.1:(\d+)/)?.1)
+        var reply = ""
+        for _ in 0..<200 where !reply.contains("\"text\"") {
+            reply = try curl(
+                "http://127.0.0.1:\(client)/v1/completions", "-H", "Content-Type: application/json", "-d",
+                #"{"model": "tiny", "prompt": "hi", "max_tokens": 3}"#)
+            if !reply.contains("\"text\"") { usleep(50_000) }
+        }
+        #expect(reply.contains("\"text\""), "\(reply)")
+        #expect(serve.terminate() == 0)
+    }
+}
