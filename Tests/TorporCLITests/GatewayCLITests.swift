@@ -27,20 +27,20 @@ import Testing
         var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
 
         /// Waits until standard output contains `text`.
-        func waitFor(_ text: String, timeout: Duration = .seconds(90)) -> Bool {
+        func waitFor(_ text: String, timeout: Duration = .seconds(90)) async -> Bool {
             let end = ContinuousClock.now + timeout
             while ContinuousClock.now < end && process.isRunning {
                 if stdout.contains(text) { return true }
-                usleep(20_000)
+                try? await Task.sleep(for: .milliseconds(20))
             }
             return stdout.contains(text)
         }
 
         /// SIGTERM, then the exit status (SIGKILL after `timeout`).
-        func terminate(timeout: Duration = .seconds(30)) -> Int32 {
+        func terminate(timeout: Duration = .seconds(30)) async -> Int32 {
             if process.isRunning { kill(process.processIdentifier, SIGTERM) }
             let end = ContinuousClock.now + timeout
-            while process.isRunning && ContinuousClock.now < end { usleep(20_000) }
+            while process.isRunning && ContinuousClock.now < end { try? await Task.sleep(for: .milliseconds(20)) }
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
             return process.terminationStatus
@@ -48,7 +48,7 @@ import Testing
     }
 
     /// Runs `curl` (a real client) and returns its output.
-    func curl(_ arguments: String...) throws -> String {
+    func curl(_ arguments: String...) async throws -> String {
         let process = Process()
         let scratch = Scratch()
         let out = scratch.path + "/out"
@@ -57,31 +57,32 @@ import Testing
         process.arguments = ["-s", "--max-time", "60"] + arguments
         process.standardOutput = FileHandle(forWritingAtPath: out)
         try process.run()
+        while process.isRunning { try await Task.sleep(for: .milliseconds(10)) }
         process.waitUntilExit()
         return try String(contentsOfFile: out, encoding: .utf8)
     }
 
     @Test("torpor demo serves three simulated models, prints working examples and stops its engines on SIGTERM")
-    func demo() throws {
+    func demo() async throws {
         let demo = try Running(["demo", "--port", "0", "--admin-port", "0"])
-        #expect(demo.waitFor("EOF\n"), "no examples printed; stderr: \(demo.stderr)")
+        #expect(await demo.waitFor("EOF\n"), "no examples printed; stderr: \(demo.stderr)")
         let output = demo.stdout
         let client = try #require(output.firstMatch(of: /http:\/\/127\.0\.0\.1:(\d+)\/v1\/models/)?.1)
         let token = try #require(output.firstMatch(of: /admin token \(shown once\): ([0-9a-f]{64})/)?.1)
         let admin = try #require(output.firstMatch(of: /http:\/\/127\.0\.0\.1:(\d+)\/admin\/models/)?.1)
-        let models = try curl("http://127.0.0.1:\(client)/v1/models")
+        let models = try await curl("http://127.0.0.1:\(client)/v1/models")
         #expect(models.contains("\"id\":\"mistral-7b\""))
         // The example the demo prints for the sleeping model works as printed.
-        let chat = try curl(
+        let chat = try await curl(
             "http://127.0.0.1:\(client)/v1/chat/completions", "-H", "Content-Type: application/json", "-d",
             #"{"model": "mistral-7b", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}"#)
         #expect(chat.contains("\"finish_reason\":\"length\""), "\(chat)")
-        let states = try curl("http://127.0.0.1:\(admin)/admin/models", "-H", "Authorization: Bearer \(token)")
+        let states = try await curl("http://127.0.0.1:\(admin)/admin/models", "-H", "Authorization: Bearer \(token)")
         #expect(states.contains("\"state\" : \"awake\""))
         // Two of three fit: waking mistral put one of the others to sleep.
         #expect(states.components(separatedBy: "\"state\" : \"awake\"").count - 1 == 2)
-        #expect(demo.terminate() == 0, "stderr: \(demo.stderr)")
-        let left = try curl("http://127.0.0.1:\(client)/v1/models")
+        #expect(await demo.terminate() == 0, "stderr: \(demo.stderr)")
+        let left = try await curl("http://127.0.0.1:\(client)/v1/models")
         #expect(left.isEmpty)
     }
 
@@ -100,7 +101,7 @@ import Testing
     }
 
     @Test("torpor serve prints where it listens and a generated admin token")
-    func serve() throws {
+    func serve() async throws {
         let scratch = Scratch()
         let path = scratch.path + "/torpor.yaml"
         try """
@@ -110,16 +111,16 @@ import Testing
           - {name: tiny, preload: true, engine: {simulated: true, time_scale: 0.01}, weights_gib: 1, kv_cache_gib: 1}
         """.write(toFile: path, atomically: true, encoding: .utf8)
         let serve = try Running(["serve", "--config", path])
-        #expect(serve.waitFor("admin token (shown once)"), "stderr: \(serve.stderr)")
+        #expect(await serve.waitFor("admin token (shown once)"), "stderr: \(serve.stderr)")
         let client = try #require(serve.stdout.firstMatch(of: /client API on http:\/\/127\.0\.0\.1:(\d+)/)?.1)
         var reply = ""
         for _ in 0..<200 where !reply.contains("\"text\"") {
-            reply = try curl(
+            reply = try await curl(
                 "http://127.0.0.1:\(client)/v1/completions", "-H", "Content-Type: application/json", "-d",
                 #"{"model": "tiny", "prompt": "hi", "max_tokens": 3}"#)
-            if !reply.contains("\"text\"") { usleep(50_000) }
+            if !reply.contains("\"text\"") { try await Task.sleep(for: .milliseconds(50)) }
         }
         #expect(reply.contains("\"text\""), "\(reply)")
-        #expect(serve.terminate() == 0)
+        #expect(await serve.terminate() == 0)
     }
 }

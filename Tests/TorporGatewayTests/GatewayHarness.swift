@@ -28,7 +28,9 @@ final class GatewayUnderTest: Sendable {
 
     /// Starts a gateway; `yaml` holds everything but listeners and the state directory. Waits until every model
     /// has left `starting`.
-    static func start(_ yaml: String, token: String = "test-admin-token-0123456789") async throws -> GatewayUnderTest {
+    static func start(
+        _ yaml: String, token: String = "test-admin-token-0123456789", startTimeout: Duration = .seconds(120)
+    ) async throws -> GatewayUnderTest {
         let state = NSTemporaryDirectory() + "/torpor-gateway-test-\(getpid())-\(UUID().uuidString.prefix(8))"
         let full = """
             listen:
@@ -45,14 +47,21 @@ final class GatewayUnderTest: Sendable {
         ) { listening in continuation.yield(listening) }
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: gateway)], logger: quietLogger))
-        let running = Task { try await group.run() }
+        let running = Task {
+            // A gateway that stops (or never starts) ends the wait for its ports.
+            defer { continuation.finish() }
+            try await group.run()
+        }
         var iterator = ports.makeAsyncIterator()
-        guard let listening = await iterator.next() else { throw ConfigurationError("the gateway did not start") }
+        guard let listening = await iterator.next() else {
+            let outcome = await running.result
+            throw ConfigurationError("the gateway stopped before it listened: \(outcome)")
+        }
         let result = GatewayUnderTest(
             gateway: gateway, client: "http://127.0.0.1:\(listening.clientPort)",
             admin: "http://127.0.0.1:\(listening.adminPort)", token: listening.adminToken, state: state, group: group,
             running: running)
-        try await result.waitUntil("every engine started", timeout: .seconds(60)) {
+        try await result.waitUntil("every engine started", timeout: startTimeout) {
             await gateway.scheduler.statuses().allSatisfy { $0.state != "starting" && $0.state != "stopped" }
         }
         return result
@@ -130,8 +139,10 @@ final class GatewayUnderTest: Sendable {
 }
 
 /// Runs `body` against a gateway started from `yaml`, and stops the gateway and its engines whatever happens.
-func withGateway(_ yaml: String, _ body: (GatewayUnderTest) async throws -> Void) async throws {
-    let gateway = try await GatewayUnderTest.start(yaml)
+func withGateway(
+    _ yaml: String, startTimeout: Duration = .seconds(120), _ body: (GatewayUnderTest) async throws -> Void
+) async throws {
+    let gateway = try await GatewayUnderTest.start(yaml, startTimeout: startTimeout)
     do {
         try await body(gateway)
     } catch {

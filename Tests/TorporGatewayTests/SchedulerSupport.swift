@@ -152,11 +152,12 @@ final class SchedulerRig: Sendable {
         await scheduler.tick()
     }
 
-    /// Polls (with ticks) until `condition` holds, failing the test after 10 s of real time.
+    /// Polls (with ticks) until `condition` holds, failing the test after 120 s of real time (a deadline for a
+    /// broken scheduler, not a timing: other suites may keep every thread busy for a while).
     func until(
         _ what: String, sourceLocation: SourceLocation = #_sourceLocation, _ condition: () async -> Bool
     ) async {
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(120)
         while !(await condition()) {
             guard ContinuousClock.now < deadline else {
                 Issue.record("timed out waiting for \(what)", sourceLocation: sourceLocation)
@@ -165,6 +166,20 @@ final class SchedulerRig: Sendable {
             await scheduler.tick()
             try? await Task.sleep(for: .milliseconds(2))
         }
+    }
+
+    /// The value of a task that acquires a model, or the error it threw; cancelled (and recorded as an issue)
+    /// after 120 s so that a broken scheduler fails the test instead of hanging the run.
+    func result(
+        of task: Task<String, any Error>, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> String {
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(120))
+            task.cancel()
+            Issue.record("an acquire did not finish within 120 s", sourceLocation: sourceLocation)
+        }
+        defer { watchdog.cancel() }
+        return try await task.value
     }
 
     func phase(_ name: String) async -> String { await scheduler.state(of: name)?.name ?? "?" }

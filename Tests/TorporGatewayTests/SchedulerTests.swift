@@ -83,7 +83,7 @@ import TorporEngine
         await rig.advance(seconds: 2)
         await rig.until("m0 draining") { await rig.phase("m0") == "draining" }
         await rig.advance(seconds: 2)
-        #expect(try await waiting.value == "http://fake/m1")
+        #expect(try await rig.result(of: waiting) == "http://fake/m1")
         // The drain deadline passed with m0's request still running: its sleep aborted it.
         #expect(rig.engines["m0"]!.calls.last == .sleep(.offloadWeights, .abort))
     }
@@ -98,7 +98,7 @@ import TorporEngine
         let waiting = Task { try await rig.scheduler.acquire("m1") }
         await rig.until("m1 queued") { await rig.scheduler.statuses().first { $0.name == "m1" }?.queued == 1 }
         await rig.advance(seconds: 31)
-        let error = await #expect(throws: GatewayError.self) { try await waiting.value }
+        let error = await #expect(throws: GatewayError.self) { try await rig.result(of: waiting) }
         #expect(error?.status == 503)
         #expect(error?.retryAfterSeconds != nil)
         #expect(await rig.phase("m0") == "awake")
@@ -152,7 +152,7 @@ import TorporEngine
             return await rig.phase("m0") != "waking"
         }
         // The request was queued again and served by the restarted engine.
-        #expect(try await waiting.value == "http://fake/m0")
+        #expect(try await rig.result(of: waiting) == "http://fake/m0")
         #expect(rig.engines["m0"]!.calls.suffix(3) == [.wake(.offloadWeights, "m0"), .stop, .start])
         let status = await rig.scheduler.statuses().first { $0.name == "m0" }!
         #expect(status.state == "awake")
@@ -186,7 +186,7 @@ import TorporEngine
         let waiting = Task { try await rig.scheduler.acquire("m0") }
         await rig.until("queued") { await rig.scheduler.statuses().first { $0.name == "m0" }?.queued == 1 }
         _ = try await rig.scheduler.releaseLease(gpu: "0")
-        #expect(try await waiting.value == "http://fake/m0")
+        #expect(try await rig.result(of: waiting) == "http://fake/m0")
         await rig.scheduler.release("m0")
         await rig.until("both awake again") { await rig.phase("m1") == "awake" }
         // In refuse mode a request is answered 503 at once.
