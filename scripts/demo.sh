@@ -1,36 +1,9 @@
 #!/usr/bin/env bash
-# The main job, end to end: build torpor, pack a real model, inspect the pack, verify it against the original,
-# restore it and compare. MODEL defaults to the MiniLM bf16 fixture beside the repository; where that is absent,
-# a synthetic bf16 model is generated.
+# The main job: build torpor and run the gateway on three simulated engines on one simulated GPU that holds two
+# of them awake (no GPU or vLLM needed). It prints ready-to-paste curl and Python examples and runs until Ctrl-C.
+# Arguments go to `torpor demo` (e.g. --port 8080 --admin-port 8081).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 swift build -c release
-torpor=.build/release/torpor
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/torpor-demo.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-model=${MODEL:-../shared/fixtures/minilm-l6-bf16.safetensors}
-if [ ! -e "$model" ]; then
-    echo "demo: $model not found; generating a synthetic bf16 model" >&2
-    model="$work/synthetic"
-    python3 scripts/make_synthetic_model.py "$model"
-fi
-
-echo "== torpor pack $model"
-"$torpor" pack "$model" "$work/packed"
-echo "== torpor inspect (first lines)"
-"$torpor" inspect "$work/packed" > "$work/inspect.txt"
-head -n 12 "$work/inspect.txt"
-echo "  ..."
-tail -n 2 "$work/inspect.txt"
-echo "== torpor verify --against"
-"$torpor" verify "$work/packed" --against "$model"
-echo "== torpor unpack"
-"$torpor" unpack "$work/packed" "$work/restored"
-if [ -d "$model" ]; then
-    (cd "$model" && find . -type f ! -path './.git/*') | while read -r file; do cmp "$model/$file" "$work/restored/$file"; done
-else
-    cmp "$model" "$work/restored/$(basename "$model")"
-fi
-echo "== every restored file is byte-identical to the original"
+exec .build/release/torpor demo "$@"
