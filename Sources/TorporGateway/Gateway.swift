@@ -107,7 +107,9 @@ public final class Gateway: Service {
             http: http, logger: logger)
         let clientServer = Server(
             childChannelSetup: HTTP1Channel(
-                responder: { request, writer, _ in try await client.respond(to: request, writer: writer) },
+                responder: { request, writer, channel in
+                    try await client.respond(to: request, writer: writer, channel: channel)
+                },
                 configuration: .init(idleTimeout: .seconds(300))),
             configuration: ServerConfiguration(
                 address: .hostname(configuration.listen.client.host, port: configuration.listen.client.port),

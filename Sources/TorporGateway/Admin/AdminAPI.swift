@@ -89,6 +89,7 @@ struct AdminAPI: Sendable {
             }
             return try jsonResponse(ledgers)
         }
+        router.get("/admin/events/recent") { _, _ in try jsonResponse(events.recent()) }
         router.get("/admin/events") { request, _ in
             let replay = request.uri.queryParameters["replay"].map { $0 == "1" || $0 == "true" } ?? false
             let stream = events.subscribe(replay: replay)

@@ -6,13 +6,15 @@ import Logging
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import Synchronization
 
 /// The OpenAI-compatible listener: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
 ///
 /// Built on HummingbirdCore's responder so that one request is watched for its client leaving from the moment it
 /// arrives until the last token: waiting in a queue, waiting for the engine's first byte, and streaming. A client
-/// that leaves cancels the upstream request (vLLM then aborts it). Nothing else exists here: vLLM's dev paths
-/// (`/sleep`, `/wake_up`, `/collective_rpc`, ...) answer 404.
+/// that leaves cancels the upstream request (vLLM then aborts it), while kept-alive connections stay open (see
+/// `ConnectionWatch`). Nothing else exists here: vLLM's dev paths (`/sleep`, `/wake_up`, `/collective_rpc`, ...)
+/// answer 404.
 struct ClientAPI: Sendable {
     static let proxiedPaths: Set<String> = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
 
@@ -22,9 +24,10 @@ struct ClientAPI: Sendable {
     let keys: APIKeyTable
     let http: HTTPClient
     let logger: Logger
+    let connections = ConnectionWatch()
 
     /// Answers one request.
-    func respond(to request: Request, writer: consuming ResponseWriter) async throws {
+    func respond(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
         let path = request.uri.path
         if Self.proxiedPaths.contains(path) {
             guard request.method == .post else {
@@ -32,7 +35,7 @@ struct ClientAPI: Sendable {
                     GatewayError(.badRequest, "Use POST for \(path)."), status: 405, to: writer)
                 return
             }
-            try await proxy(request, writer: writer)
+            try await proxy(request, writer: writer, channel: channel)
             return
         }
         switch (request.method, path) {
@@ -73,7 +76,7 @@ struct ClientAPI: Sendable {
         return .success(key)
     }
 
-    private func proxy(_ request: Request, writer: consuming ResponseWriter) async throws {
+    private func proxy(_ request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
         let arrived = ContinuousClock.now
         let key: GatewayConfiguration.APIKey?
         switch authenticate(request) {
@@ -124,17 +127,17 @@ struct ClientAPI: Sendable {
         let stream = fields["stream"] as? Bool ?? false
         let slot = WriterSlot(writer)
         let outcome = await proxyWatched(
-            request: request, path: request.uri.path, model: model, body: body, stream: stream, arrived: arrived,
+            channel: channel, path: request.uri.path, model: model, body: body, stream: stream, arrived: arrived,
             slot: slot)
         if case .failure(let error) = outcome {
             metrics.countRequest(model: model, status: error.status)
-            if let writer = slot.writer.take() { try await write(error, to: writer, close: true) }
+            if let writer = slot.writer.take() { try await write(error, to: writer) }
         }
     }
 
     /// Waits for the model, forwards the request and streams the answer back, all cancelled if the client leaves.
     private func proxyWatched(
-        request: Request, path: String, model: String, body: ByteBuffer, stream: Bool,
+        channel: any Channel, path: String, model: String, body: ByteBuffer, stream: Bool,
         arrived: ContinuousClock.Instant, slot: WriterSlot
     ) async -> Result<Void, GatewayError> {
         let scheduler = self.scheduler
@@ -143,7 +146,7 @@ struct ClientAPI: Sendable {
         let logger = self.logger
         let readTimeout = configuration.limits.upstreamReadTimeoutSeconds
         do {
-            try await request.body.consumeWithCancellationOnInboundClose { _ in
+            try await connections.run(on: channel) {
                 let waitStarted = ContinuousClock.now
                 let baseURL = try await scheduler.acquire(model)
                 let waited = ContinuousClock.now - waitStarted
@@ -171,8 +174,6 @@ struct ClientAPI: Sendable {
                         head.headerFields[field] = value
                     }
                 }
-                // The watched request's connection closes after the answer; say so.
-                head.headerFields[.connection] = "close"
                 var bodyWriter = try await slot.writer.take()!.writeHead(head)
                 do {
                     for try await chunk in response.body {
@@ -227,6 +228,69 @@ struct ClientAPI: Sendable {
         var bodyWriter = try await writer.writeHead(head)
         try await bodyWriter.write(ByteBuffer(bytes: body))
         try await bodyWriter.finish(nil)
+    }
+}
+
+/// Cancels the request in progress on a connection when its client closes the connection.
+///
+/// HummingbirdCore's `consumeWithCancellationOnInboundClose` would close every kept-alive connection after one
+/// answer; watching the channel's close instead keeps connections reusable. HTTP/1.1 has at most one request in
+/// progress per connection, so one close callback per connection cancels whichever request is current.
+final class ConnectionWatch: Sendable {
+    private final class Connection: Sendable {
+        struct State {
+            var closed = false
+            var cancelCurrent: (@Sendable () -> Void)?
+        }
+        let state = Mutex(State())
+
+        func close() {
+            let cancel = state.withLock { state in
+                state.closed = true
+                defer { state.cancelCurrent = nil }
+                return state.cancelCurrent
+            }
+            cancel?()
+        }
+    }
+
+    private let connections = Mutex<[ObjectIdentifier: Connection]>([:])
+
+    /// Runs `operation` as its own task, cancelled when `channel` closes (the client left).
+    func run<T: Sendable>(
+        on channel: any Channel, _ operation: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let connection = self.connection(for: channel)
+        let task = Task { try await operation() }
+        let open = connection.state.withLock { state in
+            guard !state.closed else { return false }
+            state.cancelCurrent = { task.cancel() }
+            return true
+        }
+        if !open { task.cancel() }
+        defer { connection.state.withLock { $0.cancelCurrent = nil } }
+        return try await withTaskCancellationHandler {
+            try await task.value
+        } onCancel: {
+            task.cancel()
+        }
+    }
+
+    private func connection(for channel: any Channel) -> Connection {
+        let key = ObjectIdentifier(channel)
+        let (connection, isNew) = connections.withLock { connections in
+            if let existing = connections[key] { return (existing, false) }
+            let created = Connection()
+            connections[key] = created
+            return (created, true)
+        }
+        if isNew {
+            channel.closeFuture.whenComplete { [weak self] _ in
+                connection.close()
+                _ = self?.connections.withLock { $0.removeValue(forKey: key) }
+            }
+        }
+        return connection
     }
 }
 
