@@ -137,7 +137,9 @@ import TorporEngine
 
     @Test func adminSleepWakeSwitchReloadAndEvents() async throws {
         try await withGateway(simulatedModels(3, awake: 2) + "scheduler: {min_residency_seconds: 0}\n") { gateway in
-            let events = try StreamReaderSSE(gateway.admin + "/admin/events", token: gateway.token)
+            var eventsRequest = HTTPClientRequest(url: gateway.admin + "/admin/events")
+            eventsRequest.headers.add(name: "Authorization", value: "Bearer \(gateway.token)")
+            let events = StreamReader(eventsRequest)
             let listed = try await gateway.adminCall("GET", "/admin/models")
             let models = try #require(listed.json?["models"] as? [[String: Any]])
             #expect(models.map { $0["state"] as? String } == ["awake", "awake", "L1"])
@@ -170,8 +172,8 @@ import TorporEngine
                 headers: ["Authorization": "Bearer \(gateway.token)"])
             #expect(try await gateway.complete("m0", prompt: "policy").text == before.text)
 
-            #expect(await events.waitUntil { $0.events.contains { $0["kind"] as? String == "reload" } })
-            let kinds = Set(events.events.compactMap { $0["kind"] as? String })
+            #expect(await events.waitUntil { $0.dataObjects.contains { $0["kind"] as? String == "reload" } })
+            let kinds = Set(events.dataObjects.compactMap { $0["kind"] as? String })
             #expect(kinds.isSuperset(of: ["drain", "sleep", "wake", "reload"]))
             events.cancel()
 
@@ -186,47 +188,4 @@ import TorporEngine
             }
         }
     }
-}
-
-/// The admin event stream, read in the background.
-final class StreamReaderSSE: @unchecked Sendable {
-    private let lock = NSLock()
-    private var received: [[String: Any]] = []
-    private var task: Task<Void, Never>?
-
-    init(_ url: String, token: String) throws {
-        var request = HTTPClientRequest(url: url)
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        task = Task { [self] in
-            guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(300)) else { return }
-            var pending = ""
-            do {
-                for try await buffer in response.body {
-                    pending += String(buffer: buffer)
-                    while let range = pending.range(of: "\n\n") {
-                        let event = String(pending[..<range.lowerBound])
-                        pending.removeSubrange(..<range.upperBound)
-                        guard let line = event.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }),
-                            let object = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8))
-                                as? [String: Any]
-                        else { continue }
-                        lock.withLock { received.append(object) }
-                    }
-                }
-            } catch {}
-        }
-    }
-
-    var events: [[String: Any]] { lock.withLock { received } }
-
-    func waitUntil(timeout: Duration = .seconds(30), _ condition: (StreamReaderSSE) -> Bool) async -> Bool {
-        let end = ContinuousClock.now + timeout
-        while ContinuousClock.now < end {
-            if condition(self) { return true }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return condition(self)
-    }
-
-    func cancel() { task?.cancel() }
 }

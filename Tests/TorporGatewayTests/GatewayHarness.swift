@@ -190,7 +190,7 @@ struct HTTPAnswer: Sendable {
     }
 }
 
-/// A streamed completion through the gateway, read event by event in the background.
+/// A server-sent event stream (a streamed completion, the admin events), read event by event in the background.
 final class StreamReader: @unchecked Sendable {
     private let lock = NSLock()
     private var events: [String] = []
@@ -199,7 +199,8 @@ final class StreamReader: @unchecked Sendable {
     private var failure: (any Error)?
     private var task: Task<Void, Never>?
 
-    init(_ url: String, model: String, maxTokens: Int, prompt: String = "hi") throws {
+    /// A streamed completion through the gateway at `url`.
+    convenience init(_ url: String, model: String, maxTokens: Int, prompt: String = "hi") throws {
         let payload: [String: any Sendable] = [
             "model": model, "prompt": prompt, "max_tokens": maxTokens, "temperature": 0, "stream": true,
         ]
@@ -207,6 +208,10 @@ final class StreamReader: @unchecked Sendable {
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(bytes: Array(try JSONSerialization.data(withJSONObject: payload))))
+        self.init(request)
+    }
+
+    init(_ request: HTTPClientRequest) {
         task = Task { [self] in
             defer { lock.withLock { finished = true } }
             do {
@@ -229,6 +234,14 @@ final class StreamReader: @unchecked Sendable {
 
     var count: Int { lock.withLock { events.count } }
     var isFinished: Bool { lock.withLock { finished } }
+
+    /// The JSON objects of the events' `data:` lines.
+    var dataObjects: [[String: Any]] {
+        all.compactMap { event in
+            guard let line = event.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }) else { return nil }
+            return try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any]
+        }
+    }
     var all: [String] { lock.withLock { events } }
     var httpStatus: Int? { lock.withLock { status } }
     var error: (any Error)? { lock.withLock { failure } }

@@ -230,4 +230,16 @@ import TorporEngine
             #expect(waiting.httpStatus == nil)
         }
     }
+
+    @Test func anAwakeEngineThatDiesIsNoticedAndRestartedOnTheNextRequest() async throws {
+        try await withGateway(simulatedModels(2, awake: 1)) { gateway in
+            _ = try? await HTTPAnswer.send(
+                "POST", await gateway.engineURL("m0") + "/sim/fault?kind=crash", timeout: .seconds(2))
+            try await gateway.waitUntil("the crash noticed") { await gateway.state("m0") == "stopped" }
+            let answer = try await gateway.complete("m0")
+            #expect(answer.status == 200, "\(answer.body)")
+            let failure = try #require(gateway.events().first { $0.kind == "fail" && $0.model == "m0" })
+            #expect(failure.reason?.contains("exited") == true)
+        }
+    }
 }

@@ -208,4 +208,27 @@ import TorporEngine
         await rig.until("drain cancelled") { await rig.phase("m0") == "awake" }
         #expect(rig.engines["m0"]!.count { if case .sleep = $0 { true } else { false } } == 0)
     }
+
+    @Test func eachGPUHasItsOwnLedgerAndLease() async throws {
+        var configuration = rigConfiguration(models: 4, gpuGiB: 12)
+        configuration.gpus = [.init(id: "0", memoryBytes: 12 << 30), .init(id: "1", memoryBytes: 12 << 30)]
+        configuration.models[2].gpu = "1"
+        configuration.models[3].gpu = "1"
+        let rig = SchedulerRig(configuration)
+        defer { rig.stop() }
+        await rig.until("start-up") { await rig.phases("m1", "m3") == ["L1", "L1"] }
+        // One awake per GPU: m0 on GPU 0 and m2 on GPU 1 can be awake together.
+        _ = try await rig.result(of: Task { try await rig.scheduler.acquire("m0") })
+        _ = try await rig.result(of: Task { try await rig.scheduler.acquire("m2") })
+        #expect(await rig.phases("m0", "m2") == ["awake", "awake"])
+        // Leasing GPU 1 leaves GPU 0 serving.
+        await rig.scheduler.release("m2")
+        _ = try await rig.scheduler.lease(gpu: "1", mode: .refuse)
+        #expect(await rig.phase("m2") == "L1")
+        #expect(await rig.phase("m0") == "awake")
+        #expect(try await rig.scheduler.acquire("m0") == "http://fake/m0")
+        await #expect(throws: GatewayError.self) { try await rig.scheduler.acquire("m3") }
+        #expect(await rig.scheduler.ledger(gpu: "0").awakeBytes == 10 << 30)
+        #expect(await rig.scheduler.ledger(gpu: "1").awakeBytes == 0)
+    }
 }

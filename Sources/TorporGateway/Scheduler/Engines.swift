@@ -5,11 +5,11 @@ import TorporEngine
 /// An engine the gateway starts and stops through the `Supervisor`: vLLM from a command, or `torpor sim-engine`.
 ///
 /// The port is chosen once, so the engine keeps its address across restarts.
-final class ManagedEngine: ModelEngine {
+final class ManagedEngine: ClientBackedEngine {
     let spec: EngineSpec
     let servedName: String
+    let client: EngineClient
     private let supervisor: Supervisor
-    private let client: EngineClient
 
     init(spec: EngineSpec, servedName: String, supervisor: Supervisor, transitionTimeoutSeconds: Double, logger: Logger)
     {
@@ -27,8 +27,6 @@ final class ManagedEngine: ModelEngine {
             name: spec.name, baseURL: "http://127.0.0.1:\(spec.port ?? 0)", timeouts: timeouts, logger: logger)
     }
 
-    func baseURL() async -> String { client.baseURL }
-
     func start() async throws(EngineError) {
         await supervisor.stop(spec.name)
         try await supervisor.start(spec)
@@ -42,31 +40,12 @@ final class ManagedEngine: ModelEngine {
         return running.process.exitStatus() == nil
     }
 
-    func sleep(level: SleepLevel, mode: SleepMode) async throws(EngineError) {
-        try await client.sleep(level: level, mode: mode)
-    }
-
-    func wake(from level: SleepLevel, weightsPath: String) async throws(EngineError) {
-        if level == .discardWeights {
-            try await client.wakeFromDiscard(model: servedName, weightsPath: weightsPath)
-        } else {
-            let result = try await client.wakeUp()
-            guard result == .awake else {
-                throw EngineError(.invalidResponse, "engine \(spec.name): still partly asleep after a full wake_up")
-            }
-        }
-    }
-
-    func reloadWeights(from path: String) async throws(EngineError) {
-        try await client.reloadWeights(from: path)
-        try await client.resetPrefixCache()
-    }
 }
 
 /// An engine someone else runs; Torpor can sleep and wake it but not restart it.
-final class ExternalEngine: ModelEngine {
-    private let client: EngineClient
-    private let servedName: String
+final class ExternalEngine: ClientBackedEngine {
+    let client: EngineClient
+    let servedName: String
     private let readyTimeout: Duration
 
     init(url: String, servedName: String, transitionTimeoutSeconds: Double, logger: Logger) {
@@ -79,8 +58,6 @@ final class ExternalEngine: ModelEngine {
         self.servedName = servedName
         readyTimeout = bound
     }
-
-    func baseURL() async -> String { client.baseURL }
 
     /// Waits until it answers, then wakes it fully if it sleeps.
     func start() async throws(EngineError) {
@@ -101,6 +78,18 @@ final class ExternalEngine: ModelEngine {
 
     func isAlive() async -> Bool { true }
 
+}
+
+/// An engine reached through an `EngineClient`: sleeping, waking and reloading are vLLM's contract calls.
+protocol ClientBackedEngine: ModelEngine {
+    var client: EngineClient { get }
+    /// The model name the engine serves (its `--served-model-name`), for the level-2 warm-up.
+    var servedName: String { get }
+}
+
+extension ClientBackedEngine {
+    func baseURL() async -> String { client.baseURL }
+
     func sleep(level: SleepLevel, mode: SleepMode) async throws(EngineError) {
         try await client.sleep(level: level, mode: mode)
     }
@@ -108,8 +97,10 @@ final class ExternalEngine: ModelEngine {
     func wake(from level: SleepLevel, weightsPath: String) async throws(EngineError) {
         if level == .discardWeights {
             try await client.wakeFromDiscard(model: servedName, weightsPath: weightsPath)
-        } else {
-            _ = try await client.wakeUp()
+            return
+        }
+        guard try await client.wakeUp() == .awake else {
+            throw EngineError(.invalidResponse, "engine \(client.name): still partly asleep after a full wake_up")
         }
     }
 
