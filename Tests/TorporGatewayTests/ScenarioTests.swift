@@ -59,6 +59,29 @@ import TorporEngine
         }
     }
 
+    @Test func theSleepLevelFollowsTheHostMemoryBudget() async throws {
+        // Host RAM for one model's 3 GiB of weights: one level-1 sleeper at a time, the others sleep at level 2.
+        try await withGateway(
+            simulatedModels(3, awake: 1) + "host_memory_gib: 4\nscheduler: {min_residency_seconds: 0}\n"
+        ) { gateway in
+            func hostBytes() async -> Int { await gateway.gateway.scheduler.hostMemoryInUse() }
+            #expect(await gateway.state("m1") == "L1")
+            #expect(await gateway.state("m2") == "L2")
+            #expect(await hostBytes() == 3 << 30)
+            // Waking m1 puts m0 to sleep while m1 still holds the host budget: level 2.
+            #expect(try await gateway.complete("m1").status == 200)
+            #expect(await gateway.state("m0") == "L2")
+            #expect(await hostBytes() == 0)
+            // Now the budget is free: m1 sleeps at level 1 for m2.
+            #expect(try await gateway.complete("m2").status == 200)
+            #expect(await gateway.state("m1") == "L1")
+            #expect(await hostBytes() == 3 << 30)
+            let admin = try await gateway.adminCall("GET", "/admin/models")
+            let models = try #require(admin.json?["models"] as? [[String: Any]])
+            #expect(models.map { $0["host_bytes"] as? Int } == [0, 3 << 30, 0])
+        }
+    }
+
     @Test func drainingWithADeadlineAbortsWhatIsStillRunning() async throws {
         try await withGateway(
             simulatedModels(2, awake: 1, tokensPerSecond: 20)
