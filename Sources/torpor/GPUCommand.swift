@@ -1,0 +1,124 @@
+import ArgumentParser
+import Foundation
+import TorporCheckpoint
+import TorporGPU
+
+struct GPU: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The GPU path: what Torpor finds on this machine, and a round trip through nvCOMP on a GPU.",
+        subcommands: [GPUInfo.self, GPUSelfTestCommand.self])
+}
+
+/// Options naming nvCOMP and the device.
+struct GPUOptions: ParsableArguments {
+    @Option(help: "nvCOMP's library file or folder (default: TORPOR_NVCOMP_PATH, Python installs, the loader path).")
+    var nvcomp: String?
+
+    @Option(help: "The GPU to use.")
+    var device: Int = 0
+}
+
+struct GPUInfo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "info", abstract: "Show the CUDA driver, the GPUs and nvCOMP as Torpor finds them.")
+
+    @OptionGroup var gpu: GPUOptions
+
+    func run() throws {
+        var failed = false
+        do {
+            let nvcomp = try NVCOMPLibrary(explicitPath: gpu.nvcomp)
+            print("nvCOMP \(nvcomp.versionString) from \(nvcomp.path)")
+        } catch {
+            print("nvCOMP: \(error.message)")
+            failed = true
+        }
+        do {
+            let driver = try CUDADriver()
+            print("CUDA driver \(driver.driverVersion / 1000).\((driver.driverVersion % 1000) / 10)")
+            for ordinal in 0..<(try driver.deviceCount()) {
+                let info = try driver.deviceInfo(ordinal)
+                print(
+                    "GPU \(ordinal): \(info.name), \(info.memoryBytes >> 20) MiB, compute capability "
+                        + info.computeCapability)
+            }
+        } catch {
+            print("CUDA: \(error.message)")
+            failed = true
+        }
+        if failed { throw ExitCode.failure }
+    }
+}
+
+struct GPUSelfTestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "selftest",
+        abstract:
+            "Round-trip 16-bit float weights through nvCOMP ANS on a GPU against a pinned copy of the same bytes.",
+        discussion: """
+            Uses the BF16/F16 tensors of a safetensors file, or synthetic bf16 weights. Prints the size ratio, the \
+            pinned host-to-device copy rate, the ANS decode rate and whether the round trip is bit-exact.
+            """)
+
+    @OptionGroup var gpu: GPUOptions
+
+    @Option(help: "A safetensors file whose BF16/F16 tensors are the data (default: synthetic bf16).")
+    var file: String?
+
+    @Option(help: "Synthetic data size in MiB.")
+    var megabytes: Int = 512
+
+    @Option(help: "Chunk size in bytes.")
+    var chunkSize: Int = 1 << 20
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        do {
+            let nvcomp = try NVCOMPLibrary(explicitPath: gpu.nvcomp)
+            let device = try GPUDevice(driver: CUDADriver(), ordinal: gpu.device)
+            var data: [UInt8]
+            if let file {
+                let safetensors = try SafetensorsFile(path: file)
+                data = []
+                for tensor in safetensors.header.tensors where tensor.dtype == .bf16 || tensor.dtype == .f16 {
+                    data += Array(safetensors.bytes(of: tensor))
+                }
+                guard !data.isEmpty else {
+                    throw ValidationError("\(file) has no BF16 or F16 tensors")
+                }
+            } else {
+                data = GPUSelfTest.syntheticBF16(bytes: megabytes << 20)
+            }
+            var test = GPUSelfTest()
+            test.chunkBytes = chunkSize
+            let result = try data.withUnsafeBytes { bytes throws(GPUError) in
+                try test.run(nvcomp: nvcomp, device: device, data: bytes)
+            }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(result), as: UTF8.self))
+            } else {
+                print(
+                    """
+                    \(result.device) (compute \(result.computeCapability)), nvCOMP \(result.nvcompVersion)
+                    data: \(result.bytes >> 20) MiB in \(result.chunkBytes >> 10) KiB chunks
+                    ANS ratio: \(String(format: "%.4f", result.ratio))
+                    pinned host-to-device copy: \(String(format: "%.1f", result.pinnedCopyGBps)) GB/s
+                    ANS decode on the GPU: \(String(format: "%.1f", result.decodeGBps)) GB/s (uncompressed bytes)
+                    ANS encode: \(String(format: "%.1f", result.compressGBps)) GB/s
+                    bit-exact: \(result.bitExact)
+                    """)
+            }
+            if !result.bitExact { throw ExitCode.failure }
+        } catch let error as GPUError {
+            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            throw ExitCode.failure
+        } catch let error as CheckpointError {
+            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Prepares what a GPU machine run carries (it has no Swift and no network): a static release build of torpor,
+# stripped and compressed, and the nvCOMP wheel (never committed: nvCOMP's license allows shipping it only inside
+# an application). Both go to .gpu/, which git ignores; pass it to the device run as `carry: [".gpu"]`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+scripts/setup.sh
+swift build -c release --static-swift-stdlib --scratch-path .build-static
+mkdir -p .gpu
+cp .build-static/release/torpor .gpu/torpor
+strip .gpu/torpor
+xz -T0 -6 -f .gpu/torpor
+ls .gpu/nvidia_libnvcomp_cu13-6.0.0.12-*.whl >/dev/null 2>&1 \
+    || pip download --no-deps -q nvidia-libnvcomp-cu13==6.0.0.12 -d .gpu
+du -sh .gpu/*
