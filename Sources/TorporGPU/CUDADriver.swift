@@ -1,4 +1,4 @@
-public import CTorporCUDA
+import CTorporCUDA
 import FoundationEssentials
 
 /// The CUDA driver API (`libcuda.so.1`), loaded at run time.
