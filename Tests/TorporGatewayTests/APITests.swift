@@ -63,6 +63,9 @@ import TorporEngine
             #expect(unknown.status == 404)
             #expect(unknown.error?["code"] as? String == "model_not_found")
             #expect((unknown.error?["message"] as? String)?.contains("no-such-model") == true)
+            let metrics = try await gateway.adminCall("GET", "/metrics").body
+            #expect(!metrics.contains("no-such-model"))
+            #expect(metrics.contains("torpor_requests_total{model=\"\",status=\"404\"} 1"))
             let invalid = try await HTTPAnswer.send(
                 "POST", gateway.client + "/v1/completions", body: Array("{not json".utf8))
             #expect(invalid.status == 400)

@@ -117,8 +117,10 @@ struct ClientAPI: Sendable {
                 to: writer)
             return
         }
-        guard key?.models?.contains(model) ?? true, await scheduler.state(of: model) != nil else {
-            metrics.countRequest(model: model, status: 404)
+        // An unknown model is the scheduler's 404 (one actor call per request); one outside the key's list gets
+        // the same answer here.
+        guard key?.models?.contains(model) ?? true else {
+            metrics.countRequest(model: "", status: 404)
             try await write(
                 GatewayError(.notFound, "The model `\(model)` does not exist or you do not have access to it."),
                 to: writer)
@@ -130,7 +132,8 @@ struct ClientAPI: Sendable {
             channel: channel, path: request.uri.path, model: model, body: body, stream: stream, arrived: arrived,
             slot: slot)
         if case .failure(let error) = outcome {
-            metrics.countRequest(model: model, status: error.status)
+            // Names of models that do not exist come from clients: they are not metric labels.
+            metrics.countRequest(model: error.code == .notFound ? "" : model, status: error.status)
             if let writer = slot.writer.take() { try await write(error, to: writer) }
         }
     }

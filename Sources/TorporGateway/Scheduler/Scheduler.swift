@@ -132,7 +132,7 @@ public actor Scheduler {
     /// - Throws: `GatewayError`: 404 unknown model, 429 full queue, 503 a model that cannot be woken in time.
     public func acquire(_ name: String) async throws(GatewayError) -> String {
         guard var model = models[name] else {
-            throw GatewayError(.notFound, "The model `\(name)` does not exist.")
+            throw GatewayError(.notFound, "The model `\(name)` does not exist or you do not have access to it.")
         }
         let gpu = gpus[model.config.gpu]!
         if gpu.lease == .refuse {
