@@ -251,6 +251,10 @@ import TorporEngine
                 await gateway.gateway.scheduler.statuses().first { $0.name == "m1" }?.queued == 0
             }
             #expect(waiting.httpStatus == nil)
+            try await gateway.waitUntil("the departure counted as 499") {
+                try await gateway.adminCall("GET", "/metrics").body.contains(
+                    "torpor_requests_total{model=\"m1\",status=\"499\"} 1")
+            }
         }
     }
 

@@ -134,7 +134,8 @@ struct ClientAPI: Sendable {
         if case .failure(let error) = outcome {
             // Names of models that do not exist come from clients: they are not metric labels.
             metrics.countRequest(model: error.code == .notFound ? "" : model, status: error.status)
-            if let writer = slot.writer.take() { try await write(error, to: writer) }
+            // A client that left gets no answer: there is no one to read it.
+            if error.code != .cancelled, let writer = slot.writer.take() { try await write(error, to: writer) }
         }
     }
 

@@ -13,6 +13,7 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
             case queueFull = "queue_full"
             case unavailable = "model_unavailable"
             case upstream = "engine_error"
+            case cancelled = "client_closed_request"
         }
         fileprivate let base: Base
         private init(_ base: Base) { self.base = base }
@@ -26,6 +27,8 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
         public static let queueFull = Code(.queueFull)
         public static let unavailable = Code(.unavailable)
         public static let upstream = Code(.upstream)
+        /// The client went away while its request waited; nobody is left to answer (counted as 499).
+        public static let cancelled = Code(.cancelled)
 
         public var description: String { base.rawValue }
     }
@@ -54,6 +57,7 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
         case .queueFull: 429
         case .unavailable: 503
         case .upstream: 502
+        case .cancelled: 499
         }
     }
 
@@ -64,7 +68,7 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
         case .unauthorized: "authentication_error"
         case .forbidden: "permission_error"
         case .queueFull: "rate_limit_error"
-        case .unavailable, .upstream: "server_error"
+        case .unavailable, .upstream, .cancelled: "server_error"
         }
     }
 

@@ -186,7 +186,7 @@ public actor Scheduler {
             throw error
         } catch {
             metrics.observeQueueWait(name, seconds: (clock.now - waitStarted).seconds)
-            throw GatewayError(.unavailable, "The request for `\(name)` was cancelled while it waited.")
+            throw GatewayError(.cancelled, "The request for `\(name)` was cancelled while it waited.")
         }
         metrics.observeQueueWait(name, seconds: (clock.now - waitStarted).seconds)
         return await models[name]!.engine.baseURL()
