@@ -182,6 +182,14 @@ final class SchedulerRig: Sendable {
         return try await task.value
     }
 
+    /// Waits until every engine has been started once and `condition` holds.
+    func untilStartedUp(sourceLocation: SourceLocation = #_sourceLocation, _ condition: () async -> Bool) async {
+        await until("start-up", sourceLocation: sourceLocation) {
+            guard await scheduler.isStartedUp else { return false }
+            return await condition()
+        }
+    }
+
     func phase(_ name: String) async -> String { await scheduler.state(of: name)?.name ?? "?" }
 
     func phases(_ names: String...) async -> [String] {

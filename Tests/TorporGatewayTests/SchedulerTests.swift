@@ -8,7 +8,7 @@ import TorporEngine
     @Test func startsEveryEngineAndPutsTheNotPreloadedToSleep() async {
         let rig = SchedulerRig(rigConfiguration(models: 3, gpuGiB: 24, preload: 1))
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phases("m2", "m0") == ["L1", "awake"] }
+        await rig.untilStartedUp { await rig.phases("m2", "m0") == ["L1", "awake"] }
         #expect(await rig.phase("m1") == "L1")
         #expect(rig.engines["m0"]!.calls == [.start])
         #expect(rig.engines["m1"]!.calls == [.start, .sleep(.offloadWeights, .wait)])
@@ -21,7 +21,7 @@ import TorporEngine
     @Test func concurrentRequestsForASleeperJoinOneWake() async throws {
         let rig = SchedulerRig(rigConfiguration(models: 2, gpuGiB: 24))
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phase("m1") == "L1" }
+        await rig.untilStartedUp { await rig.phase("m1") == "L1" }
         let urls = try await withThrowingTaskGroup(of: String.self) { group in
             for _ in 0..<8 { group.addTask { try await rig.scheduler.acquire("m0") } }
             return try await group.reduce(into: []) { $0.append($1) }
@@ -35,7 +35,7 @@ import TorporEngine
         // Room for two awake; m0 is asked for often, m1 once: m1 sleeps for m2.
         let rig = SchedulerRig(rigConfiguration(models: 3, gpuGiB: 24, preload: 2))
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phases("m1", "m2") == ["awake", "L1"] }
+        await rig.untilStartedUp { await rig.phases("m1", "m2") == ["awake", "L1"] }
         for _ in 0..<20 {
             _ = try await rig.scheduler.acquire("m0")
             await rig.scheduler.release("m0")
@@ -53,7 +53,7 @@ import TorporEngine
         configuration.hostMemoryBytes = 5 << 30  // one model's 4 GiB of weights
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phase("m0") == "awake" }
+        await rig.untilStartedUp { await rig.phase("m0") == "awake" }
         // m1 took the host budget at start-up; m2 had to sleep at level 2.
         #expect(await rig.phase("m1") == "L1")
         #expect(await rig.phase("m2") == "L2")
@@ -73,7 +73,7 @@ import TorporEngine
         configuration.scheduler.drainTimeoutSeconds = 2
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phases("m0", "m1") == ["awake", "L1"] }
+        await rig.untilStartedUp { await rig.phases("m0", "m1") == ["awake", "L1"] }
         // m0 is busy (a request in flight that never ends) and resident: m1 must wait, but not for ever.
         _ = try await rig.scheduler.acquire("m0")
         let waiting = Task { try await rig.scheduler.acquire("m1") }
@@ -94,7 +94,7 @@ import TorporEngine
         configuration.limits.queueTimeoutSeconds = 30
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phase("m1") == "L1" }
+        await rig.untilStartedUp { await rig.phase("m1") == "L1" }
         let waiting = Task { try await rig.scheduler.acquire("m1") }
         await rig.until("m1 queued") { await rig.scheduler.statuses().first { $0.name == "m1" }?.queued == 1 }
         await rig.advance(seconds: 31)
@@ -110,7 +110,7 @@ import TorporEngine
         configuration.limits.queueDepth = 2
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phase("m1") == "L1" }
+        await rig.untilStartedUp { await rig.phase("m1") == "L1" }
         let first = Task { try await rig.scheduler.acquire("m1") }
         let second = Task { try await rig.scheduler.acquire("m1") }
         await rig.until("two queued") { await rig.scheduler.statuses().first { $0.name == "m1" }?.queued == 2 }
@@ -128,7 +128,7 @@ import TorporEngine
         configuration.models[0].idleTTLSeconds = 60
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phase("m0") == "awake" }
+        await rig.untilStartedUp { await rig.phase("m0") == "awake" }
         _ = try await rig.scheduler.acquire("m0")
         await rig.scheduler.release("m0")
         await rig.advance(seconds: 59)
@@ -142,7 +142,7 @@ import TorporEngine
     @Test func aHungWakeIsStoppedByTheWatchdogAndTheEngineRestarted() async throws {
         let rig = SchedulerRig(rigConfiguration(models: 2, gpuGiB: 24))
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phase("m0") == "L1" }
+        await rig.untilStartedUp { await rig.phase("m0") == "L1" }
         rig.engines["m0"]!.hangNextWake()
         let waiting = Task { try await rig.scheduler.acquire("m0") }
         await rig.until("waking") { await rig.phase("m0") == "waking" }
@@ -164,7 +164,7 @@ import TorporEngine
         configuration.scheduler.maxConsecutiveFailures = 1
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phase("m0") == "L1" }
+        await rig.untilStartedUp { await rig.phase("m0") == "L1" }
         rig.engines["m0"]!.failNextWake()
         let error = await #expect(throws: GatewayError.self) { try await rig.scheduler.acquire("m0") }
         #expect(error?.status == 503)
@@ -178,7 +178,7 @@ import TorporEngine
     @Test func aLeaseSleepsEveryModelAndItsReleaseWakesThemAgain() async throws {
         let rig = SchedulerRig(rigConfiguration(models: 2, gpuGiB: 24, preload: 2))
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phase("m1") == "awake" }
+        await rig.untilStartedUp { await rig.phase("m1") == "awake" }
         let ledgers = try await rig.scheduler.lease(gpu: "0", mode: .queue)
         #expect(ledgers.first?.awakeBytes == 0)
         #expect(await rig.phase("m0") == "L1")
@@ -200,7 +200,7 @@ import TorporEngine
         configuration.scheduler.drainTimeoutSeconds = 100
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phase("m1") == "L1" }
+        await rig.untilStartedUp { await rig.phase("m1") == "L1" }
         _ = try await rig.scheduler.acquire("m0")
         let waiting = Task { try await rig.scheduler.acquire("m1") }
         await rig.until("m0 draining for m1") { await rig.phase("m0") == "draining" }
@@ -216,7 +216,7 @@ import TorporEngine
         configuration.models[3].gpu = "1"
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
-        await rig.until("start-up") { await rig.phases("m1", "m3") == ["L1", "L1"] }
+        await rig.untilStartedUp { await rig.phases("m1", "m3") == ["L1", "L1"] }
         // One awake per GPU: m0 on GPU 0 and m2 on GPU 1 can be awake together.
         _ = try await rig.result(of: Task { try await rig.scheduler.acquire("m0") })
         _ = try await rig.result(of: Task { try await rig.scheduler.acquire("m2") })

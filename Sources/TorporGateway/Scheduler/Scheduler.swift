@@ -885,6 +885,9 @@ public actor Scheduler {
         }
     }
 
+    /// True once every engine has been started once (awake or put to sleep), or failed.
+    public var isStartedUp: Bool { gpusStartedUp.count == gpus.count }
+
     /// Returns once every engine has been started once (awake or put to sleep), or failed.
     public func waitUntilStartedUp() async {
         while gpusStartedUp.count < gpus.count && !Task.isCancelled { await nextChange() }
