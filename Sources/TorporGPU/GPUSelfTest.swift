@@ -19,6 +19,10 @@ public struct GPUSelfTest: Sendable {
         public var decodeGBps: Double
         public var compressGBps: Double
         public var bitExact: Bool
+        /// GPU CRC-32 of every decoded chunk equal to the CPU's CRC-32 of the original chunk (nil: not checked).
+        public var checksumsMatch: Bool?
+        /// nvCOMP's batched CRC32 rate over the decoded bytes.
+        public var crc32GBps: Double
     }
 
     public var chunkBytes = 1 << 20
@@ -27,7 +31,11 @@ public struct GPUSelfTest: Sendable {
     public init() {}
 
     /// Runs the round trip on `data` (16-bit floats).
-    public func run(nvcomp: NVCOMPLibrary, device: GPUDevice, data: UnsafeRawBufferPointer) throws(GPUError) -> Result {
+    /// - Parameter cpuCRC32: the CPU's CRC-32, to check the GPU's checksums of the decoded chunks against.
+    public func run(
+        nvcomp: NVCOMPLibrary, device: GPUDevice, data: UnsafeRawBufferPointer,
+        cpuCRC32: ((UnsafeRawBufferPointer) -> UInt32)? = nil
+    ) throws(GPUError) -> Result {
         let count = data.count & ~1
         let stream = try GPUStream(device: device)
         let host = try PinnedBuffer(device: device, count: count)
@@ -57,6 +65,14 @@ public struct GPUSelfTest: Sendable {
             decodeMilliseconds = min(
                 decodeMilliseconds, try codec.decompress(compressed, into: decoded, stream: stream))
         }
+        let (gpuCRCs, crcMilliseconds) = try GPUCRC32(nvcomp: nvcomp, device: device).checksums(
+            of: decoded, plan: compressed.plan, stream: stream)
+        let checksumsMatch = cpuCRC32.map { crc in
+            compressed.plan.chunks.enumerated().allSatisfy { index, chunk in
+                let original = UnsafeRawBufferPointer(rebasing: data[chunk.offset..<(chunk.offset + chunk.count)])
+                return crc(original) == gpuCRCs[index]
+            }
+        }
         let back = try PinnedBuffer(device: device, count: count)
         try decoded.copy(to: back.pointer, count: count, on: stream)
         try stream.synchronize()
@@ -68,7 +84,8 @@ public struct GPUSelfTest: Sendable {
             ratio: Double(compressed.compressedBytes) / Double(count),
             pinnedCopyGBps: Double(count) / copyMilliseconds / 1e6,
             decodeGBps: Double(count) / decodeMilliseconds / 1e6,
-            compressGBps: Double(count) / compressSeconds / 1e9, bitExact: exact)
+            compressGBps: Double(count) / compressSeconds / 1e9, bitExact: exact, checksumsMatch: checksumsMatch,
+            crc32GBps: Double(count) / crcMilliseconds / 1e6)
     }
 
     /// Synthetic bf16 weights: N(0, σ) with σ changing every 4 MiB (as tensors differ), deterministic.

@@ -22,6 +22,7 @@ public final class NVCOMPLibrary: Sendable {
     let zstdDecompressGetTempSize: CTorporNVCOMP_ZstdDecompressGetTempSize
     let zstdDecompressAsync: CTorporNVCOMP_ZstdDecompressAsync
     let crc32Async: CTorporNVCOMP_CRC32Async
+    let crc32GetHeuristicConfiguration: CTorporNVCOMP_CRC32GetHeuristicConfiguration
 
     /// The environment variable naming nvCOMP's library file or its folder.
     public static let environmentVariable = "TORPOR_NVCOMP_PATH"
@@ -100,6 +101,8 @@ public final class NVCOMPLibrary: Sendable {
         zstdDecompressAsync = try library.function(
             "nvcompBatchedZstdDecompressAsync", as: CTorporNVCOMP_ZstdDecompressAsync.self)
         crc32Async = try library.function("nvcompBatchedCRC32Async", as: CTorporNVCOMP_CRC32Async.self)
+        crc32GetHeuristicConfiguration = try library.function(
+            "nvcompBatchedCRC32GetHeuristicConf", as: CTorporNVCOMP_CRC32GetHeuristicConfiguration.self)
     }
 
     /// "6.0.0" for 6000.

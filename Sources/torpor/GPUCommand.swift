@@ -94,7 +94,7 @@ struct GPUSelfTestCommand: ParsableCommand {
             var test = GPUSelfTest()
             test.chunkBytes = chunkSize
             let result = try data.withUnsafeBytes { bytes throws(GPUError) in
-                try test.run(nvcomp: nvcomp, device: device, data: bytes)
+                try test.run(nvcomp: nvcomp, device: device, data: bytes) { CRC32.checksum($0) }
             }
             if json {
                 let encoder = JSONEncoder()
@@ -110,9 +110,11 @@ struct GPUSelfTestCommand: ParsableCommand {
                     ANS decode on the GPU: \(String(format: "%.1f", result.decodeGBps)) GB/s (uncompressed bytes)
                     ANS encode: \(String(format: "%.1f", result.compressGBps)) GB/s
                     bit-exact: \(result.bitExact)
+                    GPU CRC-32 of every decoded chunk equals the CPU's: \(result.checksumsMatch ?? false) \
+                    (\(String(format: "%.0f", result.crc32GBps)) GB/s)
                     """)
             }
-            if !result.bitExact { throw ExitCode.failure }
+            if !result.bitExact || result.checksumsMatch != true { throw ExitCode.failure }
         } catch let error as GPUError {
             FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
             throw ExitCode.failure

@@ -108,6 +108,9 @@ typedef CTorporNVCOMP_Status (*CTorporNVCOMP_ZstdDecompressAsync)(
     void *const *uncompressedPointers, CTorporNVCOMP_ZstdDecompressOptions options, CTorporNVCOMP_Status *statuses,
     void *stream);
 
+typedef CTorporNVCOMP_Status (*CTorporNVCOMP_CRC32GetHeuristicConfiguration)(
+    const size_t *inputBytes, size_t chunkCount, CTorporNVCOMP_CRC32KernelConfiguration *configuration,
+    size_t maxInputChunkBytes, void *stream);
 typedef CTorporNVCOMP_Status (*CTorporNVCOMP_CRC32Async)(
     const void *const *inputPointers, const size_t *inputBytes, size_t chunkCount, uint32_t *crcs,
     CTorporNVCOMP_CRC32Options options, int segmentKind, CTorporNVCOMP_Status *statuses, void *stream);
