@@ -104,6 +104,7 @@ let package = Package(
                 "TorporEngine",
                 "TorporGateway",
                 "TorporGPU",
+                "CTorporZstd",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

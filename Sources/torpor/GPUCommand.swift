@@ -1,4 +1,5 @@
 import ArgumentParser
+import CTorporZstd
 import Foundation
 import TorporCheckpoint
 import TorporGPU
@@ -51,6 +52,22 @@ struct GPUInfo: ParsableCommand {
 }
 
 struct GPUSelfTestCommand: ParsableCommand {
+    /// What `--json` prints.
+    struct Report: Codable {
+        var ans: GPUSelfTest.Result
+        var zstd: GPUSelfTest.ZstdResult?
+    }
+
+    /// One zstd frame of `bytes` at the container's level, as the CPU packer writes zstd chunks.
+    static func zstdFrame(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        var frame = [UInt8](repeating: 0, count: ZSTD_compressBound(bytes.count))
+        let written = frame.withUnsafeMutableBytes {
+            ZSTD_compress($0.baseAddress, $0.count, bytes.baseAddress, bytes.count, 3)
+        }
+        precondition(CTorporZstd_isError(written) == 0, "zstd failed on a \(bytes.count)-byte chunk")
+        return Array(frame.prefix(written))
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "selftest",
         abstract:
@@ -74,6 +91,9 @@ struct GPUSelfTestCommand: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    @Flag(help: "Also decode CPU-written zstd frames of the first 256 MiB on the GPU (nvCOMP Zstd).")
+    var zstd = false
+
     func run() throws {
         do {
             let nvcomp = try NVCOMPLibrary(explicitPath: gpu.nvcomp)
@@ -96,10 +116,17 @@ struct GPUSelfTestCommand: ParsableCommand {
             let result = try data.withUnsafeBytes { bytes throws(GPUError) in
                 try test.run(nvcomp: nvcomp, device: device, data: bytes) { CRC32.checksum($0) }
             }
+            let zstdResult =
+                try zstd
+                ? data.withUnsafeBytes { bytes throws(GPUError) in
+                    try test.runZstd(
+                        nvcomp: nvcomp, device: device, data: UnsafeRawBufferPointer(rebasing: bytes.prefix(256 << 20)),
+                        compressFrame: Self.zstdFrame)
+                } : nil
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(result), as: UTF8.self))
+                print(String(decoding: try encoder.encode(Report(ans: result, zstd: zstdResult)), as: UTF8.self))
             } else {
                 print(
                     """
@@ -114,7 +141,15 @@ struct GPUSelfTestCommand: ParsableCommand {
                     (\(String(format: "%.0f", result.crc32GBps)) GB/s)
                     """)
             }
-            if !result.bitExact || result.checksumsMatch != true { throw ExitCode.failure }
+            if let zstdResult, !json {
+                print(
+                    "zstd frames (CPU, level 3) decoded on the GPU: ratio "
+                        + "\(String(format: "%.4f", zstdResult.ratio)), \(String(format: "%.1f", zstdResult.decodeGBps)) GB/s, "
+                        + "bit-exact: \(zstdResult.bitExact)")
+            }
+            if !result.bitExact || result.checksumsMatch != true || zstdResult?.bitExact == false {
+                throw ExitCode.failure
+            }
         } catch let error as GPUError {
             FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
             throw ExitCode.failure

@@ -16,7 +16,7 @@ torpor=/tmp/torpor-gpu/torpor
     $torpor gpu info
 } 2>&1 | tee "$OUT/gpu-info.txt"
 for size in 1024 4096; do
-    $torpor gpu selftest --megabytes "$size" --json > "$OUT/selftest-bf16-${size}MiB.json"
+    $torpor gpu selftest --megabytes "$size" --zstd --json > "$OUT/selftest-bf16-${size}MiB.json"
     cat "$OUT/selftest-bf16-${size}MiB.json"
 done
 $torpor gpu selftest --megabytes 256 --chunk-size 65536 --json > "$OUT/selftest-bf16-64KiB-chunks.json"
