@@ -111,17 +111,20 @@ struct SimulatedEngineTests {
         let a = try await SimulatedEngineProcess(model: "model-a", ledger: ledger, arguments: arguments)
         let b = try await SimulatedEngineProcess(model: "model-b", ledger: ledger, arguments: arguments)
         try await a.client.sleep(level: .offloadWeights)
-        // model-a's wake now takes 1000 times longer (about 2 s): model-b's sleep lands in the middle of it.
-        _ = try await RawHTTP.send("POST", a.client.baseURL + "/sim/fault?kind=slow_wake&factor=1000")
+        // model-a's wake now takes 2000 times longer (about 4.4 s, under the client's 6 s wake deadline):
+        // model-b's sleep lands in the middle of it.
+        _ = try await RawHTTP.send("POST", a.client.baseURL + "/sim/fault?kind=slow_wake&factor=2000")
         let wake = Task { try await a.client.wakeUp() }
         // Wait until the ledger shows model-a mid-transition, however slowly this machine runs the wake request.
         let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
+        var midTransition = false
+        while ContinuousClock.now < deadline && !midTransition {
             let data = FileManager.default.contents(atPath: ledger) ?? Data()
             let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-            if object?["transition"] != nil { break }
-            try await Task.sleep(for: .milliseconds(5))
+            midTransition = object?["transition"] != nil
+            if !midTransition { try await Task.sleep(for: .milliseconds(5)) }
         }
+        try #require(midTransition, "the ledger never showed model-a's wake in progress")
         do {
             try await b.client.sleep(level: .offloadWeights)
             Issue.record("model-b slept while model-a was waking on the same GPU")
