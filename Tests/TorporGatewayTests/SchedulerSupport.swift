@@ -17,6 +17,8 @@ final class ManualClock: SchedulerClock {
         var now = Duration.zero
         var sleepers: [Sleeper] = []
         var nextID: UInt64 = 0
+        /// Sleeps cancelled before they were registered (the cancellation handler ran first).
+        var cancelledEarly: Set<UInt64> = []
     }
     private let state = Mutex(State())
 
@@ -29,16 +31,27 @@ final class ManualClock: SchedulerClock {
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let resumeNow = state.withLock { state -> Bool in
-                    guard duration > .zero else { return true }
+                enum Outcome { case wait, resume, cancel }
+                let outcome = state.withLock { state -> Outcome in
+                    if state.cancelledEarly.remove(id) != nil { return .cancel }
+                    guard duration > .zero else { return .resume }
                     state.sleepers.append(Sleeper(id: id, deadline: state.now + duration, continuation: continuation))
-                    return false
+                    return .wait
                 }
-                if resumeNow { continuation.resume() }
+                switch outcome {
+                case .wait: break
+                case .resume: continuation.resume()
+                case .cancel: continuation.resume(throwing: CancellationError())
+                }
             }
         } onCancel: {
+            // The handler may run before the sleeper is registered: then it leaves a note that the body reads, or
+            // the sleep would never end (and a task group awaiting it would hang).
             let sleeper = state.withLock { state -> Sleeper? in
-                guard let index = state.sleepers.firstIndex(where: { $0.id == id }) else { return nil }
+                guard let index = state.sleepers.firstIndex(where: { $0.id == id }) else {
+                    state.cancelledEarly.insert(id)
+                    return nil
+                }
                 return state.sleepers.remove(at: index)
             }
             sleeper?.continuation.resume(throwing: CancellationError())
