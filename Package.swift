@@ -72,7 +72,7 @@ let package = Package(
         // The GPU path: the CUDA driver and nvCOMP through dlopen tables, GPU codecs, the loader.
         .target(
             name: "TorporGPU",
-            dependencies: ["CTorporCUDA", "CTorporNVCOMP"],
+            dependencies: ["CTorporCUDA", "CTorporNVCOMP", "CTorporLinux", "TorporCheckpoint"],
             swiftSettings: swiftSettings
         ),
 

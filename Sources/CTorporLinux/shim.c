@@ -44,3 +44,7 @@ int CTorporLinux_spawnInNewSession(
     posix_spawnattr_destroy(&attributes);
     return result;
 }
+
+int CTorporLinux_openForReading(const char *path, int direct) {
+    return open(path, O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
+}

@@ -52,7 +52,7 @@ public final class CUDADriver: Sendable {
         do {
             library = try SharedLibrary(name)
         } catch {
-            throw GPUError(.noDriver, "no NVIDIA driver on this machine (\(error.message)); using the CPU path")
+            throw GPUError(.noDriver, "no NVIDIA driver on this machine (\(error.message))")
         }
         let cuInit = try library.function("cuInit", as: CTorporCUDA_cuInit.self)
         let cuDriverGetVersion = try library.function("cuDriverGetVersion", as: CTorporCUDA_cuDriverGetVersion.self)

@@ -119,6 +119,12 @@ final class PointerTables: @unchecked Sendable {
 
     private func address(_ table: Int) -> UnsafeMutableRawPointer { memory.pointer(at: table * 8 * chunkCount) }
 
+    /// Entry `index` of table `table` (0 first pointers, 1 second pointers, 2 sizes, 3 buffer sizes, 4 result
+    /// sizes, 5 statuses), for a call on a sub-range of the chunks.
+    func entry<T>(_ table: Int, _ index: Int, as type: T.Type = T.self) -> UnsafeMutablePointer<T> {
+        UnsafeMutablePointer(OpaquePointer(address(table).advanced(by: 8 * index)))
+    }
+
     var firstPointers: UnsafePointer<UnsafeRawPointer?> { UnsafePointer(OpaquePointer(address(0))) }
     var secondPointers: UnsafePointer<UnsafeMutableRawPointer?> { UnsafePointer(OpaquePointer(address(1))) }
     var sizes: UnsafePointer<Int> { UnsafePointer(OpaquePointer(address(2))) }

@@ -11,6 +11,8 @@ public struct GPUError: Error, CustomStringConvertible, Sendable {
             case outOfMemory
             case invalidArgument
             case corruptData
+            case io
+            case unsupported
         }
         fileprivate let base: Base
         private init(_ base: Base) { self.base = base }
@@ -31,6 +33,10 @@ public struct GPUError: Error, CustomStringConvertible, Sendable {
         public static let invalidArgument = Code(.invalidArgument)
         /// Decoded bytes do not match their size or checksum.
         public static let corruptData = Code(.corruptData)
+        /// Reading the container (or its host cache) failed.
+        public static let io = Code(.io)
+        /// Valid input this build cannot load on the GPU.
+        public static let unsupported = Code(.unsupported)
 
         public var description: String { base.rawValue }
     }

@@ -66,6 +66,26 @@ public final class GPUStream: @unchecked Sendable {
         try device.driver.check(device.driver.cuStreamSynchronize(handle), "cuStreamSynchronize")
     }
 
+    /// Queues a copy of `count` bytes from pinned host memory to the device address `destination`.
+    public func copy(toDevice destination: UInt64, from source: UnsafeRawPointer, count: Int) throws(GPUError) {
+        try device.driver.check(
+            device.driver.cuMemcpyHtoDAsync(destination, source, count, handle), "cuMemcpyHtoDAsync(\(count) bytes)")
+    }
+
+    /// Queues a copy of `count` bytes between device addresses.
+    public func copy(toDevice destination: UInt64, fromDevice source: UInt64, count: Int) throws(GPUError) {
+        try device.driver.check(
+            device.driver.cuMemcpyDtoDAsync(destination, source, count, handle), "cuMemcpyDtoDAsync(\(count) bytes)")
+    }
+
+    /// Queues a copy of `count` bytes from the device address `source` to pinned host memory.
+    public func copy(toHost destination: UnsafeMutableRawPointer, fromDevice source: UInt64, count: Int)
+        throws(GPUError)
+    {
+        try device.driver.check(
+            device.driver.cuMemcpyDtoHAsync(destination, source, count, handle), "cuMemcpyDtoHAsync(\(count) bytes)")
+    }
+
     /// Makes later work on this stream wait for `event`.
     public func wait(for event: GPUEvent) throws(GPUError) {
         try device.driver.check(device.driver.cuStreamWaitEvent(handle, event.handle, 0), "cuStreamWaitEvent")

@@ -21,6 +21,11 @@ public final class NVCOMPLibrary: Sendable {
     let ansDecompressAsync: CTorporNVCOMP_ANSDecompressAsync
     let zstdDecompressGetTempSize: CTorporNVCOMP_ZstdDecompressGetTempSize
     let zstdDecompressAsync: CTorporNVCOMP_ZstdDecompressAsync
+    let bitcompCompressGetTempSize: CTorporNVCOMP_BitcompCompressGetTempSize
+    let bitcompCompressGetMaxOutputChunkSize: CTorporNVCOMP_BitcompCompressGetMaxOutputChunkSize
+    let bitcompCompressAsync: CTorporNVCOMP_BitcompCompressAsync
+    let bitcompDecompressGetTempSize: CTorporNVCOMP_BitcompDecompressGetTempSize
+    let bitcompDecompressAsync: CTorporNVCOMP_BitcompDecompressAsync
     let crc32Async: CTorporNVCOMP_CRC32Async
     let crc32GetHeuristicConfiguration: CTorporNVCOMP_CRC32GetHeuristicConfiguration
 
@@ -100,6 +105,17 @@ public final class NVCOMPLibrary: Sendable {
             "nvcompBatchedZstdDecompressGetTempSize", as: CTorporNVCOMP_ZstdDecompressGetTempSize.self)
         zstdDecompressAsync = try library.function(
             "nvcompBatchedZstdDecompressAsync", as: CTorporNVCOMP_ZstdDecompressAsync.self)
+        bitcompCompressGetTempSize = try library.function(
+            "nvcompBatchedBitcompCompressGetTempSize", as: CTorporNVCOMP_BitcompCompressGetTempSize.self)
+        bitcompCompressGetMaxOutputChunkSize = try library.function(
+            "nvcompBatchedBitcompCompressGetMaxOutputChunkSize",
+            as: CTorporNVCOMP_BitcompCompressGetMaxOutputChunkSize.self)
+        bitcompCompressAsync = try library.function(
+            "nvcompBatchedBitcompCompressAsync", as: CTorporNVCOMP_BitcompCompressAsync.self)
+        bitcompDecompressGetTempSize = try library.function(
+            "nvcompBatchedBitcompDecompressGetTempSize", as: CTorporNVCOMP_BitcompDecompressGetTempSize.self)
+        bitcompDecompressAsync = try library.function(
+            "nvcompBatchedBitcompDecompressAsync", as: CTorporNVCOMP_BitcompDecompressAsync.self)
         crc32Async = try library.function("nvcompBatchedCRC32Async", as: CTorporNVCOMP_CRC32Async.self)
         crc32GetHeuristicConfiguration = try library.function(
             "nvcompBatchedCRC32GetHeuristicConf", as: CTorporNVCOMP_CRC32GetHeuristicConfiguration.self)
@@ -184,6 +200,22 @@ public final class NVCOMPLibrary: Sendable {
         let status = ansCompressGetMaxOutputChunkSize(chunkBytes, Self.ansCompressOptions(dataType), &bytes)
         try Self.check(status, "nvcompBatchedANSCompressGetMaxOutputChunkSize(\(chunkBytes))")
         return bytes
+    }
+
+    /// The largest Bitcomp output for a chunk of `chunkBytes`.
+    public func bitcompMaxCompressedChunkBytes(chunkBytes: Int, dataType: CTorporNVCOMP_DataType) throws(GPUError)
+        -> Int
+    {
+        var bytes = 0
+        let status = bitcompCompressGetMaxOutputChunkSize(chunkBytes, Self.bitcompCompressOptions(dataType), &bytes)
+        try Self.check(status, "nvcompBatchedBitcompCompressGetMaxOutputChunkSize(\(chunkBytes))")
+        return bytes
+    }
+
+    static func bitcompCompressOptions(_ dataType: CTorporNVCOMP_DataType) -> CTorporNVCOMP_BitcompCompressOptions {
+        var options = CTorporNVCOMP_BitcompCompressOptions()
+        options.dataType = dataType
+        return options
     }
 
     static func ansCompressOptions(_ dataType: CTorporNVCOMP_DataType) -> CTorporNVCOMP_ANSCompressOptions {

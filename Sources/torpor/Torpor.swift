@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TorporCheckpoint
+import TorporGPU
 
 @main
 struct Torpor: AsyncParsableCommand {
@@ -9,7 +10,7 @@ struct Torpor: AsyncParsableCommand {
         abstract: "One GPU, many LLMs: a sleep-aware OpenAI gateway, compressed checkpoints, a simulated vLLM engine.",
         version: torporVersion,
         subcommands: [
-            Serve.self, Demo.self, Pack.self, Unpack.self, Inspect.self, Verify.self, Bench.self, GPU.self,
+            Serve.self, Demo.self, Pack.self, Unpack.self, Inspect.self, Verify.self, Load.self, Bench.self, GPU.self,
             SimEngine.self,
         ]
     )
@@ -62,17 +63,45 @@ struct Pack: ParsableCommand {
 
     @OptionGroup var work: WorkOptions
 
+    @Flag(
+        help:
+            "Encode on the GPU with nvCOMP (16-bit floats: ANS FLOAT16; F32: ANS FLOAT32). Such packs load only on a GPU."
+    )
+    var gpu = false
+
+    @Option(help: "The GPU for --gpu.")
+    var device: Int = 0
+
+    @Option(
+        help:
+            "nvCOMP's library file or folder for --gpu (default: TORPOR_NVCOMP_PATH, Python installs, the loader path)."
+    )
+    var nvcomp: String?
+
     func run() throws {
         guard let choice = CodecChoice(name: codec) else {
             throw ValidationError(
                 "unknown codec \"\(codec)\"; use one of: \(CodecChoice.names.joined(separator: ", "))")
         }
+        var options = PackOptions(codec: choice, chunkSize: chunkSize, workers: work.threads)
+        if gpu {
+            do {
+                let library = try NVCOMPLibrary(explicitPath: nvcomp)
+                let driver = try CUDADriver()
+                let count = try driver.deviceCount()
+                guard device >= 0, device < count else {
+                    throw GPUError(.noDevice, "there is no GPU \(device): this machine has \(count)")
+                }
+                options.gpuEncoder = try GPUBatchEncoder(
+                    nvcomp: library, device: try GPUDevice(driver: driver, ordinal: device), maxChunkBytes: chunkSize)
+            } catch let error as GPUError {
+                FileHandle.standardError.write(Data("error: pack --gpu: \(error.message)\n".utf8))
+                throw ExitCode.failure
+            }
+        }
         let renderer = ProgressRenderer(quiet: work.quiet)
         let report = try reportingErrors {
-            try ModelPack.pack(
-                model: model, to: output,
-                options: PackOptions(codec: choice, chunkSize: chunkSize, workers: work.threads),
-                progress: renderer.handler)
+            try ModelPack.pack(model: model, to: output, options: options, progress: renderer.handler)
         }
         if !work.quiet {
             let ratio = Double(report.containerBytes) / Double(max(report.safetensorsBytes, 1))

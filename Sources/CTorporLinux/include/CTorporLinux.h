@@ -15,4 +15,8 @@ int CTorporLinux_startWriteback(int fd, int64_t offset, int64_t count);
 int CTorporLinux_spawnInNewSession(
     int *pid, const char *path, char *const argv[], char *const envp[], const char *logPath);
 
+/// open(path, O_RDONLY | O_CLOEXEC, plus O_DIRECT when `direct`): reads that bypass the page cache.
+/// Returns the descriptor, or -1 with errno set.
+int CTorporLinux_openForReading(const char *path, int direct);
+
 #endif

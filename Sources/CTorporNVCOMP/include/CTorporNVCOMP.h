@@ -14,6 +14,8 @@ typedef int CTorporNVCOMP_DataType; // nvcompType_t
 static const int CTorporNVCOMP_Success = 0;
 static const int CTorporNVCOMP_TypeChar = 0;
 static const int CTorporNVCOMP_TypeUChar = 1;
+static const int CTorporNVCOMP_TypeUShort = 3;
+static const int CTorporNVCOMP_TypeUInt = 5;
 static const int CTorporNVCOMP_TypeFloat16 = 10;
 static const int CTorporNVCOMP_TypeFloat32 = 11;
 static const int CTorporNVCOMP_TypeBits = 0xff;
@@ -52,6 +54,19 @@ typedef struct {
     int backend;
     char reserved[60];
 } CTorporNVCOMP_ZstdDecompressOptions;
+
+typedef struct {
+    int algorithm;                  // 0 default, 1 sparse
+    CTorporNVCOMP_DataType dataType;
+    double delta;                   // lossy modes only
+    int mode;                       // bitcompMode_t: 0 = BITCOMP_LOSSLESS
+    char reserved[44];
+} CTorporNVCOMP_BitcompCompressOptions;
+
+typedef struct {
+    int backend;
+    char reserved[60];
+} CTorporNVCOMP_BitcompDecompressOptions;
 
 typedef struct {
     uint32_t poly;
@@ -107,6 +122,24 @@ typedef CTorporNVCOMP_Status (*CTorporNVCOMP_ZstdDecompressAsync)(
     size_t *uncompressedBytes, size_t chunkCount, void *const temp, size_t tempBytes,
     void *const *uncompressedPointers, CTorporNVCOMP_ZstdDecompressOptions options, CTorporNVCOMP_Status *statuses,
     void *stream);
+
+typedef CTorporNVCOMP_Status (*CTorporNVCOMP_BitcompCompressGetTempSize)(
+    size_t chunkCount, size_t maxChunkBytes, CTorporNVCOMP_BitcompCompressOptions options, size_t *tempBytes,
+    size_t maxTotalBytes, void *stream);
+typedef CTorporNVCOMP_Status (*CTorporNVCOMP_BitcompCompressGetMaxOutputChunkSize)(
+    size_t maxChunkBytes, CTorporNVCOMP_BitcompCompressOptions options, size_t *maxCompressedChunkBytes);
+typedef CTorporNVCOMP_Status (*CTorporNVCOMP_BitcompCompressAsync)(
+    const void *const *uncompressedPointers, const size_t *uncompressedBytes, size_t maxChunkBytes, size_t chunkCount,
+    void *temp, size_t tempBytes, void *const *compressedPointers, size_t *compressedBytes,
+    CTorporNVCOMP_BitcompCompressOptions options, CTorporNVCOMP_Status *statuses, void *stream);
+typedef CTorporNVCOMP_Status (*CTorporNVCOMP_BitcompDecompressGetTempSize)(
+    size_t chunkCount, size_t maxChunkBytes, CTorporNVCOMP_BitcompDecompressOptions options, size_t *tempBytes,
+    size_t maxTotalBytes, void *stream);
+typedef CTorporNVCOMP_Status (*CTorporNVCOMP_BitcompDecompressAsync)(
+    const void *const *compressedPointers, const size_t *compressedBytes, const size_t *bufferBytes,
+    size_t *uncompressedBytes, size_t chunkCount, void *const temp, size_t tempBytes,
+    void *const *uncompressedPointers, CTorporNVCOMP_BitcompDecompressOptions options,
+    CTorporNVCOMP_Status *statuses, void *stream);
 
 typedef CTorporNVCOMP_Status (*CTorporNVCOMP_CRC32GetHeuristicConfiguration)(
     const size_t *inputBytes, size_t chunkCount, CTorporNVCOMP_CRC32KernelConfiguration *configuration,

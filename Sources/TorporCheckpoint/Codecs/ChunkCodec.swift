@@ -2,8 +2,8 @@ import CTorporZstd
 
 /// How one chunk's bytes are stored. The raw value is the codec id written in the chunk table.
 ///
-/// Ids 0–15 are CPU codecs; 16 and up are reserved for GPU codecs (nvCOMP ANS, Bitcomp) added later, so their
-/// chunks fit the same container without a format change.
+/// Ids 0–15 are CPU codecs; 16 and up are GPU codecs (nvCOMP 6's batched ANS and Bitcomp), which have no CPU
+/// implementation: their chunks are written by `pack --gpu` and read by the GPU loader (TorporGPU).
 public enum ChunkCodec: UInt8, CaseIterable, Sendable, Codable {
     /// The bytes as they are.
     case raw = 0
@@ -11,6 +11,14 @@ public enum ChunkCodec: UInt8, CaseIterable, Sendable, Codable {
     case zstd = 1
     /// Byte planes of 16- and 32-bit floats, each plane stored raw or rANS-coded (see `BytePlaneCodec`).
     case bytePlane = 2
+    /// nvCOMP ANS with `data_type` FLOAT16: 16-bit floats (BF16, F16), exponent and mantissa bytes coded apart.
+    case ans16 = 16
+    /// nvCOMP ANS with `data_type` FLOAT32.
+    case ans32 = 17
+    /// nvCOMP ANS on bytes (`data_type` UCHAR).
+    case ans8 = 18
+    /// nvCOMP Bitcomp, lossless, with the element width of the tensor's dtype.
+    case bitcomp = 19
 
     /// The name used in `inspect`, JSON and `--codec`.
     public var name: String {
@@ -18,6 +26,10 @@ public enum ChunkCodec: UInt8, CaseIterable, Sendable, Codable {
         case .raw: "raw"
         case .zstd: "zstd"
         case .bytePlane: "byteplane"
+        case .ans16: "ans16"
+        case .ans32: "ans32"
+        case .ans8: "ans8"
+        case .bitcomp: "bitcomp"
         }
     }
 
@@ -25,6 +37,28 @@ public enum ChunkCodec: UInt8, CaseIterable, Sendable, Codable {
     public init?(name: String) {
         guard let codec = Self.allCases.first(where: { $0.name == name }) else { return nil }
         self = codec
+    }
+
+    /// Whether the CPU encodes and decodes it (ids below 16); the others need an NVIDIA GPU and nvCOMP 6.
+    public var runsOnCPU: Bool { rawValue < 16 }
+
+    /// The codec's element width: every chunk's size is a multiple of it.
+    public var elementWidth: Int {
+        switch self {
+        case .ans16: 2
+        case .ans32: 4
+        default: 1
+        }
+    }
+
+    /// Whether the codec can encode a tensor of `dtype` (the GPU's float codecs only floats of their width).
+    public func applies(to dtype: DType) -> Bool {
+        switch self {
+        case .bytePlane: dtype.isPlaneSplittableFloat
+        case .ans16: dtype == .bf16 || dtype == .f16
+        case .ans32: dtype == .f32
+        default: true
+        }
     }
 }
 
@@ -93,6 +127,7 @@ enum ChunkCoder {
         case .raw: rawSize
         case .zstd: ZSTD_compressBound(rawSize)
         case .bytePlane: BytePlaneCodec.maxEncodedSize(rawSize: rawSize)
+        case .ans16, .ans32, .ans8, .bitcomp: rawSize  // encoded by a `BatchChunkEncoder`, never here
         }
     }
 
@@ -116,6 +151,8 @@ enum ChunkCoder {
             return CTorporZstd_isError(written) != 0 ? nil : written
         case .bytePlane:
             return BytePlaneCodec.encode(input, dtype: dtype, into: output, scratch: scratch)
+        case .ans16, .ans32, .ans8, .bitcomp:
+            return nil
         }
     }
 
@@ -148,6 +185,10 @@ enum ChunkCoder {
             }
         case .bytePlane:
             try BytePlaneCodec.decode(input, into: output, scratch: scratch)
+        case .ans16, .ans32, .ans8, .bitcomp:
+            throw CodecFailure(
+                "\(codec.name) is a GPU codec (nvCOMP) without a CPU decoder: load it on an NVIDIA GPU with "
+                    + "`torpor load`, or repack with a CPU codec")
         }
     }
 }

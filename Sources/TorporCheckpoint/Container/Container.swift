@@ -121,6 +121,9 @@ public final class Container: Sendable {
     /// The container's size in bytes.
     public var fileSize: Int { mapping.count }
 
+    /// The file's first page (at most 4096 bytes): the preamble, which holds the CRC-32s of everything else.
+    public var firstPage: [UInt8] { Array(mapping.bytes.prefix(min(4096, mapping.count))) }
+
     /// The stored bytes of every chunk, for summaries.
     public func storedBytes(of tensor: ContainerIndex.Tensor) -> Int {
         chunks[tensor.firstChunk..<(tensor.firstChunk + tensor.chunkCount)].reduce(0) { $0 + $1.storedSize }
@@ -216,6 +219,23 @@ public final class Container: Sendable {
         }
     }
 
+    /// The GPU codecs (nvCOMP) this container's chunks use, which the CPU cannot decode.
+    public var gpuCodecs: [ChunkCodec] {
+        Set(chunks.map(\.codec)).filter { !$0.runsOnCPU }.sorted { $0.rawValue < $1.rawValue }
+    }
+
+    /// Throws when a chunk needs a GPU to decode, naming the codecs and what to do, before any work starts.
+    public func requireCPUCodecs() throws(CheckpointError) {
+        let codecs = gpuCodecs
+        guard !codecs.isEmpty else { return }
+        let count = chunks.count { !$0.codec.runsOnCPU }
+        throw CheckpointError(
+            .unsupported,
+            "\(path): \(count) of its \(chunks.count) chunks use GPU codecs (\(codecs.map(\.name).joined(separator: ", "))), "
+                + "which only nvCOMP on an NVIDIA GPU decodes: load it with `torpor load` there, or repack it "
+                + "without --gpu")
+    }
+
     /// Decodes the whole source file in order, handing it to `sink` in windows of consecutive bytes.
     ///
     /// Chunks within a window decode in parallel on every core while `sink` consumes the previous window on the
@@ -227,6 +247,7 @@ public final class Container: Sendable {
         progress: ProgressHandler? = nil,
         sink: (_ bytes: UnsafeRawBufferPointer, _ offset: Int) throws(CheckpointError) -> Void
     ) throws(CheckpointError) {
+        try requireCPUCodecs()
         try sink(sourceHeaderBytes, 0)
         progress?(.advanced(bytes: sourceHeaderBytes.count))
         let pieces = pieces()

@@ -21,6 +21,9 @@ public enum CodecChoice: Sendable, Equatable, CustomStringConvertible {
 
     public static var names: [String] { ["auto"] + ChunkCodec.allCases.map(\.name) }
 
+    /// The choices that need no GPU.
+    public static var cpuNames: [String] { ["auto"] + ChunkCodec.allCases.filter(\.runsOnCPU).map(\.name) }
+
     public var description: String {
         switch self {
         case .auto: "auto"
@@ -33,17 +36,20 @@ public enum CodecChoice: Sendable, Equatable, CustomStringConvertible {
     /// Float tensors smaller than this get zstd from `auto`: their planes are too short for rANS tables to pay.
     static let smallFloatTensorBytes = 4096
 
-    func codec(for tensor: TensorInfo) -> ChunkCodec {
+    /// The codec for `tensor`; `gpu` says whether a GPU encoder is present (`pack --gpu`).
+    func codec(for tensor: TensorInfo, gpu: Bool = false) -> ChunkCodec {
         switch self {
         case .auto:
             if tensor.byteCount < Self.smallTensorBytes { return .raw }
             if tensor.dtype.isPlaneSplittableFloat && tensor.byteCount >= Self.smallFloatTensorBytes {
-                return .bytePlane
+                guard gpu else { return .bytePlane }
+                return tensor.dtype == .f32 ? .ans32 : .ans16
             }
             return .zstd
         case .fixed(let codec):
-            if codec == .bytePlane && !tensor.dtype.isPlaneSplittableFloat { return .raw }
-            return codec
+            if codec.applies(to: tensor.dtype) { return codec }
+            // A float codec on a tensor it cannot code: the GPU's byte-wise ANS, or raw on the CPU.
+            return codec.runsOnCPU ? .raw : .ans8
         }
     }
 }
@@ -57,6 +63,8 @@ public struct PackOptions: Sendable {
     public var workers: Int?
     /// Store tensors with identical bytes once.
     public var deduplicate = true
+    /// Encodes the GPU codecs (`pack --gpu`); without one, choosing a GPU codec is an error.
+    public var gpuEncoder: (any BatchChunkEncoder)?
 
     public init(codec: CodecChoice = .auto, chunkSize: Int = ContainerLayout.defaultChunkSize, workers: Int? = nil) {
         self.codec = codec
@@ -65,6 +73,16 @@ public struct PackOptions: Sendable {
     }
 
     func validate() throws(CheckpointError) {
+        if case .fixed(let codec) = codec, !codec.runsOnCPU {
+            guard let gpuEncoder else {
+                throw CheckpointError(
+                    .invalidArgument,
+                    "codec \(codec.name) is a GPU codec (nvCOMP): pack with --gpu on a machine with an NVIDIA GPU")
+            }
+            guard gpuEncoder.codecVersions[codec] != nil else {
+                throw CheckpointError(.unsupported, "the GPU encoder cannot encode codec \(codec.name)")
+            }
+        }
         guard chunkSize >= 4096, chunkSize <= ContainerLayout.maximumChunkSize, chunkSize % 16 == 0 else {
             throw CheckpointError(
                 .invalidArgument,
@@ -122,16 +140,30 @@ public enum ContainerPacker {
         let source = try SafetensorsFile(path: sourcePath)
         let header = source.header
         progress?(.started(file: fileName, bytes: source.mapping.count))
-        let sha256 = FileDigest.sha256(source.mapping.bytes)
+        // The whole file's SHA-256 runs beside the encoding (one core) instead of before it.
+        let hashing = DispatchGroup()
+        let digest = UncheckedSendable(DigestBox())
+        let mapping = UncheckedSendable(source.mapping.bytes)
+        DispatchQueue.global().async(group: hashing) { digest.value.sha256 = FileDigest.sha256(mapping.value) }
+        defer { hashing.wait() }
         progress?(.advanced(bytes: header.dataStart))
 
+        let pool = WorkerPool(workers: options.workers)
+        let gpuEncoder = options.gpuEncoder
         // Tensors whose bytes equal an earlier tensor's share its chunks.
         var duplicateOf = [Int?](repeating: nil, count: header.tensors.count)
         if options.deduplicate {
+            var tensorCRCs = [UInt32](repeating: 0, count: header.tensors.count)
+            tensorCRCs.withUnsafeMutableBufferPointer { crcs in
+                let crcs = UncheckedSendable(crcs)
+                pool.run(jobs: header.tensors.count) { (index: Int, _: CodecScratch) -> Void in
+                    crcs.value[index] = CRC32.checksum(source.bytes(of: header.tensors[index]))
+                }
+            }
             var seen: [[Int]: [Int]] = [:]
             for (index, tensor) in header.tensors.enumerated() where tensor.byteCount > 0 {
                 let bytes = source.bytes(of: tensor)
-                let key = [tensor.byteCount, Int(CRC32.checksum(bytes))]
+                let key = [tensor.byteCount, Int(tensorCRCs[index])]
                 if let earlier = seen[key, default: []].first(where: {
                     source.bytes(of: header.tensors[$0]).sameBytes(as: bytes)
                 }) {
@@ -147,7 +179,7 @@ public enum ContainerPacker {
         var chunkRanges = [Range<Int>](repeating: 0..<0, count: header.tensors.count)
         var codecs = [ChunkCodec](repeating: .raw, count: header.tensors.count)
         for (index, tensor) in header.tensors.enumerated() {
-            codecs[index] = options.codec.codec(for: tensor)
+            codecs[index] = options.codec.codec(for: tensor, gpu: gpuEncoder != nil)
             if let original = duplicateOf[index] {
                 chunkRanges[index] = chunkRanges[original]
                 continue
@@ -173,25 +205,68 @@ public enum ContainerPacker {
         var completed = false
         defer { if !completed { writer.abandon() } }
 
-        let pool = WorkerPool(workers: options.workers)
-        let slotSize = ChunkCodec.allCases.map { ChunkCoder.maxEncodedSize($0, rawSize: options.chunkSize) }.max()!
-        // Enough chunks in flight to keep every core busy, within about 256 MiB of output buffers.
-        let windowJobs = max(pool.workers * 2, min(max(16, pool.workers * 8), (256 << 20) / slotSize))
-        let outputs = UnsafeMutableRawBufferPointer.allocate(byteCount: windowJobs * slotSize, alignment: 64)
-        defer { outputs.deallocate() }
-        var records: [ChunkRecord] = []
-        records.reserveCapacity(jobs.count)
+        var slotSize = ChunkCodec.allCases.filter(\.runsOnCPU).map {
+            ChunkCoder.maxEncodedSize($0, rawSize: options.chunkSize)
+        }.max()!
+        if let gpuEncoder {
+            for codec in gpuEncoder.codecVersions.keys {
+                slotSize = max(slotSize, try gpuEncoder.maxEncodedSize(codec, rawSize: options.chunkSize))
+            }
+        }
+        slotSize = ContainerLayout.align(slotSize, to: 64)
+        // Enough chunks in flight to keep every core busy, within about 256 MiB of output buffers (512 MiB for
+        // the GPU, whose batches pay a fixed cost each).
+        let bufferBytes = gpuEncoder == nil ? 256 << 20 : 512 << 20
+        let windowJobs = max(pool.workers * 2, min(max(16, pool.workers * 8), bufferBytes / slotSize))
+        // Two output buffers: one window is written while the next is encoded.
+        let outputs = (0..<2).map { _ in
+            UncheckedSendable(UnsafeMutableRawBufferPointer.allocate(byteCount: windowJobs * slotSize, alignment: 64))
+        }
+        let writing = DispatchGroup()
+        let writeFailure = FailureBox()
+        defer {
+            writing.wait()
+            for buffer in outputs { buffer.value.deallocate() }
+        }
+        let records = UncheckedSendable(RecordList())
+        records.value.items.reserveCapacity(jobs.count)
         var windowStart = 0
+        var windowNumber = 0
         while windowStart < jobs.count {
             let window = windowStart..<min(windowStart + windowJobs, jobs.count)
-            var encoded = [(size: Int, codec: ChunkCodec, rawCRC: UInt32)](repeating: (0, .raw, 0), count: window.count)
+            let buffer = outputs[windowNumber % 2]
+            func output(_ slot: Int) -> UnsafeMutableRawBufferPointer {
+                UnsafeMutableRawBufferPointer(rebasing: buffer.value[(slot * slotSize)..<((slot + 1) * slotSize)])
+            }
+            var encoded = [(size: Int, codec: ChunkCodec, rawCRC: UInt32, storedCRC: UInt32?)](
+                repeating: (0, .raw, 0, nil), count: window.count)
+            // The GPU's chunks in one batch; it computes their checksums too.
+            let gpuSlots = (0..<window.count).filter { !jobs[window.lowerBound + $0].codec.runsOnCPU }
+            if let gpuEncoder, !gpuSlots.isEmpty {
+                let batch = gpuSlots.map { slot in
+                    let job = jobs[window.lowerBound + slot]
+                    return BatchChunk(
+                        codec: job.codec, dtype: job.dtype,
+                        input: UnsafeRawBufferPointer(rebasing: source.mapping.bytes[job.source]), output: output(slot))
+                }
+                let results = try gpuEncoder.encode(batch)
+                for (slot, (chunk, result)) in zip(gpuSlots, zip(batch, results)) {
+                    if result.size < chunk.input.count {
+                        encoded[slot] = (result.size, chunk.codec, result.rawCRC, result.storedCRC)
+                    } else {
+                        chunk.output.copyMemory(from: chunk.input)
+                        encoded[slot] = (chunk.input.count, .raw, result.rawCRC, result.rawCRC)
+                    }
+                }
+            }
             encoded.withUnsafeMutableBufferPointer { results in
                 let results = UncheckedSendable(results)
-                pool.run(jobs: window.count) { (slot: Int, scratch: CodecScratch) -> Void in
+                let cpuSlots = (0..<window.count).filter { jobs[window.lowerBound + $0].codec.runsOnCPU }
+                pool.run(jobs: cpuSlots.count) { (job: Int, scratch: CodecScratch) -> Void in
+                    let slot = cpuSlots[job]
                     let job = jobs[window.lowerBound + slot]
                     let input = UnsafeRawBufferPointer(rebasing: source.mapping.bytes[job.source])
-                    let output = UnsafeMutableRawBufferPointer(
-                        rebasing: outputs[(slot * slotSize)..<((slot + 1) * slotSize)])
+                    let output = output(slot)
                     let rawCRC = CRC32.checksum(input)
                     var codec = job.codec
                     var size = input.count
@@ -204,21 +279,41 @@ public enum ContainerPacker {
                         codec = .raw
                         output.copyMemory(from: input)
                     }
-                    results.value[slot] = (size, codec, rawCRC)
+                    results.value[slot] = (size, codec, rawCRC, nil)
                 }
             }
-            for (slot, result) in encoded.enumerated() {
-                let stored = UnsafeRawBufferPointer(
-                    rebasing: outputs[(slot * slotSize)..<(slot * slotSize + result.size)])
-                let offset = try writer.appendChunk(stored, alignment: ContainerLayout.defaultChunkAlignment)
-                records.append(
-                    ChunkRecord(
-                        offset: offset, storedSize: result.size, rawSize: jobs[window.lowerBound + slot].source.count,
-                        storedCRC: CRC32.checksum(stored), rawCRC: result.rawCRC, codec: result.codec))
-                progress?(.advanced(bytes: jobs[window.lowerBound + slot].source.count))
+            // Write this window while the next one is encoded.
+            writing.wait()
+            if let error = writeFailure.error { throw error }
+            let jobSizes = window.map { jobs[$0].source.count }
+            let written = UncheckedSendable((writer: writer, encoded: encoded, slotSize: slotSize))
+            DispatchQueue.global().async(group: writing) {
+                let (writer, encoded, slotSize) = written.value
+                do throws(CheckpointError) {
+                    for (slot, result) in encoded.enumerated() {
+                        let stored = UnsafeRawBufferPointer(
+                            rebasing: buffer.value[(slot * slotSize)..<(slot * slotSize + result.size)])
+                        let offset = try writer.appendChunk(stored, alignment: ContainerLayout.defaultChunkAlignment)
+                        records.value.items.append(
+                            ChunkRecord(
+                                offset: offset, storedSize: result.size, rawSize: jobSizes[slot],
+                                storedCRC: result.storedCRC ?? CRC32.checksum(stored), rawCRC: result.rawCRC,
+                                codec: result.codec))
+                        progress?(.advanced(bytes: jobSizes[slot]))
+                    }
+                } catch {
+                    writeFailure.record(error)
+                }
             }
             windowStart = window.upperBound
+            windowNumber += 1
         }
+        writing.wait()
+        if let error = writeFailure.error { throw error }
+        hashing.wait()
+        let sha256 = digest.value.sha256
+        var codecVersions = Self.codecVersions
+        for (codec, version) in gpuEncoder?.codecVersions ?? [:] { codecVersions[codec.name] = version }
 
         let tensors = header.tensors.enumerated().map { index, tensor in
             ContainerIndex.Tensor(
@@ -232,7 +327,7 @@ public enum ContainerPacker {
             checksum: "crc32-ieee", chunkSize: options.chunkSize, chunkAlignment: ContainerLayout.defaultChunkAlignment,
             source: .init(fileName: fileName, size: source.mapping.count, sha256: sha256),
             metadata: header.metadata, tensors: tensors)
-        let size = try writer.finish(records: records, sourceHeader: source.headerBytes, index: index)
+        let size = try writer.finish(records: records.value.items, sourceHeader: source.headerBytes, index: index)
         completed = true
         let ratio = source.mapping.count > 0 ? Double(size) / Double(source.mapping.count) : 1
         progress?(
@@ -245,6 +340,12 @@ public enum ContainerPacker {
             duplicateCount: duplicateOf.compactMap { $0 }.count)
     }
 }
+
+/// The SHA-256 computed beside the packing.
+private final class DigestBox { var sha256 = "" }
+
+/// Chunk records appended by the writing thread, read after it finished.
+private final class RecordList { var items: [ChunkRecord] = [] }
 
 /// Writes a container file front to back: the preamble's space, the chunks, then the trailing tables; the
 /// preamble last, then fsync. `abandon()` removes a file that was not finished.

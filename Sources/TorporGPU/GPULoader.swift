@@ -1,0 +1,495 @@
+import CTorporLinux
+import CTorporNVCOMP
+import Dispatch
+import FoundationEssentials
+import Glibc
+public import TorporCheckpoint
+
+/// Where a load reads a container's stored bytes from.
+public enum LoadSource: Sendable {
+    /// The container file, read with parallel `pread`s into a ring of pinned buffers (`O_DIRECT` when `direct`).
+    case file(direct: Bool)
+    /// The container's bytes already in pinned host memory (`HostCache`): copied to the GPU without staging.
+    case hostCache(HostCache)
+}
+
+/// Where a load puts each tensor.
+public enum LoadDestination: @unchecked Sendable {
+    /// One device buffer laid out as the safetensors file's data section: every tensor at its `dataOffsets`.
+    case arena(DeviceBuffer)
+    /// Caller-given device addresses, by tensor name; tensors not named are not loaded.
+    case pointers([String: UInt64])
+}
+
+/// Tuning of the loader's pipeline.
+public struct GPULoadOptions: Sendable {
+    /// Stored bytes per batch: one read, one host-to-device copy, one batched decode per codec.
+    public var batchBytes = 64 << 20
+    /// Pinned buffers (and device staging buffers) in the ring.
+    public var ringSlots = 4
+    /// Threads issuing the reads of one batch in parallel.
+    public var readThreads = 8
+    public init() {}
+}
+
+/// What one load did.
+public struct LoadReport: Sendable {
+    /// Bytes delivered into GPU memory (decoded).
+    public var bytes: Int
+    /// Stored (compressed) bytes read.
+    public var storedBytes: Int
+    public var chunks: Int
+    public var tensors: Int
+    public var seconds: Double
+    /// Decoded gigabytes per second into GPU memory.
+    public var gigabytesPerSecond: Double { seconds > 0 ? Double(bytes) / 1e9 / seconds : 0 }
+}
+
+/// The pipelined loader: storage → a ring of pinned buffers filled by parallel large reads → host-to-device
+/// copies on one stream → CRC-32 of the stored bytes and batched decoding on another, straight into the
+/// destination. Reading, copying and decoding of successive batches overlap.
+///
+/// Every chunk is checked: its stored CRC-32 on the GPU before it is decoded (some of nvCOMP's decoders trust
+/// their input), its decoder status and decoded size, and the CRC-32 of the decoded bytes. A load that fails any
+/// check throws, naming the tensor and chunk; the destination then holds unspecified bytes and must not be used.
+public final class GPULoader: @unchecked Sendable {
+    public let nvcomp: NVCOMPLibrary
+    public let device: GPUDevice
+    public let options: GPULoadOptions
+    private let crc: GPUCRC32
+
+    public init(nvcomp: NVCOMPLibrary, device: GPUDevice, options: GPULoadOptions = GPULoadOptions()) {
+        self.nvcomp = nvcomp
+        self.device = device
+        self.options = options
+        crc = GPUCRC32(nvcomp: nvcomp, device: device)
+    }
+
+    /// The bytes an arena for `container` needs: its safetensors data section.
+    public static func arenaBytes(for container: Container) -> Int {
+        container.index.tensors.map { $0.dataOffsets[1] }.max() ?? 0
+    }
+
+    /// One chunk placed at one destination.
+    struct Entry {
+        var chunk: Int
+        var tensor: Int
+        var chunkInTensor: Int
+        var output: UInt64
+    }
+
+    /// Consecutive chunks of the file read, copied and decoded together.
+    struct Batch {
+        var span: Range<Int>  // file bytes read, aligned for direct I/O
+        var entries: Range<Int>  // in the plan's entry order, grouped by codec
+    }
+
+    /// Loads `container` into `destination`, reading from `source`.
+    /// - Throws: `GPUError`: `.unsupported` for chunks the GPU cannot decode yet, `.corruptData` naming the tensor
+    ///   and chunk that failed a check, `.io`, `.outOfMemory`, `.invalidArgument` for a destination that does not fit.
+    public func load(_ container: Container, from source: LoadSource, into destination: LoadDestination)
+        throws(GPUError) -> LoadReport
+    {
+        let started = ContinuousClock.now
+        try device.makeCurrent()
+        let (entries, batches, tensorCount) = try Self.plan(
+            container, destination: destination, batchBytes: options.batchBytes)
+        guard !entries.isEmpty else {
+            return LoadReport(bytes: 0, storedBytes: 0, chunks: 0, tensors: tensorCount, seconds: 0)
+        }
+        let chunks = container.chunks
+        let slots = max(2, options.ringSlots)
+        let slotBytes = batches.map(\.span.count).max()!
+
+        // Every table for the whole load, uploaded once: the pointers depend only on the batch's ring slot.
+        let staging = try DeviceBuffer(device: device, count: slots * slotBytes)
+        let copyStream = try GPUStream(device: device)
+        let decodeStream = try GPUStream(device: device)
+        let tables = try PointerTables(device: device, chunkCount: entries.count, stream: copyStream)
+        var inputs = [UInt64](repeating: 0, count: entries.count)
+        for (number, batch) in batches.enumerated() {
+            let base = staging.address + UInt64((number % slots) * slotBytes)
+            for position in batch.entries {
+                inputs[position] = base + UInt64(chunks[entries[position].chunk].offset - batch.span.lowerBound)
+            }
+        }
+        try tables.upload(
+            first: inputs, second: entries.map(\.output), sizes: entries.map { chunks[$0.chunk].storedSize },
+            bufferSizes: entries.map { chunks[$0.chunk].rawSize }, stream: copyStream)
+        // CRC-32s: stored bytes, then decoded bytes; each with a status per entry.
+        let checks = try DeviceBuffer(device: device, count: 16 * entries.count)
+        let checkResults = UnsafeMutablePointer<UInt32>(OpaquePointer(checks.pointer()))
+        let checkStatuses = UnsafeMutablePointer<CTorporNVCOMP_Status>(
+            OpaquePointer(checks.pointer(at: 8 * entries.count)))
+        let storedCRCs = try PinnedBuffer(device: device, count: 8 * entries.count)
+        let temp = try DeviceBuffer(device: device, count: try tempBytes(entries, batches, chunks))
+        // Whatever happens, nothing queued may outlive the buffers it uses.
+        defer {
+            try? copyStream.synchronize()
+            try? decodeStream.synchronize()
+            withExtendedLifetime((staging, tables, checks, storedCRCs, temp)) {}
+        }
+
+        let copied = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
+        let checked = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
+        let decoded = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
+        let reader = try BatchReader(
+            path: container.path, fileSize: container.fileSize, source: source, batches: batches.map(\.span),
+            slots: slots, slotBytes: slotBytes,
+            copied: copied, device: device, threads: options.readThreads)
+        defer { reader.finish() }
+
+        func enqueueCopy(_ number: Int) throws(GPUError) {
+            let slot = number % slots
+            let host = try reader.waitUntilRead(number)
+            if number >= slots { try copyStream.wait(for: decoded[slot]) }  // staging slot free again
+            try copyStream.copy(
+                toDevice: staging.address + UInt64(slot * slotBytes), from: host, count: batches[number].span.count)
+            try copied[slot].record(on: copyStream)
+            reader.release(number)
+            // The stored bytes' CRC-32s, read back to the host before anything decodes them.
+            let range = batches[number].entries
+            try crc.enqueue(
+                inputs: UnsafePointer(tables.entry(0, range.lowerBound, as: UnsafeRawPointer?.self)),
+                sizes: UnsafePointer(tables.entry(2, range.lowerBound, as: Int.self)), count: range.count,
+                maxChunkBytes: range.map { chunks[entries[$0].chunk].storedSize }.max()!,
+                results: checkResults + range.lowerBound, statuses: checkStatuses + range.lowerBound,
+                stream: copyStream)
+            try copyStream.copy(
+                toHost: storedCRCs.pointer.advanced(by: 4 * range.lowerBound),
+                fromDevice: checks.address + UInt64(4 * range.lowerBound), count: 4 * range.count)
+            try copyStream.copy(
+                toHost: storedCRCs.pointer.advanced(by: 4 * (entries.count + range.lowerBound)),
+                fromDevice: checks.address + UInt64(8 * entries.count + 4 * range.lowerBound), count: 4 * range.count)
+            try checked[slot].record(on: copyStream)
+        }
+
+        func enqueueDecode(_ number: Int) throws(GPUError) {
+            let slot = number % slots
+            try checked[slot].synchronize()
+            let range = batches[number].entries
+            let crcs = storedCRCs.pointer.assumingMemoryBound(to: UInt32.self)
+            let statuses = storedCRCs.pointer.advanced(by: 4 * entries.count).assumingMemoryBound(
+                to: CTorporNVCOMP_Status.self)
+            for position in range {
+                let entry = entries[position]
+                let record = chunks[entry.chunk]
+                guard statuses[position] == CTorporNVCOMP_Success, crcs[position] == record.storedCRC else {
+                    throw GPUError(
+                        .corruptData,
+                        "\(describe(container, entry)): stored bytes fail their CRC-32 (expected "
+                            + "\(hex(record.storedCRC)), found \(hex(crcs[position]))); the container is corrupted")
+                }
+            }
+            try decodeStream.wait(for: checked[slot])
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let codec = chunks[entries[start].chunk].codec
+                var end = start + 1
+                while end < range.upperBound, chunks[entries[end].chunk].codec == codec { end += 1 }
+                try decode(
+                    codec, start..<end, entries: entries, chunks: chunks, inputs: inputs, tables: tables, temp: temp,
+                    stream: decodeStream)
+                start = end
+            }
+            try decoded[slot].record(on: decodeStream)
+        }
+
+        // Copies run one batch ahead of decodes; the host checks each batch's stored CRCs in between.
+        try enqueueCopy(0)
+        for number in batches.indices {
+            if number + 1 < batches.count { try enqueueCopy(number + 1) }
+            try enqueueDecode(number)
+        }
+        // The decoded bytes' CRC-32s, all at once, then every status, size and checksum.
+        for batch in batches {
+            let range = batch.entries
+            try crc.enqueue(
+                inputs: UnsafePointer(OpaquePointer(tables.entry(1, range.lowerBound, as: UInt64.self))),
+                sizes: UnsafePointer(tables.entry(3, range.lowerBound, as: Int.self)), count: range.count,
+                maxChunkBytes: container.index.chunkSize, results: checkResults + entries.count + range.lowerBound,
+                statuses: checkStatuses + entries.count + range.lowerBound, stream: decodeStream)
+        }
+        let results = try PinnedBuffer(device: device, count: 16 * entries.count)
+        try decodeStream.copy(toHost: results.pointer, fromDevice: checks.address, count: 16 * entries.count)
+        let (statuses, sizes) = try tables.download(stream: decodeStream)
+        let crcs = results.pointer.assumingMemoryBound(to: UInt32.self)
+        let crcStatuses = results.pointer.advanced(by: 8 * entries.count).assumingMemoryBound(
+            to: CTorporNVCOMP_Status.self)
+        for (position, entry) in entries.enumerated() {
+            let record = chunks[entry.chunk]
+            if record.codec != .raw {
+                guard statuses[position] == CTorporNVCOMP_Success else {
+                    throw GPUError(
+                        .corruptData,
+                        "\(describe(container, entry)): \(record.codec.name) data did not decode: "
+                            + NVCOMPLibrary.statusName(statuses[position]))
+                }
+                guard sizes[position] == record.rawSize else {
+                    throw GPUError(
+                        .corruptData,
+                        "\(describe(container, entry)): decoded to \(sizes[position]) bytes, expected \(record.rawSize)"
+                    )
+                }
+            }
+            let check = entries.count + position
+            guard crcStatuses[check] == CTorporNVCOMP_Success, crcs[check] == record.rawCRC else {
+                throw GPUError(
+                    .corruptData,
+                    "\(describe(container, entry)): decoded bytes fail their CRC-32 (expected \(hex(record.rawCRC)), "
+                        + "found \(hex(crcs[check])))")
+            }
+        }
+        try reader.check()
+        let seconds = (ContinuousClock.now - started).seconds
+        return LoadReport(
+            bytes: entries.reduce(0) { $0 + chunks[$1.chunk].rawSize },
+            storedBytes: batches.reduce(0) { $0 + $1.span.count }, chunks: entries.count, tensors: tensorCount,
+            seconds: seconds)
+    }
+
+    /// The uncompressed baseline through the same pipeline: `range` of the file at `path` (a safetensors data
+    /// section) read into the pinned ring and copied straight into `arena`, batch by batch, without decoding.
+    public func loadUncompressed(path: String, range: Range<Int>, into arena: DeviceBuffer, direct: Bool)
+        throws(GPUError) -> LoadReport
+    {
+        let started = ContinuousClock.now
+        try device.makeCurrent()
+        guard range.count <= arena.count else {
+            throw GPUError(.invalidArgument, "\(path): \(range.count) bytes do not fit an arena of \(arena.count)")
+        }
+        var status = stat()
+        guard stat(path, &status) == 0 else { throw GPUError(.io, "cannot stat \(path): \(errnoText())") }
+        // Batches of whole pages; the first and last are trimmed when copied.
+        let first = range.lowerBound / 4096 * 4096
+        var spans: [Range<Int>] = []
+        var start = first
+        while start < range.upperBound {
+            let end = min(start + options.batchBytes, (range.upperBound + 4095) / 4096 * 4096)
+            spans.append(start..<end)
+            start = end
+        }
+        guard !spans.isEmpty else { return LoadReport(bytes: 0, storedBytes: 0, chunks: 0, tensors: 0, seconds: 0) }
+        let slots = max(2, options.ringSlots)
+        let stream = try GPUStream(device: device)
+        defer { try? stream.synchronize() }
+        let copied = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
+        // Direct I/O may not read past the end of the file: the last span ends at the file's last page.
+        let fileSize = Int(status.st_size)
+        let reader = try BatchReader(
+            path: path, fileSize: fileSize, source: .file(direct: direct),
+            batches: spans.map { $0.lowerBound..<min($0.upperBound, (fileSize + 4095) / 4096 * 4096) }, slots: slots,
+            slotBytes: options.batchBytes, copied: copied, device: device, threads: options.readThreads)
+        defer { reader.finish() }
+        for (number, span) in spans.enumerated() {
+            let host = try reader.waitUntilRead(number)
+            let from = max(span.lowerBound, range.lowerBound)
+            let to = min(span.upperBound, range.upperBound)
+            try stream.copy(
+                toDevice: arena.address + UInt64(from - range.lowerBound),
+                from: host.advanced(by: from - span.lowerBound),
+                count: to - from)
+            try copied[number % slots].record(on: stream)
+            reader.release(number)
+        }
+        try stream.synchronize()
+        try reader.check()
+        return LoadReport(
+            bytes: range.count, storedBytes: range.count, chunks: spans.count, tensors: 0,
+            seconds: (ContinuousClock.now - started).seconds)
+    }
+
+    /// Queues the batched decode of the entries `range`, all of one codec.
+    private func decode(
+        _ codec: ChunkCodec, _ range: Range<Int>, entries: [Entry], chunks: [ChunkRecord], inputs: [UInt64],
+        tables: PointerTables, temp: DeviceBuffer, stream: GPUStream
+    ) throws(GPUError) {
+        let count = range.count
+        let compressed = UnsafePointer(tables.entry(0, range.lowerBound, as: UnsafeRawPointer?.self))
+        let compressedSizes = UnsafePointer(tables.entry(2, range.lowerBound, as: Int.self))
+        let bufferSizes = UnsafePointer(tables.entry(3, range.lowerBound, as: Int.self))
+        let resultSizes = tables.entry(4, range.lowerBound, as: Int.self)
+        let outputs = UnsafePointer(tables.entry(1, range.lowerBound, as: UnsafeMutableRawPointer?.self))
+        let statuses = tables.statuses + range.lowerBound
+        let maxRaw = range.map { chunks[entries[$0].chunk].rawSize }.max()!
+        let total = range.reduce(0) { $0 + chunks[entries[$1].chunk].rawSize }
+        var tempBytes = 0
+        switch codec {
+        case .raw:
+            for position in range {
+                try stream.copy(
+                    toDevice: entries[position].output, fromDevice: inputs[position],
+                    count: chunks[entries[position].chunk].rawSize)
+            }
+        case .zstd:
+            var options = CTorporNVCOMP_ZstdDecompressOptions()
+            options.backend = Int32(CTorporNVCOMP_BackendDefault)
+            try NVCOMPLibrary.check(
+                nvcomp.zstdDecompressGetTempSize(count, maxRaw, options, &tempBytes, total, stream.opaque),
+                "nvcompBatchedZstdDecompressGetTempSize")
+            guard tempBytes <= temp.count else { throw GPUError(.invalidArgument, "zstd temp \(tempBytes) bytes") }
+            try NVCOMPLibrary.check(
+                nvcomp.zstdDecompressAsync(
+                    compressed, compressedSizes, bufferSizes, resultSizes, count, temp.pointer(), tempBytes, outputs,
+                    options, statuses, stream.opaque),
+                "nvcompBatchedZstdDecompressAsync")
+        case .ans16, .ans32, .ans8:
+            let options = NVCOMPLibrary.ansDecompressOptions(GPUBatchEncoder.dataType(codec, .u8))
+            try NVCOMPLibrary.check(
+                nvcomp.ansDecompressGetTempSize(count, maxRaw, options, &tempBytes, total, stream.opaque),
+                "nvcompBatchedANSDecompressGetTempSize")
+            guard tempBytes <= temp.count else { throw GPUError(.invalidArgument, "ANS temp \(tempBytes) bytes") }
+            try NVCOMPLibrary.check(
+                nvcomp.ansDecompressAsync(
+                    compressed, compressedSizes, bufferSizes, resultSizes, count, temp.pointer(), tempBytes, outputs,
+                    options, statuses, stream.opaque),
+                "nvcompBatchedANSDecompressAsync")
+        case .bitcomp:
+            var options = CTorporNVCOMP_BitcompDecompressOptions()
+            options.backend = Int32(CTorporNVCOMP_BackendDefault)
+            try NVCOMPLibrary.check(
+                nvcomp.bitcompDecompressGetTempSize(count, maxRaw, options, &tempBytes, total, stream.opaque),
+                "nvcompBatchedBitcompDecompressGetTempSize")
+            guard tempBytes <= temp.count else { throw GPUError(.invalidArgument, "Bitcomp temp \(tempBytes) bytes") }
+            try NVCOMPLibrary.check(
+                nvcomp.bitcompDecompressAsync(
+                    compressed, compressedSizes, bufferSizes, resultSizes, count, temp.pointer(), tempBytes, outputs,
+                    options, statuses, stream.opaque),
+                "nvcompBatchedBitcompDecompressAsync")
+        case .bytePlane:
+            throw GPUError(.unsupported, "byteplane chunks have no GPU decoder yet")
+        }
+    }
+
+    /// The largest temporary buffer any batch's decode calls need.
+    private func tempBytes(_ entries: [Entry], _ batches: [Batch], _ chunks: [ChunkRecord]) throws(GPUError) -> Int {
+        var most = 0
+        let stream = try GPUStream(device: device)
+        for batch in batches {
+            var groups: [ChunkCodec: (count: Int, maxRaw: Int, total: Int)] = [:]
+            for position in batch.entries {
+                let record = chunks[entries[position].chunk]
+                let group = groups[record.codec] ?? (0, 0, 0)
+                groups[record.codec] = (
+                    group.count + 1, max(group.maxRaw, record.rawSize), group.total + record.rawSize
+                )
+            }
+            for (codec, group) in groups {
+                var bytes = 0
+                switch codec {
+                case .zstd:
+                    var options = CTorporNVCOMP_ZstdDecompressOptions()
+                    options.backend = Int32(CTorporNVCOMP_BackendDefault)
+                    try NVCOMPLibrary.check(
+                        nvcomp.zstdDecompressGetTempSize(
+                            group.count, group.maxRaw, options, &bytes, group.total, stream.opaque),
+                        "nvcompBatchedZstdDecompressGetTempSize")
+                case .ans16, .ans32, .ans8:
+                    let options = NVCOMPLibrary.ansDecompressOptions(GPUBatchEncoder.dataType(codec, .u8))
+                    try NVCOMPLibrary.check(
+                        nvcomp.ansDecompressGetTempSize(
+                            group.count, group.maxRaw, options, &bytes, group.total, stream.opaque),
+                        "nvcompBatchedANSDecompressGetTempSize")
+                case .bitcomp:
+                    var options = CTorporNVCOMP_BitcompDecompressOptions()
+                    options.backend = Int32(CTorporNVCOMP_BackendDefault)
+                    try NVCOMPLibrary.check(
+                        nvcomp.bitcompDecompressGetTempSize(
+                            group.count, group.maxRaw, options, &bytes, group.total, stream.opaque),
+                        "nvcompBatchedBitcompDecompressGetTempSize")
+                default: break
+                }
+                most = max(most, bytes)
+            }
+        }
+        return most
+    }
+
+    /// Every chunk placement the load makes, cut into batches of consecutive stored bytes.
+    static func plan(_ container: Container, destination: LoadDestination, batchBytes: Int) throws(GPUError)
+        -> (entries: [Entry], batches: [Batch], tensors: Int)
+    {
+        let chunks = container.chunks
+        var placements: [Entry] = []
+        var tensorCount = 0
+        for (number, tensor) in container.index.tensors.enumerated() {
+            let base: UInt64
+            switch destination {
+            case .arena(let buffer):
+                guard tensor.dataOffsets[1] <= buffer.count else {
+                    throw GPUError(
+                        .invalidArgument,
+                        "\(container.path): tensor \"\(tensor.name)\" ends at byte \(tensor.dataOffsets[1]) of an "
+                            + "arena of \(buffer.count) bytes")
+                }
+                base = buffer.address + UInt64(tensor.dataOffsets[0])
+            case .pointers(let addresses):
+                guard let address = addresses[tensor.name] else { continue }
+                base = address
+            }
+            tensorCount += 1
+            var offset = 0
+            for step in 0..<tensor.chunkCount {
+                let chunk = tensor.firstChunk + step
+                let record = chunks[chunk]
+                switch record.codec {
+                case .bytePlane:
+                    throw GPUError(
+                        .unsupported,
+                        "\(container.path): tensor \"\(tensor.name)\" uses the byteplane codec, which has no GPU decoder "
+                            + "yet; repack it with `torpor pack --gpu` (nvCOMP ANS) or `--codec zstd`")
+                case .ans16 where record.rawSize % 2 != 0, .ans32 where record.rawSize % 4 != 0:
+                    throw GPUError(
+                        .corruptData,
+                        "\(container.path): chunk \(chunk) holds \(record.rawSize) bytes, not whole \(record.codec.name) "
+                            + "elements")
+                default: break
+                }
+                placements.append(
+                    Entry(chunk: chunk, tensor: number, chunkInTensor: step, output: base + UInt64(offset)))
+                offset += record.rawSize
+            }
+        }
+        // File order, so that batches read consecutive bytes; a chunk used by two tensors appears twice.
+        placements.sort { (chunks[$0.chunk].offset, $0.output) < (chunks[$1.chunk].offset, $1.output) }
+        var entries: [Entry] = []
+        entries.reserveCapacity(placements.count)
+        var batches: [Batch] = []
+        var start = 0
+        while start < placements.count {
+            let first = chunks[placements[start].chunk]
+            let spanStart = first.offset / 4096 * 4096
+            var end = start
+            var spanEnd = spanStart
+            while end < placements.count {
+                let record = chunks[placements[end].chunk]
+                let newEnd = (max(spanEnd, record.offset + record.storedSize) + 4095) / 4096 * 4096
+                // A batch ends at the size limit, or at a gap worth skipping (a partial load).
+                if end > start && (newEnd - spanStart > batchBytes || record.offset > spanEnd + (1 << 20)) {
+                    break
+                }
+                spanEnd = newEnd
+                end += 1
+            }
+            // Within the batch, one run per codec.
+            let group = placements[start..<end].sorted {
+                chunks[$0.chunk].codec.rawValue < chunks[$1.chunk].codec.rawValue
+            }
+            batches.append(Batch(span: spanStart..<spanEnd, entries: entries.count..<(entries.count + group.count)))
+            entries.append(contentsOf: group)
+            start = end
+        }
+        return (entries, batches, tensorCount)
+    }
+
+    private func describe(_ container: Container, _ entry: Entry) -> String {
+        let tensor = container.index.tensors[entry.tensor]
+        return "\(container.path): tensor \"\(tensor.name)\" chunk \(entry.chunkInTensor) (chunk \(entry.chunk) of the "
+            + "file, offset \(container.chunks[entry.chunk].offset))"
+    }
+}
+
+func hex(_ value: UInt32) -> String {
+    let digits = String(value, radix: 16)
+    return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+}

@@ -1,0 +1,258 @@
+import ArgumentParser
+import Foundation
+import TorporCheckpoint
+import TorporGPU
+
+struct Load: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load a pack into GPU memory with the pipelined loader, check every chunk, and print the rate.",
+        discussion: """
+            Every container of the pack goes into its own device buffer, laid out as its safetensors data section. \
+            Each chunk's stored and decoded CRC-32, decoder status and size are checked on the GPU; a load that \
+            fails any check reports the tensor and chunk and exits non-zero. The rate is decoded bytes delivered \
+            into GPU memory per second.
+            """)
+
+    @Argument(help: "A pack directory made by `torpor pack`, or one .torpor container.")
+    var pack: String
+
+    @OptionGroup var gpu: GPUOptions
+
+    @Option(
+        help: ArgumentHelp(
+            "Where the stored bytes come from: file (parallel reads into pinned buffers) or host-cache (a pinned copy under --cache-dir, filled on first use)."
+        ))
+    var source: String = "file"
+
+    @Flag(help: "Read the files with O_DIRECT (bypassing the page cache).")
+    var direct = false
+
+    @Flag(help: "Evict the files from the page cache before every load (posix_fadvise), for cold reads.")
+    var dropCache = false
+
+    @Option(help: "Load this many times, reporting each.")
+    var `repeat`: Int = 1
+
+    @Option(help: "The folder holding host caches.")
+    var cacheDir: String = "/dev/shm"
+
+    @Option(help: "Stored megabytes per batch.")
+    var batchMegabytes: Int = 64
+
+    @Option(help: "Threads reading each batch.")
+    var readThreads: Int = 8
+
+    @Flag(
+        help: ArgumentHelp(
+            "The argument is an uncompressed model (directory or .safetensors): load its data sections through the same pipeline without decoding, as a baseline."
+        ))
+    var uncompressed = false
+
+    @Option(
+        help: ArgumentHelp(
+            "The original model (directory or .safetensors): after loading, copy GPU memory back and compare it byte for byte."
+        ))
+    var verifyAgainst: String?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    struct Report: Codable {
+        var device: String
+        var source: String
+        var direct: Bool
+        var uncompressed: Bool
+        var files: Int
+        var bytes: Int
+        var storedBytes: Int
+        var chunks: Int
+        var cacheFillSeconds: Double?
+        var cacheRegisterSeconds: Double?
+        var seconds: [Double]
+        var gigabytesPerSecond: [Double]
+        var verified: Bool?
+    }
+
+    func validate() throws {
+        guard ["file", "host-cache"].contains(source) else {
+            throw ValidationError("unknown --source \"\(source)\"; use file or host-cache")
+        }
+        guard `repeat` >= 1 else { throw ValidationError("--repeat must be at least 1") }
+        guard batchMegabytes >= 1, batchMegabytes <= 1024 else {
+            throw ValidationError("--batch-megabytes must be between 1 and 1024")
+        }
+        guard readThreads >= 1 else { throw ValidationError("--read-threads must be at least 1") }
+        if uncompressed && source == "host-cache" {
+            throw ValidationError("--uncompressed reads files; it has no host cache")
+        }
+    }
+
+    func run() throws {
+        do {
+            try load()
+        } catch let error as GPUError {
+            FileHandle.standardError.write(Data("torpor load: \(error.message)\n".utf8))
+            throw ExitCode.failure
+        } catch let error as CheckpointError {
+            FileHandle.standardError.write(Data("torpor load: \(error.message)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    /// The files to load, with the original safetensors file each came from (relative path).
+    private func files() throws -> [(path: String, original: String)] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: pack, isDirectory: &isDirectory) else {
+            throw CheckpointError(.invalidArgument, "\(pack) does not exist")
+        }
+        if !isDirectory.boolValue {
+            return [(pack, URL(fileURLWithPath: pack).lastPathComponent)]
+        }
+        if uncompressed {
+            let names = try FileManager.default.subpathsOfDirectory(atPath: pack).filter {
+                $0.hasSuffix(".safetensors")
+            }.sorted()
+            guard !names.isEmpty else { throw CheckpointError(.invalidArgument, "\(pack) holds no .safetensors file") }
+            return names.map { (pack + "/" + $0, $0) }
+        }
+        let manifest = try PackManifest.load(from: pack)
+        return manifest.files.compactMap { file in file.container.map { (pack + "/" + $0, file.path) } }
+    }
+
+    private func load() throws {
+        let nvcomp = try NVCOMPLibrary(explicitPath: gpu.nvcomp)
+        let driver = try CUDADriver()
+        let count = try driver.deviceCount()
+        guard gpu.device >= 0, gpu.device < count else {
+            throw GPUError(.noDevice, "there is no GPU \(gpu.device): this machine has \(count)")
+        }
+        let device = try GPUDevice(driver: driver, ordinal: gpu.device)
+        var options = GPULoadOptions()
+        options.batchBytes = batchMegabytes << 20
+        options.readThreads = readThreads
+        let loader = GPULoader(nvcomp: nvcomp, device: device, options: options)
+        let files = try files()
+
+        // Everything allocated and opened once; the timed loads only read, copy and decode.
+        var containers: [Container?] = []
+        var dataRanges: [Range<Int>] = []
+        var arenas: [DeviceBuffer] = []
+        var caches: [HostCache] = []
+        for file in files {
+            if uncompressed {
+                let safetensors = try SafetensorsFile(path: file.path)
+                let range = safetensors.header.dataStart..<safetensors.mapping.count
+                containers.append(nil)
+                dataRanges.append(range)
+                arenas.append(try DeviceBuffer(device: device, count: range.count))
+            } else {
+                let container = try Container(path: file.path)
+                containers.append(container)
+                dataRanges.append(0..<0)
+                arenas.append(try DeviceBuffer(device: device, count: GPULoader.arenaBytes(for: container)))
+                if source == "host-cache" {
+                    caches.append(
+                        try HostCache(
+                            container: container,
+                            path: HostCache.defaultPath(for: file.path, directory: cacheDir), device: device))
+                }
+            }
+        }
+
+        var seconds: [Double] = []
+        var bytes = 0
+        var stored = 0
+        var chunks = 0
+        for run in 1...`repeat` {
+            if dropCache { for file in files { try evictFromPageCache(file.path) } }
+            var runSeconds = 0.0
+            bytes = 0
+            stored = 0
+            chunks = 0
+            for (number, file) in files.enumerated() {
+                let report: LoadReport
+                if let container = containers[number] {
+                    let from: LoadSource = caches.isEmpty ? .file(direct: direct) : .hostCache(caches[number])
+                    report = try loader.load(container, from: from, into: .arena(arenas[number]))
+                } else {
+                    report = try loader.loadUncompressed(
+                        path: file.path, range: dataRanges[number], into: arenas[number], direct: direct)
+                }
+                runSeconds += report.seconds
+                bytes += report.bytes
+                stored += report.storedBytes
+                chunks += report.chunks
+            }
+            seconds.append(runSeconds)
+            if !json {
+                print(
+                    "load \(run): \(formatBytes(bytes)) into GPU \(gpu.device) in "
+                        + String(format: "%.3f s, %.2f GB/s", runSeconds, Double(bytes) / 1e9 / runSeconds)
+                        + " (read \(formatBytes(stored)))")
+            }
+        }
+
+        var verified: Bool?
+        if let reference = verifyAgainst {
+            for (number, file) in files.enumerated() {
+                try compare(arenas[number], device: device, against: reference, original: file.original)
+            }
+            verified = true
+            if !json { print("verified: GPU memory equals \(reference) byte for byte") }
+        }
+        if json {
+            let report = Report(
+                device: device.info.name, source: uncompressed ? "uncompressed-file" : source, direct: direct,
+                uncompressed: uncompressed, files: files.count, bytes: bytes, storedBytes: stored, chunks: chunks,
+                cacheFillSeconds: caches.isEmpty ? nil : caches.reduce(0) { $0 + $1.fillSeconds },
+                cacheRegisterSeconds: caches.isEmpty ? nil : caches.reduce(0) { $0 + $1.registerSeconds },
+                seconds: seconds, gigabytesPerSecond: seconds.map { Double(bytes) / 1e9 / $0 }, verified: verified)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        }
+    }
+
+    /// Copies `arena` back through pinned memory and compares it with the original file's data section.
+    private func compare(_ arena: DeviceBuffer, device: GPUDevice, against reference: String, original: String)
+        throws
+    {
+        var isDirectory: ObjCBool = false
+        FileManager.default.fileExists(atPath: reference, isDirectory: &isDirectory)
+        let path = isDirectory.boolValue ? reference + "/" + original : reference
+        let safetensors = try SafetensorsFile(path: path)
+        let data = UnsafeRawBufferPointer(
+            rebasing: safetensors.mapping.bytes[safetensors.header.dataStart..<safetensors.mapping.count])
+        guard data.count == arena.count else {
+            throw GPUError(
+                .corruptData, "\(path): its data section holds \(data.count) bytes, the GPU copy \(arena.count)")
+        }
+        let window = 256 << 20
+        let host = try PinnedBuffer(device: device, count: window)
+        let stream = try GPUStream(device: device)
+        var offset = 0
+        while offset < data.count {
+            let count = min(window, data.count - offset)
+            try arena.copy(to: host.pointer, count: count, from: offset, on: stream)
+            try stream.synchronize()
+            if memcmp(host.pointer, data.baseAddress! + offset, count) != 0 {
+                var at = 0
+                let loaded = host.pointer.assumingMemoryBound(to: UInt8.self)
+                while loaded[at] == data[offset + at] { at += 1 }
+                throw GPUError(
+                    .corruptData,
+                    "GPU memory differs from \(path) at byte \(offset + at) of its data section: the load is wrong")
+            }
+            offset += count
+        }
+    }
+
+    private func evictFromPageCache(_ path: String) throws {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw GPUError(.io, "cannot open \(path)") }
+        defer { close(descriptor) }
+        fdatasync(descriptor)
+        let result = posix_fadvise(descriptor, 0, 0, Int32(POSIX_FADV_DONTNEED))
+        guard result == 0 else { throw GPUError(.io, "posix_fadvise(DONTNEED) on \(path) failed: \(result)") }
+    }
+}
