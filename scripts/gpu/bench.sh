@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (after scripts/gpu/prepare.sh here, carried as ".gpu"): the whole issue-5 comparison in
+# one run on one card — synthetic Llama-3.1-8B-shaped bf16 weights generated here, `torpor pack --gpu` against
+# plain I/O, loads (a)-(e), size ratios of every GPU codec, bad input, and compute-sanitizer memcheck.
+# Results go to $OUT: gpu-info.txt, load-bench.json, bench.log.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/gpu-results}
+mkdir -p "$OUT" /tmp/torpor-gpu
+exec > >(tee "$OUT/bench.log") 2>&1
+xz -dc .gpu/torpor.xz > /tmp/torpor-gpu/torpor && chmod +x /tmp/torpor-gpu/torpor
+[ -d /tmp/torpor-gpu/wheel ] || python3 -m zipfile -e .gpu/nvidia_libnvcomp_cu13-6.0.0.12-*.whl /tmp/torpor-gpu/wheel
+export TORPOR_NVCOMP_PATH=/tmp/torpor-gpu/wheel/nvidia/libnvcomp/lib64
+torpor=/tmp/torpor-gpu/torpor
+{
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total,pcie.link.gen.current,pcie.link.width.current --format=csv
+    $torpor gpu info
+    nproc; free -g | head -2; df -h "$PWD" /tmp /dev/shm | cat
+} 2>&1 | tee "$OUT/gpu-info.txt"
+work=${TORPOR_BENCH_DIR:-$PWD/.bench}
+rm -rf "$work" && mkdir -p "$work"
+
+echo "== small models: every GPU codec, sizes and bit-exact loads"
+python3 scripts/gpu/make_llama_like.py "$work/small-bf16" --small --layers 4
+python3 scripts/gpu/make_llama_like.py "$work/small-f32" --small --layers 2 --dtype f32
+for model in small-bf16 small-f32; do
+    src=$(du -cb "$work/$model"/*.safetensors | tail -1 | cut -f1)
+    for codec in auto ans16 ans32 ans8 bitcomp byteplane zstd; do
+        gpu=--gpu; case $codec in byteplane|zstd) gpu=;; esac
+        $torpor pack -q $gpu --codec "$codec" "$work/$model" "$work/$model-$codec" || { echo "pack $model $codec failed"; continue; }
+        size=$(du -cb "$work/$model-$codec"/*.torpor | tail -1 | cut -f1)
+        printf '%-11s %-10s ratio %s  ' "$model" "$codec" "$(python3 -c "print(f'{$size / $src:.4f}')")"
+        $torpor load "$work/$model-$codec" --verify-against "$work/$model" 2>&1 | tail -1
+    done
+done
+
+echo "== bad input"
+bad=$work/bad && cp -r "$work/small-bf16-auto" "$bad"
+file=$(ls "$bad"/*.torpor | head -1)
+python3 - "$file" <<'PY'
+import sys
+path = sys.argv[1]
+with open(path, "r+b") as handle:
+    handle.seek(4096 + 1000)   # inside the first chunk
+    byte = handle.read(1)
+    handle.seek(4096 + 1000)
+    handle.write(bytes([byte[0] ^ 0x40]))
+PY
+$torpor load "$bad"; echo "corrupted chunk: exit $?"
+cp -r "$work/small-bf16-auto" "$work/truncated"; f=$(ls "$work/truncated"/*.torpor | head -1); truncate -s 100000 "$f"
+$torpor load "$work/truncated"; echo "truncated container: exit $?"
+$torpor load "$work/small-bf16-auto" --device 7; echo "wrong device: exit $?"
+TORPOR_NVCOMP_PATH=/nonexistent $torpor load "$work/small-bf16-auto"; echo "missing nvCOMP: exit $?"
+$torpor load "$work/small-bf16-byteplane"; echo "byteplane pack on the GPU: exit $?"
+
+echo "== memcheck"
+compute-sanitizer --tool memcheck --error-exitcode 9 $torpor load "$work/small-bf16-auto" --verify-against "$work/small-bf16" 2>&1 | tail -3
+echo "memcheck load: exit ${PIPESTATUS[0]}"
+compute-sanitizer --tool memcheck --error-exitcode 9 $torpor load "$work/small-bf16-auto" --source host-cache --cache-dir "$work" 2>&1 | tail -3
+echo "memcheck host-cache load: exit ${PIPESTATUS[0]}"
+compute-sanitizer --tool memcheck --error-exitcode 9 $torpor pack -q --gpu "$work/small-f32" "$work/memcheck-pack" 2>&1 | tail -3
+echo "memcheck pack --gpu: exit ${PIPESTATUS[0]}"
+rm -rf "$work"/small-* "$work/bad" "$work/truncated" "$work/memcheck-pack"
+
+echo "== the comparison: Llama-3.1-8B shapes"
+python3 scripts/gpu/make_llama_like.py "$work/llama"
+python3 scripts/gpu/bench_load.py $torpor "$work/llama" "$work/llama-pack" "$OUT"
+
+echo "== out of GPU memory"
+python3 - "$torpor" "$work/llama-pack" <<'PY'
+import subprocess, sys, torch
+free, _ = torch.cuda.mem_get_info()
+hog = torch.empty(free - (2 << 30), dtype=torch.uint8, device="cuda")
+result = subprocess.run([sys.argv[1], "load", sys.argv[2]], capture_output=True, text=True)
+print(f"load with 2 GiB free: exit {result.returncode}: {result.stderr.strip()[-300:]}")
+PY
+rm -rf "$work" /dev/shm/torpor-*.cache
