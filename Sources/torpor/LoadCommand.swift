@@ -218,7 +218,9 @@ struct Load: ParsableCommand {
         throws
     {
         var isDirectory: ObjCBool = false
-        FileManager.default.fileExists(atPath: reference, isDirectory: &isDirectory)
+        guard FileManager.default.fileExists(atPath: reference, isDirectory: &isDirectory) else {
+            throw CheckpointError(.invalidArgument, "--verify-against \(reference) does not exist")
+        }
         let path = isDirectory.boolValue ? reference + "/" + original : reference
         let safetensors = try SafetensorsFile(path: path)
         let data = UnsafeRawBufferPointer(
