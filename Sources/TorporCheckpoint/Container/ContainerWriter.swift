@@ -371,6 +371,8 @@ final class ContainerFileWriter {
     private func flush() throws(CheckpointError) {
         let start = position - staging.count
         try staging.withBytes { (bytes) throws(CheckpointError) in try file.write(bytes, at: start) }
+        // Start writing it to disk now, as unpack does, so that the final fsync does not wait for the whole file.
+        file.startWriteback(offset: start, count: staging.count)
         staging.removeAll(keepingCapacity: true)
     }
 
