@@ -3,6 +3,7 @@ import Dispatch
 import FoundationEssentials
 import Glibc
 import Synchronization
+import TorporCheckpoint
 
 /// The loader's first stage: fills a ring of pinned buffers with the batches' stored bytes, in order, on its own
 /// thread, each batch read by several threads at once; or, from a host cache, hands out the cached bytes in place.
@@ -11,7 +12,6 @@ import Synchronization
 final class BatchReader: @unchecked Sendable {
     private let batches: [Range<Int>]
     private let slots: Int
-    private let slotBytes: Int
     private let ring: [PinnedBuffer]
     private let cache: HostCache?
     private let file: Int32
@@ -24,15 +24,14 @@ final class BatchReader: @unchecked Sendable {
     private let done = DispatchGroup()
 
     init(
-        path: String, fileSize: Int, source: LoadSource, batches: [Range<Int>], slots: Int, slotBytes: Int,
+        path: String, fileSize: Int, source: LoadSource, batches: [Range<Int>], ring: [PinnedBuffer],
         copied: [GPUEvent], device: GPUDevice, threads: Int
     ) throws(GPUError) {
         self.batches = batches
-        self.slots = slots
-        self.slotBytes = slotBytes
+        slots = copied.count
         self.path = path
         self.fileSize = fileSize
-        free = DispatchSemaphore(value: slots)
+        free = DispatchSemaphore(value: copied.count)
         switch source {
         case .hostCache(let cache):
             guard cache.count == fileSize else {
@@ -41,7 +40,7 @@ final class BatchReader: @unchecked Sendable {
                     "the host cache \(cache.path) holds \(cache.count) bytes, but \(path) has \(fileSize)")
             }
             self.cache = cache
-            ring = []
+            self.ring = []
             file = -1
         case .file(let direct):
             cache = nil
@@ -50,12 +49,12 @@ final class BatchReader: @unchecked Sendable {
                 throw GPUError(.io, "cannot open \(path)\(direct ? " for direct I/O" : ""): \(errnoText())")
             }
             file = descriptor
-            do {
-                ring = try (0..<slots).map { _ throws(GPUError) in try PinnedBuffer(device: device, count: slotBytes) }
-            } catch {
+            let longest = batches.map(\.count).max() ?? 0
+            guard ring.count == copied.count, ring.allSatisfy({ $0.count >= longest }) else {
                 close(descriptor)
-                throw error
+                throw GPUError(.invalidArgument, "a read ring of \(ring.count) buffers for \(copied.count) slots")
             }
+            self.ring = ring
             let work = UncheckedSendable((self, copied, device, max(1, threads)))
             DispatchQueue.global().async(group: done) {
                 let (reader, copied, device, threads) = work.value

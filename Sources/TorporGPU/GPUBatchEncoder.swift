@@ -248,9 +248,3 @@ public final class GPUBatchEncoder: BatchChunkEncoder, @unchecked Sendable {
         }
     }
 }
-
-/// A value shared with `concurrentPerform`'s threads, each touching disjoint memory.
-struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
-}

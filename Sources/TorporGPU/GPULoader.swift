@@ -3,6 +3,7 @@ import CTorporNVCOMP
 import Dispatch
 import FoundationEssentials
 import Glibc
+import Synchronization
 public import TorporCheckpoint
 
 /// Where a load reads a container's stored bytes from.
@@ -47,16 +48,20 @@ public struct LoadReport: Sendable {
 
 /// The pipelined loader: storage → a ring of pinned buffers filled by parallel large reads → host-to-device
 /// copies on one stream → CRC-32 of the stored bytes and batched decoding on another, straight into the
-/// destination. Reading, copying and decoding of successive batches overlap.
+/// destination. Reading, copying and decoding of successive batches overlap; the host queues the whole load and
+/// waits only for reads (and, for the codecs whose decoders trust their input, for the stored checksums).
 ///
-/// Every chunk is checked: its stored CRC-32 on the GPU before it is decoded (some of nvCOMP's decoders trust
-/// their input), its decoder status and decoded size, and the CRC-32 of the decoded bytes. A load that fails any
-/// check throws, naming the tensor and chunk; the destination then holds unspecified bytes and must not be used.
+/// Every chunk is checked: the CRC-32 of its stored bytes (before decoding for zstd and Bitcomp, whose nvCOMP
+/// decoders do not validate their input; ANS validates its own), its decoder status and decoded size, and the
+/// CRC-32 of the decoded bytes. A load that fails any check throws, naming the tensor and chunk; the destination
+/// then holds unspecified bytes and must not be used. One loader runs one load at a time (loads queue); it keeps
+/// its pinned ring, staging buffers and streams between loads.
 public final class GPULoader: @unchecked Sendable {
     public let nvcomp: NVCOMPLibrary
     public let device: GPUDevice
     public let options: GPULoadOptions
     private let crc: GPUCRC32
+    private let resources = Mutex<LoadResources?>(nil)
 
     public init(nvcomp: NVCOMPLibrary, device: GPUDevice, options: GPULoadOptions = GPULoadOptions()) {
         self.nvcomp = nvcomp
@@ -84,27 +89,41 @@ public final class GPULoader: @unchecked Sendable {
         var entries: Range<Int>  // in the plan's entry order, grouped by codec
     }
 
+    /// Runs `body` with this loader's kept resources, one load at a time.
+    private func withResources<R>(_ body: (LoadResources) throws(GPUError) -> R) throws(GPUError) -> R {
+        try resources.withLock { (kept: inout LoadResources?) throws(GPUError) -> R in
+            try device.makeCurrent()
+            if kept == nil { kept = try LoadResources(device: device, slots: max(2, options.ringSlots)) }
+            return try body(kept!)
+        }
+    }
+
     /// Loads `container` into `destination`, reading from `source`.
     /// - Throws: `GPUError`: `.unsupported` for chunks the GPU cannot decode yet, `.corruptData` naming the tensor
     ///   and chunk that failed a check, `.io`, `.outOfMemory`, `.invalidArgument` for a destination that does not fit.
     public func load(_ container: Container, from source: LoadSource, into destination: LoadDestination)
         throws(GPUError) -> LoadReport
     {
+        try withResources { (kept) throws(GPUError) in try load(container, source, destination, kept) }
+    }
+
+    private func load(
+        _ container: Container, _ source: LoadSource, _ destination: LoadDestination, _ kept: LoadResources
+    ) throws(GPUError) -> LoadReport {
         let started = ContinuousClock.now
-        try device.makeCurrent()
         let (entries, batches, tensorCount) = try Self.plan(
             container, destination: destination, batchBytes: options.batchBytes)
         guard !entries.isEmpty else {
             return LoadReport(bytes: 0, storedBytes: 0, chunks: 0, tensors: tensorCount, seconds: 0)
         }
         let chunks = container.chunks
-        let slots = max(2, options.ringSlots)
+        let slots = kept.slots
         let slotBytes = batches.map(\.span.count).max()!
+        let staging = try kept.staging(bytes: slots * slotBytes)
+        let copyStream = kept.copyStream
+        let decodeStream = kept.decodeStream
 
         // Every table for the whole load, uploaded once: the pointers depend only on the batch's ring slot.
-        let staging = try DeviceBuffer(device: device, count: slots * slotBytes)
-        let copyStream = try GPUStream(device: device)
-        let decodeStream = try GPUStream(device: device)
         let tables = try PointerTables(device: device, chunkCount: entries.count, stream: copyStream)
         var inputs = [UInt64](repeating: 0, count: entries.count)
         for (number, batch) in batches.enumerated() {
@@ -116,72 +135,73 @@ public final class GPULoader: @unchecked Sendable {
         try tables.upload(
             first: inputs, second: entries.map(\.output), sizes: entries.map { chunks[$0.chunk].storedSize },
             bufferSizes: entries.map { chunks[$0.chunk].rawSize }, stream: copyStream)
-        // CRC-32s: stored bytes, then decoded bytes; each with a status per entry.
+        try kept.tablesUploaded.record(on: copyStream)
+        try decodeStream.wait(for: kept.tablesUploaded)
+        // CRC-32s: stored bytes, then decoded bytes; each with a status per entry. Read back at the end (and
+        // per batch, before decoding, for the codecs that trust their input).
         let checks = try DeviceBuffer(device: device, count: 16 * entries.count)
         let checkResults = UnsafeMutablePointer<UInt32>(OpaquePointer(checks.pointer()))
         let checkStatuses = UnsafeMutablePointer<CTorporNVCOMP_Status>(
             OpaquePointer(checks.pointer(at: 8 * entries.count)))
-        let storedCRCs = try PinnedBuffer(device: device, count: 8 * entries.count)
-        let temp = try DeviceBuffer(device: device, count: try tempBytes(entries, batches, chunks))
+        let results = try PinnedBuffer(device: device, count: 16 * entries.count)
+        let temp = try kept.temp(bytes: try tempBytes(entries, batches, chunks, stream: decodeStream))
         // Whatever happens, nothing queued may outlive the buffers it uses.
         defer {
             try? copyStream.synchronize()
             try? decodeStream.synchronize()
-            withExtendedLifetime((staging, tables, checks, storedCRCs, temp)) {}
+            withExtendedLifetime((tables, checks, results)) {}
         }
-
-        let copied = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
-        let checked = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
-        let decoded = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
         let reader = try BatchReader(
             path: container.path, fileSize: container.fileSize, source: source, batches: batches.map(\.span),
-            slots: slots, slotBytes: slotBytes,
-            copied: copied, device: device, threads: options.readThreads)
+            ring: try kept.ring(bytes: slotBytes, for: source), copied: kept.copied, device: device,
+            threads: options.readThreads)
         defer { reader.finish() }
 
-        func enqueueCopy(_ number: Int) throws(GPUError) {
+        /// The host reads a stored CRC-32 (at `position` of `table`: 0 stored, 1 decoded) from `results`.
+        func storedCheck(_ position: Int) throws(GPUError) {
+            let crcs = results.pointer.assumingMemoryBound(to: UInt32.self)
+            let statuses = results.pointer.advanced(by: 8 * entries.count).assumingMemoryBound(
+                to: CTorporNVCOMP_Status.self)
+            let entry = entries[position]
+            let record = chunks[entry.chunk]
+            guard statuses[position] == CTorporNVCOMP_Success, crcs[position] == record.storedCRC else {
+                throw GPUError(
+                    .corruptData,
+                    "\(describe(container, entry)): stored bytes fail their CRC-32 (expected "
+                        + "\(hex(record.storedCRC)), found \(hex(crcs[position]))); the container is corrupted")
+            }
+        }
+
+        for (number, batch) in batches.enumerated() {
             let slot = number % slots
+            // Copy: the staging slot is free once the decode of the batch before in it has run.
             let host = try reader.waitUntilRead(number)
-            if number >= slots { try copyStream.wait(for: decoded[slot]) }  // staging slot free again
+            try copyStream.wait(for: kept.decoded[slot])
             try copyStream.copy(
-                toDevice: staging.address + UInt64(slot * slotBytes), from: host, count: batches[number].span.count)
-            try copied[slot].record(on: copyStream)
+                toDevice: staging.address + UInt64(slot * slotBytes), from: host, count: batch.span.count)
+            try kept.copied[slot].record(on: copyStream)
             reader.release(number)
-            // The stored bytes' CRC-32s, read back to the host before anything decodes them.
-            let range = batches[number].entries
+
+            // Check and decode, on the decode stream once the copy is in.
+            try decodeStream.wait(for: kept.copied[slot])
+            let range = batch.entries
             try crc.enqueue(
                 inputs: UnsafePointer(tables.entry(0, range.lowerBound, as: UnsafeRawPointer?.self)),
                 sizes: UnsafePointer(tables.entry(2, range.lowerBound, as: Int.self)), count: range.count,
                 maxChunkBytes: range.map { chunks[entries[$0].chunk].storedSize }.max()!,
                 results: checkResults + range.lowerBound, statuses: checkStatuses + range.lowerBound,
-                stream: copyStream)
-            try copyStream.copy(
-                toHost: storedCRCs.pointer.advanced(by: 4 * range.lowerBound),
-                fromDevice: checks.address + UInt64(4 * range.lowerBound), count: 4 * range.count)
-            try copyStream.copy(
-                toHost: storedCRCs.pointer.advanced(by: 4 * (entries.count + range.lowerBound)),
-                fromDevice: checks.address + UInt64(8 * entries.count + 4 * range.lowerBound), count: 4 * range.count)
-            try checked[slot].record(on: copyStream)
-        }
-
-        func enqueueDecode(_ number: Int) throws(GPUError) {
-            let slot = number % slots
-            try checked[slot].synchronize()
-            let range = batches[number].entries
-            let crcs = storedCRCs.pointer.assumingMemoryBound(to: UInt32.self)
-            let statuses = storedCRCs.pointer.advanced(by: 4 * entries.count).assumingMemoryBound(
-                to: CTorporNVCOMP_Status.self)
-            for position in range {
-                let entry = entries[position]
-                let record = chunks[entry.chunk]
-                guard statuses[position] == CTorporNVCOMP_Success, crcs[position] == record.storedCRC else {
-                    throw GPUError(
-                        .corruptData,
-                        "\(describe(container, entry)): stored bytes fail their CRC-32 (expected "
-                            + "\(hex(record.storedCRC)), found \(hex(crcs[position]))); the container is corrupted")
-                }
+                stream: decodeStream)
+            if range.contains(where: { !chunks[entries[$0].chunk].codec.decoderValidatesInput }) {
+                try decodeStream.copy(
+                    toHost: results.pointer.advanced(by: 4 * range.lowerBound),
+                    fromDevice: checks.address + UInt64(4 * range.lowerBound), count: 4 * range.count)
+                try decodeStream.copy(
+                    toHost: results.pointer.advanced(by: 8 * entries.count + 4 * range.lowerBound),
+                    fromDevice: checks.address + UInt64(8 * entries.count + 4 * range.lowerBound),
+                    count: 4 * range.count)
+                try decodeStream.synchronize()
+                for position in range { try storedCheck(position) }
             }
-            try decodeStream.wait(for: checked[slot])
             var start = range.lowerBound
             while start < range.upperBound {
                 let codec = chunks[entries[start].chunk].codec
@@ -189,19 +209,12 @@ public final class GPULoader: @unchecked Sendable {
                 while end < range.upperBound, chunks[entries[end].chunk].codec == codec { end += 1 }
                 try decode(
                     codec, start..<end, entries: entries, chunks: chunks, inputs: inputs, tables: tables, temp: temp,
-                    stream: decodeStream)
+                    stream: decodeStream, describe: { describe(container, $0) })
                 start = end
             }
-            try decoded[slot].record(on: decodeStream)
+            try kept.decoded[slot].record(on: decodeStream)
         }
-
-        // Copies run one batch ahead of decodes; the host checks each batch's stored CRCs in between.
-        try enqueueCopy(0)
-        for number in batches.indices {
-            if number + 1 < batches.count { try enqueueCopy(number + 1) }
-            try enqueueDecode(number)
-        }
-        // The decoded bytes' CRC-32s, all at once, then every status, size and checksum.
+        // The decoded bytes' CRC-32s, then every check read back at once.
         for batch in batches {
             let range = batch.entries
             try crc.enqueue(
@@ -210,7 +223,6 @@ public final class GPULoader: @unchecked Sendable {
                 maxChunkBytes: container.index.chunkSize, results: checkResults + entries.count + range.lowerBound,
                 statuses: checkStatuses + entries.count + range.lowerBound, stream: decodeStream)
         }
-        let results = try PinnedBuffer(device: device, count: 16 * entries.count)
         try decodeStream.copy(toHost: results.pointer, fromDevice: checks.address, count: 16 * entries.count)
         let (statuses, sizes) = try tables.download(stream: decodeStream)
         let crcs = results.pointer.assumingMemoryBound(to: UInt32.self)
@@ -218,6 +230,7 @@ public final class GPULoader: @unchecked Sendable {
             to: CTorporNVCOMP_Status.self)
         for (position, entry) in entries.enumerated() {
             let record = chunks[entry.chunk]
+            try storedCheck(position)
             if record.codec != .raw {
                 guard statuses[position] == CTorporNVCOMP_Success else {
                     throw GPUError(
@@ -253,8 +266,15 @@ public final class GPULoader: @unchecked Sendable {
     public func loadUncompressed(path: String, range: Range<Int>, into arena: DeviceBuffer, direct: Bool)
         throws(GPUError) -> LoadReport
     {
+        try withResources { (kept) throws(GPUError) in
+            try loadUncompressed(path: path, range: range, into: arena, direct: direct, kept)
+        }
+    }
+
+    private func loadUncompressed(
+        path: String, range: Range<Int>, into arena: DeviceBuffer, direct: Bool, _ kept: LoadResources
+    ) throws(GPUError) -> LoadReport {
         let started = ContinuousClock.now
-        try device.makeCurrent()
         guard range.count <= arena.count else {
             throw GPUError(.invalidArgument, "\(path): \(range.count) bytes do not fit an arena of \(arena.count)")
         }
@@ -270,16 +290,16 @@ public final class GPULoader: @unchecked Sendable {
             start = end
         }
         guard !spans.isEmpty else { return LoadReport(bytes: 0, storedBytes: 0, chunks: 0, tensors: 0, seconds: 0) }
-        let slots = max(2, options.ringSlots)
-        let stream = try GPUStream(device: device)
+        let stream = kept.copyStream
         defer { try? stream.synchronize() }
-        let copied = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
         // Direct I/O may not read past the end of the file: the last span ends at the file's last page.
         let fileSize = Int(status.st_size)
+        let source = LoadSource.file(direct: direct)
         let reader = try BatchReader(
-            path: path, fileSize: fileSize, source: .file(direct: direct),
-            batches: spans.map { $0.lowerBound..<min($0.upperBound, (fileSize + 4095) / 4096 * 4096) }, slots: slots,
-            slotBytes: options.batchBytes, copied: copied, device: device, threads: options.readThreads)
+            path: path, fileSize: fileSize, source: source,
+            batches: spans.map { $0.lowerBound..<min($0.upperBound, (fileSize + 4095) / 4096 * 4096) },
+            ring: try kept.ring(bytes: options.batchBytes, for: source), copied: kept.copied, device: device,
+            threads: options.readThreads)
         defer { reader.finish() }
         for (number, span) in spans.enumerated() {
             let host = try reader.waitUntilRead(number)
@@ -289,7 +309,7 @@ public final class GPULoader: @unchecked Sendable {
                 toDevice: arena.address + UInt64(from - range.lowerBound),
                 from: host.advanced(by: from - span.lowerBound),
                 count: to - from)
-            try copied[number % slots].record(on: stream)
+            try kept.copied[number % kept.slots].record(on: stream)
             reader.release(number)
         }
         try stream.synchronize()
@@ -299,72 +319,52 @@ public final class GPULoader: @unchecked Sendable {
             seconds: (ContinuousClock.now - started).seconds)
     }
 
-    /// Queues the batched decode of the entries `range`, all of one codec.
+    /// Queues the batched decode of the entries `range`, all of one codec. When nvCOMP refuses the whole call,
+    /// the chunks are tried one at a time to name the one it refuses.
     private func decode(
         _ codec: ChunkCodec, _ range: Range<Int>, entries: [Entry], chunks: [ChunkRecord], inputs: [UInt64],
-        tables: PointerTables, temp: DeviceBuffer, stream: GPUStream
+        tables: PointerTables, temp: DeviceBuffer, stream: GPUStream, describe: (Entry) -> String
     ) throws(GPUError) {
-        let count = range.count
-        let compressed = UnsafePointer(tables.entry(0, range.lowerBound, as: UnsafeRawPointer?.self))
-        let compressedSizes = UnsafePointer(tables.entry(2, range.lowerBound, as: Int.self))
-        let bufferSizes = UnsafePointer(tables.entry(3, range.lowerBound, as: Int.self))
-        let resultSizes = tables.entry(4, range.lowerBound, as: Int.self)
-        let outputs = UnsafePointer(tables.entry(1, range.lowerBound, as: UnsafeMutableRawPointer?.self))
-        let statuses = tables.statuses + range.lowerBound
-        let maxRaw = range.map { chunks[entries[$0].chunk].rawSize }.max()!
-        let total = range.reduce(0) { $0 + chunks[entries[$1].chunk].rawSize }
-        var tempBytes = 0
-        switch codec {
-        case .raw:
+        if codec == .raw {
             for position in range {
                 try stream.copy(
                     toDevice: entries[position].output, fromDevice: inputs[position],
                     count: chunks[entries[position].chunk].rawSize)
             }
-        case .zstd:
-            var options = CTorporNVCOMP_ZstdDecompressOptions()
-            options.backend = Int32(CTorporNVCOMP_BackendDefault)
-            try NVCOMPLibrary.check(
-                nvcomp.zstdDecompressGetTempSize(count, maxRaw, options, &tempBytes, total, stream.opaque),
-                "nvcompBatchedZstdDecompressGetTempSize")
-            guard tempBytes <= temp.count else { throw GPUError(.invalidArgument, "zstd temp \(tempBytes) bytes") }
-            try NVCOMPLibrary.check(
-                nvcomp.zstdDecompressAsync(
-                    compressed, compressedSizes, bufferSizes, resultSizes, count, temp.pointer(), tempBytes, outputs,
-                    options, statuses, stream.opaque),
-                "nvcompBatchedZstdDecompressAsync")
-        case .ans16, .ans32, .ans8:
-            let options = NVCOMPLibrary.ansDecompressOptions(GPUBatchEncoder.dataType(codec, .u8))
-            try NVCOMPLibrary.check(
-                nvcomp.ansDecompressGetTempSize(count, maxRaw, options, &tempBytes, total, stream.opaque),
-                "nvcompBatchedANSDecompressGetTempSize")
-            guard tempBytes <= temp.count else { throw GPUError(.invalidArgument, "ANS temp \(tempBytes) bytes") }
-            try NVCOMPLibrary.check(
-                nvcomp.ansDecompressAsync(
-                    compressed, compressedSizes, bufferSizes, resultSizes, count, temp.pointer(), tempBytes, outputs,
-                    options, statuses, stream.opaque),
-                "nvcompBatchedANSDecompressAsync")
-        case .bitcomp:
-            var options = CTorporNVCOMP_BitcompDecompressOptions()
-            options.backend = Int32(CTorporNVCOMP_BackendDefault)
-            try NVCOMPLibrary.check(
-                nvcomp.bitcompDecompressGetTempSize(count, maxRaw, options, &tempBytes, total, stream.opaque),
-                "nvcompBatchedBitcompDecompressGetTempSize")
-            guard tempBytes <= temp.count else { throw GPUError(.invalidArgument, "Bitcomp temp \(tempBytes) bytes") }
-            try NVCOMPLibrary.check(
-                nvcomp.bitcompDecompressAsync(
-                    compressed, compressedSizes, bufferSizes, resultSizes, count, temp.pointer(), tempBytes, outputs,
-                    options, statuses, stream.opaque),
-                "nvcompBatchedBitcompDecompressAsync")
-        case .bytePlane:
-            throw GPUError(.unsupported, "byteplane chunks have no GPU decoder yet")
+            return
+        }
+        let decoder = try GPUDecoder(nvcomp: nvcomp, codec: codec)
+        func call(_ range: Range<Int>) throws(GPUError) {
+            let maxRaw = range.map { chunks[entries[$0].chunk].rawSize }.max()!
+            let total = range.reduce(0) { $0 + chunks[entries[$1].chunk].rawSize }
+            let tempBytes = try decoder.tempBytes(count: range.count, maxRaw: maxRaw, total: total, stream: stream)
+            guard tempBytes <= temp.count else {
+                throw GPUError(
+                    .invalidArgument,
+                    "\(codec.name) decoding asked for \(tempBytes) temporary bytes, \(temp.count) kept")
+            }
+            try decoder.run(tables: tables, range: range, temp: temp, tempBytes: tempBytes, stream: stream)
+        }
+        do {
+            try call(range)
+        } catch {
+            guard error.code == .nvcomp, range.count > 1 else { throw error }
+            for position in range {
+                do {
+                    try call(position..<(position + 1))
+                } catch {
+                    throw GPUError(.corruptData, "\(describe(entries[position])): \(error.message)")
+                }
+            }
+            throw error
         }
     }
 
     /// The largest temporary buffer any batch's decode calls need.
-    private func tempBytes(_ entries: [Entry], _ batches: [Batch], _ chunks: [ChunkRecord]) throws(GPUError) -> Int {
+    private func tempBytes(_ entries: [Entry], _ batches: [Batch], _ chunks: [ChunkRecord], stream: GPUStream)
+        throws(GPUError) -> Int
+    {
         var most = 0
-        let stream = try GPUStream(device: device)
         for batch in batches {
             var groups: [ChunkCodec: (count: Int, maxRaw: Int, total: Int)] = [:]
             for position in batch.entries {
@@ -374,31 +374,9 @@ public final class GPULoader: @unchecked Sendable {
                     group.count + 1, max(group.maxRaw, record.rawSize), group.total + record.rawSize
                 )
             }
-            for (codec, group) in groups {
-                var bytes = 0
-                switch codec {
-                case .zstd:
-                    var options = CTorporNVCOMP_ZstdDecompressOptions()
-                    options.backend = Int32(CTorporNVCOMP_BackendDefault)
-                    try NVCOMPLibrary.check(
-                        nvcomp.zstdDecompressGetTempSize(
-                            group.count, group.maxRaw, options, &bytes, group.total, stream.opaque),
-                        "nvcompBatchedZstdDecompressGetTempSize")
-                case .ans16, .ans32, .ans8:
-                    let options = NVCOMPLibrary.ansDecompressOptions(GPUBatchEncoder.dataType(codec, .u8))
-                    try NVCOMPLibrary.check(
-                        nvcomp.ansDecompressGetTempSize(
-                            group.count, group.maxRaw, options, &bytes, group.total, stream.opaque),
-                        "nvcompBatchedANSDecompressGetTempSize")
-                case .bitcomp:
-                    var options = CTorporNVCOMP_BitcompDecompressOptions()
-                    options.backend = Int32(CTorporNVCOMP_BackendDefault)
-                    try NVCOMPLibrary.check(
-                        nvcomp.bitcompDecompressGetTempSize(
-                            group.count, group.maxRaw, options, &bytes, group.total, stream.opaque),
-                        "nvcompBatchedBitcompDecompressGetTempSize")
-                default: break
-                }
+            for (codec, group) in groups where codec != .raw {
+                let bytes = try GPUDecoder(nvcomp: nvcomp, codec: codec).tempBytes(
+                    count: group.count, maxRaw: group.maxRaw, total: group.total, stream: stream)
                 most = max(most, bytes)
             }
         }

@@ -48,6 +48,19 @@ with open(path, "r+b") as handle:
     handle.write(bytes([byte[0] ^ 0x40]))
 PY
 $torpor load "$bad"; echo "corrupted chunk: exit $?"
+compute-sanitizer --tool memcheck --error-exitcode 9 $torpor load "$bad" 2>&1 | tail -2
+echo "memcheck, corrupted ANS chunk: exit ${PIPESTATUS[0]} (1 = the load's error, 9 = a memory error)"
+cp -r "$work/small-bf16-zstd" "$work/bad-zstd"
+python3 - "$(ls "$work/bad-zstd"/*.torpor | head -1)" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as handle:
+    handle.seek(4096 + 200)
+    byte = handle.read(1)
+    handle.seek(4096 + 200)
+    handle.write(bytes([byte[0] ^ 0x01]))
+PY
+compute-sanitizer --tool memcheck --error-exitcode 9 $torpor load "$work/bad-zstd" 2>&1 | tail -2
+echo "memcheck, corrupted zstd chunk: exit ${PIPESTATUS[0]}"
 cp -r "$work/small-bf16-auto" "$work/truncated"; f=$(ls "$work/truncated"/*.torpor | head -1); truncate -s 100000 "$f"
 $torpor load "$work/truncated"; echo "truncated container: exit $?"
 $torpor load "$work/small-bf16-auto" --device 7; echo "wrong device: exit $?"
@@ -61,7 +74,7 @@ compute-sanitizer --tool memcheck --error-exitcode 9 $torpor load "$work/small-b
 echo "memcheck host-cache load: exit ${PIPESTATUS[0]}"
 compute-sanitizer --tool memcheck --error-exitcode 9 $torpor pack -q --gpu "$work/small-f32" "$work/memcheck-pack" 2>&1 | tail -3
 echo "memcheck pack --gpu: exit ${PIPESTATUS[0]}"
-rm -rf "$work"/small-* "$work/bad" "$work/truncated" "$work/memcheck-pack"
+rm -rf "$work"/small-* "$work/bad" "$work/bad-zstd" "$work/truncated" "$work/memcheck-pack"
 
 echo "== the comparison: Llama-3.1-8B shapes"
 python3 scripts/gpu/make_llama_like.py "$work/llama"

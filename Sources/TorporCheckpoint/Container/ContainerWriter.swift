@@ -136,16 +136,23 @@ public enum ContainerPacker {
         options: PackOptions = PackOptions(),
         progress: ProgressHandler? = nil
     ) throws(CheckpointError) -> PackedFile {
+        try pack(
+            sourcePath: sourcePath, to: containerPath, fileName: fileName, options: options, progress: progress,
+            digest: nil)
+    }
+
+    /// `pack`, with the source's SHA-256 already under way (`ModelPack` starts every shard's at once).
+    static func pack(
+        sourcePath: String, to containerPath: String, fileName: String, options: PackOptions,
+        progress: ProgressHandler?, digest: SourceDigest?
+    ) throws(CheckpointError) -> PackedFile {
         try options.validate()
         let source = try SafetensorsFile(path: sourcePath)
         let header = source.header
         progress?(.started(file: fileName, bytes: source.mapping.count))
         // The whole file's SHA-256 runs beside the encoding (one core) instead of before it.
-        let hashing = DispatchGroup()
-        let digest = UncheckedSendable(DigestBox())
-        let mapping = UncheckedSendable(source.mapping.bytes)
-        DispatchQueue.global().async(group: hashing) { digest.value.sha256 = FileDigest.sha256(mapping.value) }
-        defer { hashing.wait() }
+        let digest = digest ?? SourceDigest(source.mapping)
+        defer { digest.waitQuietly() }
         progress?(.advanced(bytes: header.dataStart))
 
         let pool = WorkerPool(workers: options.workers)
@@ -310,8 +317,7 @@ public enum ContainerPacker {
         }
         writing.wait()
         if let error = writeFailure.error { throw error }
-        hashing.wait()
-        let sha256 = digest.value.sha256
+        let sha256 = digest.value
         var codecVersions = Self.codecVersions
         for (codec, version) in gpuEncoder?.codecVersions ?? [:] { codecVersions[codec.name] = version }
 
@@ -341,8 +347,24 @@ public enum ContainerPacker {
     }
 }
 
-/// The SHA-256 computed beside the packing.
-private final class DigestBox { var sha256 = "" }
+/// The SHA-256 of a mapped file, computed on its own thread from the moment it is created.
+final class SourceDigest: @unchecked Sendable {
+    private let done = DispatchGroup()
+    private var digest = ""
+
+    init(_ mapping: MappedFile) {
+        DispatchQueue.global().async(group: done) { [self] in digest = FileDigest.sha256(mapping.bytes) }
+    }
+
+    /// The digest, once computed.
+    var value: String {
+        done.wait()
+        return digest
+    }
+
+    /// Waits for the thread (a pack that failed must not leave it reading a file being removed).
+    func waitQuietly() { done.wait() }
+}
 
 /// Chunk records appended by the writing thread, read after it finished.
 private final class RecordList { var items: [ChunkRecord] = [] }

@@ -80,13 +80,21 @@ public enum ModelPack {
                 writer: "torpor \(torporVersion)", codec: options.codec.description, chunkSize: options.chunkSize,
                 files: []),
             sourceBytes: 0, packedBytes: 0, safetensorsBytes: 0, containerBytes: 0, seconds: 0)
+        // Shards' SHA-256s run on their own cores, up to three shards ahead of the packing (hashing one core's
+        // worth at a time would bound a GPU pack; hashing further ahead would evict what the packer reads next).
+        var digests: [String: SourceDigest] = [:]
+        defer { for digest in digests.values { digest.waitQuietly() } }
         for file in files {
             let source = root + "/" + file
             if file.hasSuffix(".safetensors") {
+                let next = safetensors.firstIndex(of: file)!
+                for ahead in safetensors[next..<min(next + 3, safetensors.count)] where digests[ahead] == nil {
+                    digests[ahead] = SourceDigest(try MappedFile(path: root + "/" + ahead))
+                }
                 let container = containerPath(for: file)
                 let packed = try ContainerPacker.pack(
                     sourcePath: source, to: try stage.path(for: container), fileName: file, options: options,
-                    progress: progress)
+                    progress: progress, digest: digests[file])
                 entries.append(
                     PackManifest.File(
                         path: file, size: packed.sourceBytes, sha256: packed.sha256, kind: .packed,

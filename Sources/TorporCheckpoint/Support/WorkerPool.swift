@@ -47,10 +47,10 @@ final class WorkerPool: Sendable {
 }
 
 /// Wraps a value that is shared across the pool's threads under the pool's own discipline: each job touches
-/// disjoint memory.
-struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+/// disjoint memory. Shared with the package's other modules (the GPU path's gather and scatter threads).
+package struct UncheckedSendable<Value>: @unchecked Sendable {
+    package let value: Value
+    package init(_ value: Value) { self.value = value }
 }
 
 enum System {

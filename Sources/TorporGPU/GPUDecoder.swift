@@ -1,0 +1,152 @@
+import CTorporNVCOMP
+import TorporCheckpoint
+
+/// One of nvCOMP's batched decoders as the loader calls it: the temporary size for a batch, then the decode of
+/// a run of the loader's pointer tables (compressed pointers and sizes, buffer sizes, outputs, result sizes and
+/// statuses, all in device memory).
+struct GPUDecoder {
+    let nvcomp: NVCOMPLibrary
+    let codec: ChunkCodec
+
+    init(nvcomp: NVCOMPLibrary, codec: ChunkCodec) throws(GPUError) {
+        switch codec {
+        case .zstd, .ans16, .ans32, .ans8, .bitcomp: break
+        case .raw, .bytePlane: throw GPUError(.unsupported, "\(codec.name) chunks have no nvCOMP decoder")
+        }
+        self.nvcomp = nvcomp
+        self.codec = codec
+    }
+
+    private var ansOptions: CTorporNVCOMP_ANSDecompressOptions {
+        NVCOMPLibrary.ansDecompressOptions(GPUBatchEncoder.dataType(codec, .u8))
+    }
+
+    private var zstdOptions: CTorporNVCOMP_ZstdDecompressOptions {
+        var options = CTorporNVCOMP_ZstdDecompressOptions()
+        options.backend = Int32(CTorporNVCOMP_BackendDefault)
+        return options
+    }
+
+    private var bitcompOptions: CTorporNVCOMP_BitcompDecompressOptions {
+        var options = CTorporNVCOMP_BitcompDecompressOptions()
+        options.backend = Int32(CTorporNVCOMP_BackendDefault)
+        return options
+    }
+
+    /// nvCOMP's name for the codec, as its functions spell it.
+    private var family: String {
+        switch codec {
+        case .zstd: "Zstd"
+        case .bitcomp: "Bitcomp"
+        default: "ANS"
+        }
+    }
+
+    /// The temporary bytes for `count` chunks of at most `maxRaw` bytes, `total` bytes in all.
+    func tempBytes(count: Int, maxRaw: Int, total: Int, stream: GPUStream) throws(GPUError) -> Int {
+        var bytes = 0
+        let status =
+            switch codec {
+            case .zstd: nvcomp.zstdDecompressGetTempSize(count, maxRaw, zstdOptions, &bytes, total, stream.opaque)
+            case .bitcomp:
+                nvcomp.bitcompDecompressGetTempSize(count, maxRaw, bitcompOptions, &bytes, total, stream.opaque)
+            default: nvcomp.ansDecompressGetTempSize(count, maxRaw, ansOptions, &bytes, total, stream.opaque)
+            }
+        try NVCOMPLibrary.check(status, "nvcompBatched\(family)DecompressGetTempSize")
+        return bytes
+    }
+
+    /// Queues the decode of the table entries `range` on `stream`.
+    func run(tables: PointerTables, range: Range<Int>, temp: DeviceBuffer, tempBytes: Int, stream: GPUStream)
+        throws(GPUError)
+    {
+        let compressed = UnsafePointer(tables.entry(0, range.lowerBound, as: UnsafeRawPointer?.self))
+        let outputs = UnsafePointer(tables.entry(1, range.lowerBound, as: UnsafeMutableRawPointer?.self))
+        let compressedSizes = UnsafePointer(tables.entry(2, range.lowerBound, as: Int.self))
+        let bufferSizes = UnsafePointer(tables.entry(3, range.lowerBound, as: Int.self))
+        let resultSizes = tables.entry(4, range.lowerBound, as: Int.self)
+        let statuses = tables.statuses + range.lowerBound
+        let count = range.count
+        let status =
+            switch codec {
+            case .zstd:
+                nvcomp.zstdDecompressAsync(
+                    compressed, compressedSizes, bufferSizes, resultSizes, count, temp.pointer(), tempBytes, outputs,
+                    zstdOptions, statuses, stream.opaque)
+            case .bitcomp:
+                nvcomp.bitcompDecompressAsync(
+                    compressed, compressedSizes, bufferSizes, resultSizes, count, temp.pointer(), tempBytes, outputs,
+                    bitcompOptions, statuses, stream.opaque)
+            default:
+                nvcomp.ansDecompressAsync(
+                    compressed, compressedSizes, bufferSizes, resultSizes, count, temp.pointer(), tempBytes, outputs,
+                    ansOptions, statuses, stream.opaque)
+            }
+        try NVCOMPLibrary.check(status, "nvcompBatched\(family)DecompressAsync")
+    }
+}
+
+extension ChunkCodec {
+    /// Whether nvCOMP's decoder of the codec rejects malformed input by itself (ANS; a raw chunk is only copied).
+    /// Zstd and Bitcomp decoders trust their input, so the loader checks those chunks' stored CRC-32s before
+    /// decoding them.
+    var decoderValidatesInput: Bool {
+        switch self {
+        case .raw, .ans16, .ans32, .ans8: true
+        default: false
+        }
+    }
+}
+
+/// What the loader keeps between loads: streams, events, the pinned read ring, the device staging ring and the
+/// decoders' temporary memory — pinned and large device allocations cost milliseconds each.
+final class LoadResources: @unchecked Sendable {
+    let device: GPUDevice
+    let slots: Int
+    let copyStream: GPUStream
+    let decodeStream: GPUStream
+    /// Per ring slot: its host-to-device copy ran; its decode ran.
+    let copied: [GPUEvent]
+    let decoded: [GPUEvent]
+    let tablesUploaded: GPUEvent
+    private var stagingBuffer: DeviceBuffer?
+    private var tempBuffer: DeviceBuffer?
+    private var ringBuffers: [PinnedBuffer] = []
+
+    init(device: GPUDevice, slots: Int) throws(GPUError) {
+        self.device = device
+        self.slots = slots
+        copyStream = try GPUStream(device: device)
+        decodeStream = try GPUStream(device: device)
+        copied = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
+        decoded = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
+        tablesUploaded = try GPUEvent(device: device)
+    }
+
+    /// Device memory for the staging ring, at least `bytes`.
+    func staging(bytes: Int) throws(GPUError) -> DeviceBuffer {
+        if let stagingBuffer, stagingBuffer.count >= bytes { return stagingBuffer }
+        stagingBuffer = nil
+        let buffer = try DeviceBuffer(device: device, count: bytes)
+        stagingBuffer = buffer
+        return buffer
+    }
+
+    /// Device memory for the decoders, at least `bytes`.
+    func temp(bytes: Int) throws(GPUError) -> DeviceBuffer {
+        if let tempBuffer, tempBuffer.count >= bytes { return tempBuffer }
+        tempBuffer = nil
+        let buffer = try DeviceBuffer(device: device, count: bytes)
+        tempBuffer = buffer
+        return buffer
+    }
+
+    /// The pinned read ring, each slot at least `bytes`; none for a host cache, which is pinned itself.
+    func ring(bytes: Int, for source: LoadSource) throws(GPUError) -> [PinnedBuffer] {
+        if case .hostCache = source { return [] }
+        if ringBuffers.count == slots, ringBuffers.allSatisfy({ $0.count >= bytes }) { return ringBuffers }
+        ringBuffers = []
+        ringBuffers = try (0..<slots).map { _ throws(GPUError) in try PinnedBuffer(device: device, count: bytes) }
+        return ringBuffers
+    }
+}
