@@ -105,19 +105,25 @@ public final class GPUANSCodec: @unchecked Sendable {
 /// statuses, filled from the host through one pinned staging buffer.
 final class PointerTables: @unchecked Sendable {
     let device: GPUDevice
-    let chunkCount: Int
+    /// Entries allocated per table.
+    let capacity: Int
+    /// Entries in use (at most `capacity`): what `upload` and `download` move.
+    var chunkCount: Int {
+        didSet { precondition(chunkCount <= capacity, "\(chunkCount) entries in tables of \(capacity)") }
+    }
     private let memory: DeviceBuffer
     private let staging: PinnedBuffer
 
     init(device: GPUDevice, chunkCount: Int, stream: GPUStream) throws(GPUError) {
         self.device = device
         self.chunkCount = chunkCount
+        capacity = max(chunkCount, 1)
         // Six arrays of 8-byte entries (statuses are 4 bytes; they get 8 to keep everything aligned).
-        memory = try DeviceBuffer(device: device, count: 6 * 8 * max(chunkCount, 1))
-        staging = try PinnedBuffer(device: device, count: 6 * 8 * max(chunkCount, 1))
+        memory = try DeviceBuffer(device: device, count: 6 * 8 * capacity)
+        staging = try PinnedBuffer(device: device, count: 6 * 8 * capacity)
     }
 
-    private func address(_ table: Int) -> UnsafeMutableRawPointer { memory.pointer(at: table * 8 * chunkCount) }
+    private func address(_ table: Int) -> UnsafeMutableRawPointer { memory.pointer(at: table * 8 * capacity) }
 
     /// Entry `index` of table `table` (0 first pointers, 1 second pointers, 2 sizes, 3 buffer sizes, 4 result
     /// sizes, 5 statuses), for a call on a sub-range of the chunks.
@@ -132,7 +138,7 @@ final class PointerTables: @unchecked Sendable {
     var resultSizes: UnsafeMutablePointer<Int> { UnsafeMutablePointer(OpaquePointer(address(4))) }
     var statuses: UnsafeMutablePointer<CTorporNVCOMP_Status> { UnsafeMutablePointer(OpaquePointer(address(5))) }
 
-    /// Copies the tables to the device.
+    /// Copies the tables to the device (the result sizes and statuses zeroed).
     func upload(first: [UInt64], second: [UInt64], sizes: [Int], bufferSizes: [Int]? = nil, stream: GPUStream)
         throws(GPUError)
     {
@@ -141,20 +147,21 @@ final class PointerTables: @unchecked Sendable {
         for (table, values) in [first, second, sizes.map { UInt64($0) }, (bufferSizes ?? sizes).map { UInt64($0) }]
             .enumerated()
         {
-            let base = host.advanced(by: table * 8 * count).assumingMemoryBound(to: UInt64.self)
-            for (index, value) in values.enumerated() { base[index] = value }
+            let base = host.advanced(by: table * 8 * capacity).assumingMemoryBound(to: UInt64.self)
+            for (index, value) in values.prefix(count).enumerated() { base[index] = value }
         }
-        memset(host.advanced(by: 4 * 8 * count), 0, 2 * 8 * count)
-        try memory.copy(from: host, count: 6 * 8 * count, on: stream)
+        memset(host.advanced(by: 4 * 8 * capacity), 0, 2 * 8 * capacity)
+        // Up to the last entry in use: the tables lie `capacity` entries apart.
+        try memory.copy(from: host, count: 8 * (5 * capacity + count), on: stream)
     }
 
     /// Waits for the stream, then returns every chunk's status and result size.
     func download(stream: GPUStream) throws(GPUError) -> ([CTorporNVCOMP_Status], [Int]) {
-        let host = staging.pointer.advanced(by: 4 * 8 * chunkCount)
-        try memory.copy(to: host, count: 2 * 8 * chunkCount, from: 4 * 8 * chunkCount, on: stream)
+        let host = staging.pointer.advanced(by: 4 * 8 * capacity)
+        try memory.copy(to: host, count: 8 * (capacity + chunkCount), from: 4 * 8 * capacity, on: stream)
         try stream.synchronize()
         let sizes = host.assumingMemoryBound(to: Int.self)
-        let statuses = host.advanced(by: 8 * chunkCount).assumingMemoryBound(to: CTorporNVCOMP_Status.self)
+        let statuses = host.advanced(by: 8 * capacity).assumingMemoryBound(to: CTorporNVCOMP_Status.self)
         return ((0..<chunkCount).map { statuses[$0] }, (0..<chunkCount).map { sizes[$0] })
     }
 }

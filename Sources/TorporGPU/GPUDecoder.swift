@@ -141,6 +141,34 @@ final class LoadResources: @unchecked Sendable {
         return buffer
     }
 
+    private var pointerTables: PointerTables?
+    private var checkBuffers: (device: DeviceBuffer, host: PinnedBuffer, stride: Int)?
+
+    /// Pointer tables for `count` entries.
+    func tables(count: Int, stream: GPUStream) throws(GPUError) -> PointerTables {
+        if let pointerTables, pointerTables.capacity >= count {
+            pointerTables.chunkCount = count
+            return pointerTables
+        }
+        pointerTables = nil
+        let tables = try PointerTables(device: device, chunkCount: count, stream: stream)
+        pointerTables = tables
+        return tables
+    }
+
+    /// Device and pinned memory for the checksums of `count` entries: four arrays of `stride` (≥ `count`) 4-byte
+    /// entries — stored CRC-32s, decoded CRC-32s, and the statuses of each.
+    func checks(count: Int) throws(GPUError) -> (device: DeviceBuffer, host: PinnedBuffer, stride: Int) {
+        if let checkBuffers, checkBuffers.stride >= count { return checkBuffers }
+        checkBuffers = nil
+        let buffers = (
+            device: try DeviceBuffer(device: device, count: 16 * count),
+            host: try PinnedBuffer(device: device, count: 16 * count), stride: count
+        )
+        checkBuffers = buffers
+        return buffers
+    }
+
     /// The pinned read ring, each slot at least `bytes`; none for a host cache, which is pinned itself.
     func ring(bytes: Int, for source: LoadSource) throws(GPUError) -> [PinnedBuffer] {
         if case .hostCache = source { return [] }

@@ -124,7 +124,7 @@ public final class GPULoader: @unchecked Sendable {
         let decodeStream = kept.decodeStream
 
         // Every table for the whole load, uploaded once: the pointers depend only on the batch's ring slot.
-        let tables = try PointerTables(device: device, chunkCount: entries.count, stream: copyStream)
+        let tables = try kept.tables(count: entries.count, stream: copyStream)
         var inputs = [UInt64](repeating: 0, count: entries.count)
         for (number, batch) in batches.enumerated() {
             let base = staging.address + UInt64((number % slots) * slotBytes)
@@ -139,17 +139,14 @@ public final class GPULoader: @unchecked Sendable {
         try decodeStream.wait(for: kept.tablesUploaded)
         // CRC-32s: stored bytes, then decoded bytes; each with a status per entry. Read back at the end (and
         // per batch, before decoding, for the codecs that trust their input).
-        let checks = try DeviceBuffer(device: device, count: 16 * entries.count)
+        let (checks, results, stride) = try kept.checks(count: entries.count)
         let checkResults = UnsafeMutablePointer<UInt32>(OpaquePointer(checks.pointer()))
-        let checkStatuses = UnsafeMutablePointer<CTorporNVCOMP_Status>(
-            OpaquePointer(checks.pointer(at: 8 * entries.count)))
-        let results = try PinnedBuffer(device: device, count: 16 * entries.count)
+        let checkStatuses = UnsafeMutablePointer<CTorporNVCOMP_Status>(OpaquePointer(checks.pointer(at: 8 * stride)))
         let temp = try kept.temp(bytes: try tempBytes(entries, batches, chunks, stream: decodeStream))
         // Whatever happens, nothing queued may outlive the buffers it uses.
         defer {
             try? copyStream.synchronize()
             try? decodeStream.synchronize()
-            withExtendedLifetime((tables, checks, results)) {}
         }
         let reader = try BatchReader(
             path: container.path, fileSize: container.fileSize, source: source, batches: batches.map(\.span),
@@ -160,8 +157,7 @@ public final class GPULoader: @unchecked Sendable {
         /// The host reads a stored CRC-32 (at `position` of `table`: 0 stored, 1 decoded) from `results`.
         func storedCheck(_ position: Int) throws(GPUError) {
             let crcs = results.pointer.assumingMemoryBound(to: UInt32.self)
-            let statuses = results.pointer.advanced(by: 8 * entries.count).assumingMemoryBound(
-                to: CTorporNVCOMP_Status.self)
+            let statuses = results.pointer.advanced(by: 8 * stride).assumingMemoryBound(to: CTorporNVCOMP_Status.self)
             let entry = entries[position]
             let record = chunks[entry.chunk]
             guard statuses[position] == CTorporNVCOMP_Success, crcs[position] == record.storedCRC else {
@@ -196,9 +192,8 @@ public final class GPULoader: @unchecked Sendable {
                     toHost: results.pointer.advanced(by: 4 * range.lowerBound),
                     fromDevice: checks.address + UInt64(4 * range.lowerBound), count: 4 * range.count)
                 try decodeStream.copy(
-                    toHost: results.pointer.advanced(by: 8 * entries.count + 4 * range.lowerBound),
-                    fromDevice: checks.address + UInt64(8 * entries.count + 4 * range.lowerBound),
-                    count: 4 * range.count)
+                    toHost: results.pointer.advanced(by: 8 * stride + 4 * range.lowerBound),
+                    fromDevice: checks.address + UInt64(8 * stride + 4 * range.lowerBound), count: 4 * range.count)
                 try decodeStream.synchronize()
                 for position in range { try storedCheck(position) }
             }
@@ -213,21 +208,18 @@ public final class GPULoader: @unchecked Sendable {
                 start = end
             }
             try kept.decoded[slot].record(on: decodeStream)
-        }
-        // The decoded bytes' CRC-32s, then every check read back at once.
-        for batch in batches {
-            let range = batch.entries
+            // The decoded bytes' CRC-32s, while the next batches copy.
             try crc.enqueue(
                 inputs: UnsafePointer(OpaquePointer(tables.entry(1, range.lowerBound, as: UInt64.self))),
                 sizes: UnsafePointer(tables.entry(3, range.lowerBound, as: Int.self)), count: range.count,
-                maxChunkBytes: container.index.chunkSize, results: checkResults + entries.count + range.lowerBound,
-                statuses: checkStatuses + entries.count + range.lowerBound, stream: decodeStream)
+                maxChunkBytes: container.index.chunkSize, results: checkResults + stride + range.lowerBound,
+                statuses: checkStatuses + stride + range.lowerBound, stream: decodeStream)
         }
-        try decodeStream.copy(toHost: results.pointer, fromDevice: checks.address, count: 16 * entries.count)
+        // Every check read back at once.
+        try decodeStream.copy(toHost: results.pointer, fromDevice: checks.address, count: 16 * stride)
         let (statuses, sizes) = try tables.download(stream: decodeStream)
         let crcs = results.pointer.assumingMemoryBound(to: UInt32.self)
-        let crcStatuses = results.pointer.advanced(by: 8 * entries.count).assumingMemoryBound(
-            to: CTorporNVCOMP_Status.self)
+        let crcStatuses = results.pointer.advanced(by: 8 * stride).assumingMemoryBound(to: CTorporNVCOMP_Status.self)
         for (position, entry) in entries.enumerated() {
             let record = chunks[entry.chunk]
             try storedCheck(position)
@@ -245,7 +237,7 @@ public final class GPULoader: @unchecked Sendable {
                     )
                 }
             }
-            let check = entries.count + position
+            let check = stride + position
             guard crcStatuses[check] == CTorporNVCOMP_Success, crcs[check] == record.rawCRC else {
                 throw GPUError(
                     .corruptData,
