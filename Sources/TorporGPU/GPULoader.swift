@@ -200,8 +200,9 @@ public final class GPULoader: @unchecked Sendable {
             var start = range.lowerBound
             while start < range.upperBound {
                 let codec = chunks[entries[start].chunk].codec
+                let key = Self.decodeGroup(entries[start], container)
                 var end = start + 1
-                while end < range.upperBound, chunks[entries[end].chunk].codec == codec { end += 1 }
+                while end < range.upperBound, Self.decodeGroup(entries[end], container) == key { end += 1 }
                 try decode(
                     codec, start..<end, entries: entries, chunks: chunks, inputs: inputs, tables: tables, temp: temp,
                     stream: decodeStream, describe: { describe(container, $0) })
@@ -375,6 +376,14 @@ public final class GPULoader: @unchecked Sendable {
         return most
     }
 
+    /// Which batched decoder call a chunk goes to: one per codec, and for Bitcomp one per element width (nvCOMP
+    /// refuses a Bitcomp batch that mixes data types, though it decodes each chunk alone).
+    static func decodeGroup(_ entry: Entry, _ container: Container) -> Int {
+        let codec = container.chunks[entry.chunk].codec
+        let width = codec == .bitcomp ? container.index.tensors[entry.tensor].dtype.bitWidth : 0
+        return Int(codec.rawValue) << 8 | width
+    }
+
     /// Every chunk placement the load makes, cut into batches of consecutive stored bytes.
     static func plan(_ container: Container, destination: LoadDestination, batchBytes: Int) throws(GPUError)
         -> (entries: [Entry], batches: [Batch], tensors: Int)
@@ -441,9 +450,9 @@ public final class GPULoader: @unchecked Sendable {
                 spanEnd = newEnd
                 end += 1
             }
-            // Within the batch, one run per codec.
+            // Within the batch, one run per decoder call.
             let group = placements[start..<end].sorted {
-                chunks[$0.chunk].codec.rawValue < chunks[$1.chunk].codec.rawValue
+                decodeGroup($0, container) < decodeGroup($1, container)
             }
             batches.append(Batch(span: spanStart..<spanEnd, entries: entries.count..<(entries.count + group.count)))
             entries.append(contentsOf: group)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine after scripts/gpu/bench.sh in the same session (its binary and nvCOMP are still there),
-# with the MiniLM fixture carried in .gpu-fixture/ (a separate call: the binary, nvCOMP and the fixture together
+# with the MiniLM fixture carried in .gpu-fixture/ (xz'd, or as is) (a separate call: the binary, nvCOMP and the fixture together
 # exceed what one call carries): its size with ANS against the CPU codecs, and a bit-exact load.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,10 +11,16 @@ exec > >(tee "$OUT/fixture.log") 2>&1
 [ -d /tmp/torpor-gpu/wheel ] || python3 -m zipfile -e .gpu/nvidia_libnvcomp_cu13-6.0.0.12-*.whl /tmp/torpor-gpu/wheel
 export TORPOR_NVCOMP_PATH=/tmp/torpor-gpu/wheel/nvidia/libnvcomp/lib64
 torpor=/tmp/torpor-gpu/torpor
-fixture=.gpu-fixture/minilm-l6-bf16.safetensors
 work=/tmp/torpor-fixture && rm -rf "$work" && mkdir -p "$work"
+fixture=$work/minilm-l6-bf16.safetensors
+if [ -f .gpu-fixture/minilm-l6-bf16.safetensors.xz ]; then
+    xz -dc .gpu-fixture/minilm-l6-bf16.safetensors.xz > "$fixture"
+else
+    cp .gpu-fixture/minilm-l6-bf16.safetensors "$fixture"
+fi
 src=$(stat -c %s "$fixture")
 for codec in auto ans16 bitcomp ans8 byteplane zstd; do
+    rm -rf "$work/$codec"
     gpu=--gpu; case $codec in byteplane|zstd) gpu=;; esac
     $torpor pack -q $gpu --codec "$codec" "$fixture" "$work/$codec" || { echo "pack $codec failed"; continue; }
     size=$(stat -c %s "$work/$codec"/*.torpor)
