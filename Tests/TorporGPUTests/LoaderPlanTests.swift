@@ -89,6 +89,45 @@ import TorporCheckpoint
         #expect(stored < container.fileSize / 2, "read \(stored) of \(container.fileSize) bytes")
     }
 
+    /// Stands in for the GPU encoder: "codes" a chunk as its first half, so a Bitcomp pack exists without a GPU.
+    private final class HalfStoringEncoder: BatchChunkEncoder, @unchecked Sendable {
+        let codecVersions: [ChunkCodec: String] = [.bitcomp: "test"]
+        func maxEncodedSize(_ codec: ChunkCodec, rawSize: Int) throws(CheckpointError) -> Int { rawSize }
+        func encode(_ chunks: [BatchChunk]) throws(CheckpointError) -> [BatchEncodedChunk] {
+            chunks.map { chunk in
+                let half = UnsafeRawBufferPointer(rebasing: chunk.input.prefix(chunk.input.count / 2))
+                chunk.output.copyMemory(from: half)
+                return BatchEncodedChunk(
+                    size: half.count, rawCRC: CRC32.checksum(chunk.input), storedCRC: CRC32.checksum(half))
+            }
+        }
+    }
+
+    @Test func bitcompChunksOfDifferentWidthsGoToSeparateDecoderCalls() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var builder = SafetensorsBuilder()
+        builder.add("half", dtype: .bf16, shape: [4096], bytes: (0..<8192).map { UInt8($0 % 251) })
+        builder.add("wide", dtype: .i64, shape: [1024], bytes: (0..<8192).map { UInt8($0 % 241) })
+        builder.add("more", dtype: .bf16, shape: [4096], bytes: (0..<8192).map { UInt8($0 % 239) })
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try builder.write(to: directory + "/model.safetensors")
+        var options = PackOptions(codec: .fixed(.bitcomp), chunkSize: 4096)
+        options.gpuEncoder = HalfStoringEncoder()
+        _ = try ModelPack.pack(model: directory + "/model.safetensors", to: directory + "/pack", options: options)
+        let container = try Container(path: directory + "/pack/model.torpor")
+        let (entries, batches, _) = try GPULoader.plan(
+            container, destination: .pointers(["half": 0x1000_0000, "wide": 0x2000_0000, "more": 0x3000_0000]),
+            batchBytes: 64 << 20)
+        #expect(batches.count == 1)
+        let widths = entries.map { container.index.tensors[$0.tensor].dtype.bitWidth }
+        #expect(entries.allSatisfy { container.chunks[$0.chunk].codec == .bitcomp })
+        // One run of 16-bit chunks and one of 64-bit chunks, never interleaved.
+        #expect(widths == widths.sorted())
+        #expect(Set(widths) == [16, 64])
+        #expect(Set(entries.map { GPULoader.decodeGroup($0, container) }).count == 2)
+    }
+
     @Test func theByteplaneCodecIsRefusedWithAWayOut() throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
