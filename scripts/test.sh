@@ -21,6 +21,13 @@ if [ -z "${TORPOR_NVCOMP_PATH:-}" ]; then
         echo "test: nvCOMP could not be fetched; its CPU entry-point tests are skipped" >&2
     fi
 fi
+if [ -z "${TORPOR_NVRTC_PATH:-}" ]; then
+    if TORPOR_NVRTC_PATH=$(scripts/setup-nvrtc.sh 2>/dev/null); then
+        export TORPOR_NVRTC_PATH
+    else
+        echo "test: NVRTC could not be fetched; the byte-plane kernel's compile test is skipped" >&2
+    fi
+fi
 swift build
 # A hung test is a failure with a message, not a CI run that never ends. Tests run one at a time: on a 2-core
 # machine the CPU-bound checkpoint tests starved the timing-sensitive engine and gateway tests of threads.

@@ -37,6 +37,10 @@ public final class CUDADriver: Sendable {
     let cuEventRecord: CTorporCUDA_cuEventRecord
     let cuEventSynchronize: CTorporCUDA_cuEventSynchronize
     let cuEventElapsedTime: CTorporCUDA_cuEventElapsedTime
+    let cuModuleLoadData: CTorporCUDA_cuModuleLoadData
+    let cuModuleUnload: CTorporCUDA_cuModuleUnload
+    let cuModuleGetFunction: CTorporCUDA_cuModuleGetFunction
+    let cuLaunchKernel: CTorporCUDA_cuLaunchKernel
     private let cuGetErrorName: CTorporCUDA_cuGetErrorName
     private let cuGetErrorString: CTorporCUDA_cuGetErrorString
     /// The driver's CUDA version, e.g. 13000.
@@ -76,6 +80,10 @@ public final class CUDADriver: Sendable {
         cuMemFreeHost = try library.function("cuMemFreeHost", as: CTorporCUDA_cuMemFreeHost.self)
         cuMemHostRegister = try library.function("cuMemHostRegister_v2", as: CTorporCUDA_cuMemHostRegister.self)
         cuMemHostUnregister = try library.function("cuMemHostUnregister", as: CTorporCUDA_cuMemHostUnregister.self)
+        cuModuleLoadData = try library.function("cuModuleLoadData", as: CTorporCUDA_cuModuleLoadData.self)
+        cuModuleUnload = try library.function("cuModuleUnload", as: CTorporCUDA_cuModuleUnload.self)
+        cuModuleGetFunction = try library.function("cuModuleGetFunction", as: CTorporCUDA_cuModuleGetFunction.self)
+        cuLaunchKernel = try library.function("cuLaunchKernel", as: CTorporCUDA_cuLaunchKernel.self)
         cuMemcpyHtoDAsync = try library.function("cuMemcpyHtoDAsync_v2", as: CTorporCUDA_cuMemcpyHtoDAsync.self)
         cuMemcpyDtoHAsync = try library.function("cuMemcpyDtoHAsync_v2", as: CTorporCUDA_cuMemcpyDtoHAsync.self)
         cuMemcpyDtoDAsync = try library.function("cuMemcpyDtoDAsync_v2", as: CTorporCUDA_cuMemcpyDtoDAsync.self)

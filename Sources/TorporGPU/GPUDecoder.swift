@@ -87,9 +87,9 @@ struct GPUDecoder {
 }
 
 extension ChunkCodec {
-    /// Whether nvCOMP's decoder of the codec rejects malformed input by itself (ANS; a raw chunk is only copied).
-    /// Zstd and Bitcomp decoders trust their input, so the loader checks those chunks' stored CRC-32s before
-    /// decoding them.
+    /// Whether the GPU decoder of the codec rejects malformed input by itself (nvCOMP's ANS; a raw chunk is only
+    /// copied). nvCOMP's Zstd and Bitcomp decoders trust their input, and Torpor's byte-plane kernel is new, so
+    /// the loader checks those chunks' stored CRC-32s before decoding them.
     var decoderValidatesInput: Bool {
         switch self {
         case .raw, .ans16, .ans32, .ans8: true
@@ -139,6 +139,21 @@ final class LoadResources: @unchecked Sendable {
         let buffer = try DeviceBuffer(device: device, count: bytes)
         tempBuffer = buffer
         return buffer
+    }
+
+    private var bytePlane: GPUBytePlaneDecoder?
+
+    /// The byte-plane kernel, compiled with NVRTC on first use.
+    func bytePlaneDecoder(nvrtcPath: String?) throws(GPUError) -> GPUBytePlaneDecoder {
+        if let bytePlane { return bytePlane }
+        let decoder: GPUBytePlaneDecoder
+        do {
+            decoder = try GPUBytePlaneDecoder(device: device, nvrtc: try NVRTCLibrary(explicitPath: nvrtcPath))
+        } catch {
+            throw GPUError(error.code, "byteplane chunks cannot be decoded on this GPU: \(error.message)")
+        }
+        bytePlane = decoder
+        return decoder
     }
 
     private var pointerTables: PointerTables?

@@ -30,6 +30,8 @@ public struct GPULoadOptions: Sendable {
     public var ringSlots = 4
     /// Threads issuing the reads of one batch in parallel.
     public var readThreads = 8
+    /// NVRTC's library file or folder, for the byte-plane kernel (default: `NVRTCLibrary`'s search).
+    public var nvrtcPath: String?
     public init() {}
 }
 
@@ -203,9 +205,14 @@ public final class GPULoader: @unchecked Sendable {
                 let key = Self.decodeGroup(entries[start], container)
                 var end = start + 1
                 while end < range.upperBound, Self.decodeGroup(entries[end], container) == key { end += 1 }
-                try decode(
-                    codec, start..<end, entries: entries, chunks: chunks, inputs: inputs, tables: tables, temp: temp,
-                    stream: decodeStream, describe: { describe(container, $0) })
+                if codec == .bytePlane {
+                    try kept.bytePlaneDecoder(nvrtcPath: options.nvrtcPath).run(
+                        tables: tables, range: start..<end, stream: decodeStream)
+                } else {
+                    try decode(
+                        codec, start..<end, entries: entries, chunks: chunks, inputs: inputs, tables: tables,
+                        temp: temp, stream: decodeStream, describe: { describe(container, $0) })
+                }
                 start = end
             }
             try kept.decoded[slot].record(on: decodeStream)
@@ -367,7 +374,7 @@ public final class GPULoader: @unchecked Sendable {
                     group.count + 1, max(group.maxRaw, record.rawSize), group.total + record.rawSize
                 )
             }
-            for (codec, group) in groups where codec != .raw {
+            for (codec, group) in groups where codec != .raw && codec != .bytePlane {
                 let bytes = try GPUDecoder(nvcomp: nvcomp, codec: codec).tempBytes(
                     count: group.count, maxRaw: group.maxRaw, total: group.total, stream: stream)
                 most = max(most, bytes)
@@ -412,11 +419,6 @@ public final class GPULoader: @unchecked Sendable {
                 let chunk = tensor.firstChunk + step
                 let record = chunks[chunk]
                 switch record.codec {
-                case .bytePlane:
-                    throw GPUError(
-                        .unsupported,
-                        "\(container.path): tensor \"\(tensor.name)\" uses the byteplane codec, which has no GPU decoder "
-                            + "yet; repack it with `torpor pack --gpu` (nvCOMP ANS) or `--codec zstd`")
                 case .ans16 where record.rawSize % 2 != 0, .ans32 where record.rawSize % 4 != 0:
                     throw GPUError(
                         .corruptData,

@@ -17,6 +17,12 @@ struct GPUOptions: ParsableArguments {
 
     @Option(help: "The GPU to use.")
     var device: Int = 0
+
+    @Option(
+        help:
+            "NVRTC's library file or folder, for the byte-plane kernel (default: TORPOR_NVRTC_PATH, Python installs, the CUDA toolkit, the loader path)."
+    )
+    var nvrtc: String?
 }
 
 struct GPUInfo: ParsableCommand {
@@ -33,6 +39,13 @@ struct GPUInfo: ParsableCommand {
         } catch {
             print("nvCOMP: \(error.message)")
             failed = true
+        }
+        do {
+            let nvrtc = try NVRTCLibrary(explicitPath: gpu.nvrtc)
+            print("NVRTC \(nvrtc.version) from \(nvrtc.path)")
+        } catch {
+            // Only byteplane packs need it: reported, not a failure.
+            print("NVRTC: \(error.message)")
         }
         do {
             let driver = try CUDADriver()

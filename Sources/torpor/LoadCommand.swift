@@ -130,6 +130,7 @@ struct Load: ParsableCommand {
         var options = GPULoadOptions()
         options.batchBytes = batchMegabytes << 20
         options.readThreads = readThreads
+        options.nvrtcPath = gpu.nvrtc
         let loader = GPULoader(nvcomp: nvcomp, device: device, options: options)
         let files = try files()
 

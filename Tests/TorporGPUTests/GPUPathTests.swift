@@ -111,12 +111,71 @@ import Testing
                 chunkBytes: 1 << 20, dataType: CTorporNVCOMP_TypeFloat16)
             #expect(maximum >= 1 << 20)
             #expect(maximum < 2 << 20)
+            let bitcomp = try nvcomp.bitcompMaxCompressedChunkBytes(
+                chunkBytes: 1 << 20, dataType: CTorporNVCOMP_TypeUShort)
+            #expect(bitcomp >= 1 << 20)
+            #expect(bitcomp < 2 << 20)
             // An over-large chunk is nvCOMP's error, reported with its name.
             #expect {
                 _ = try nvcomp.ansMaxCompressedChunkBytes(chunkBytes: 1 << 30, dataType: CTorporNVCOMP_TypeFloat16)
             } throws: { error in
                 (error as? GPUError)?.code == .nvcomp
                     && (error as? GPUError)?.message.contains("GetMaxOutputChunkSize") == true
+            }
+        }
+    }
+
+    @Test func nvrtcIsLookedForInOrder() {
+        let sites = ["/venv/lib/python3.12/site-packages"]
+        #expect(
+            NVRTCLibrary.candidates(explicitPath: "/opt/nvrtc/libnvrtc.so.13", environment: [:], sitePackages: sites)
+                == ["/opt/nvrtc/libnvrtc.so.13"])
+        #expect(
+            NVRTCLibrary.candidates(explicitPath: nil, environment: ["TORPOR_NVRTC_PATH": "/env"], sitePackages: sites)
+                == ["/env/libnvrtc.so.13", "/env/libnvrtc.so.12", "/env/libnvrtc.so"])
+        #expect(
+            NVRTCLibrary.candidates(explicitPath: nil, environment: [:], sitePackages: sites) == [
+                "/venv/lib/python3.12/site-packages/nvidia/cu13/lib/libnvrtc.so.13",
+                "/venv/lib/python3.12/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12",
+                "/usr/local/cuda/lib64/libnvrtc.so.13", "/usr/local/cuda/lib64/libnvrtc.so.12",
+                "/usr/local/cuda/lib64/libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so",
+            ])
+    }
+
+    @Test func aMissingNVRTCIsATypedErrorSayingHowToGetIt() {
+        #expect {
+            _ = try NVRTCLibrary(explicitPath: "/nonexistent/nvrtc")
+        } throws: { error in
+            guard let error = error as? GPUError else { return false }
+            return error.code == .libraryNotFound && error.message.contains("pip install nvidia-cuda-nvrtc")
+                && error.message.contains("/nonexistent/nvrtc/libnvrtc.so.13")
+        }
+    }
+
+    @Suite(
+        "NVRTC compiles the byte-plane kernel (no GPU needed)",
+        .enabled(
+            if: ProcessInfo.processInfo.environment["TORPOR_NVRTC_PATH"] != nil,
+            "TORPOR_NVRTC_PATH is not set; scripts/test.sh sets it after fetching the nvidia-cuda-nvrtc wheel"))
+    struct NVRTCOnTheCPU {
+        @Test(arguments: ["sm_80", "sm_90"])
+        func theKernelCompilesToACubin(architecture: String) throws {
+            let nvrtc = try NVRTCLibrary()
+            let cubin = try nvrtc.compile(
+                GPUBytePlaneDecoder.source, name: "torpor_byteplane.cu", architecture: architecture)
+            #expect(Array(cubin.prefix(4)) == [0x7F, 0x45, 0x4C, 0x46], "an ELF image")
+            #expect(cubin.count > 1000)
+        }
+
+        @Test func aCompileErrorCarriesTheCompilersLog() throws {
+            let nvrtc = try NVRTCLibrary()
+            #expect {
+                _ = try nvrtc.compile(
+                    "__global__ void broken() { undeclared(); }", name: "broken.cu", architecture: "sm_90")
+            } throws: { error in
+                guard let error = error as? GPUError else { return false }
+                return error.code == .cuda && error.message.contains("broken.cu")
+                    && error.message.contains("undeclared")
             }
         }
     }

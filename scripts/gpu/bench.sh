@@ -2,7 +2,8 @@
 # Runs on the GPU machine (after scripts/gpu/prepare.sh here, carried as ".gpu"): the whole issue-5 comparison in
 # one run on one card — synthetic Llama-3.1-8B-shaped bf16 weights generated here, `torpor pack --gpu` against
 # plain I/O, loads (a)-(e), size ratios of every GPU codec, bad input, and compute-sanitizer memcheck.
-# Results go to $OUT: gpu-info.txt, load-bench.json, bench.log.
+# Results go to $OUT: gpu-info.txt, load-bench.json, bench.log. TORPOR_BENCH_SMALL_ONLY=1 stops before the 16 GB
+# comparison (codecs, bad input and memcheck only).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-results}
@@ -12,6 +13,11 @@ xz -dc .gpu/torpor.xz > /tmp/torpor-gpu/torpor && chmod +x /tmp/torpor-gpu/torpo
 [ -d /tmp/torpor-gpu/wheel ] || python3 -m zipfile -e .gpu/nvidia_libnvcomp_cu13-6.0.0.12-*.whl /tmp/torpor-gpu/wheel
 export TORPOR_NVCOMP_PATH=/tmp/torpor-gpu/wheel/nvidia/libnvcomp/lib64
 torpor=/tmp/torpor-gpu/torpor
+# NVRTC (for byteplane packs) comes with PyTorch's CUDA wheels; where Torpor's search misses it, point at it.
+if ! $torpor gpu info 2>/dev/null | grep -q "^NVRTC [0-9]"; then
+    found=$(find / -name 'libnvrtc.so.1[23]' -not -path '*/proc/*' 2>/dev/null | head -n 1)
+    [ -n "$found" ] && export TORPOR_NVRTC_PATH=$found
+fi
 {
     date -u
     nvidia-smi --query-gpu=name,driver_version,memory.total,pcie.link.gen.current,pcie.link.width.current --format=csv
@@ -61,11 +67,22 @@ with open(sys.argv[1], "r+b") as handle:
 PY
 compute-sanitizer --tool memcheck --error-exitcode 9 $torpor load "$work/bad-zstd" 2>&1 | tail -2
 echo "memcheck, corrupted zstd chunk: exit ${PIPESTATUS[0]}"
+cp -r "$work/small-bf16-byteplane" "$work/bad-byteplane"
+python3 - "$(ls "$work/bad-byteplane"/*.torpor | head -1)" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as handle:
+    handle.seek(4096 + 300)
+    byte = handle.read(1)
+    handle.seek(4096 + 300)
+    handle.write(bytes([byte[0] ^ 0x10]))
+PY
+compute-sanitizer --tool memcheck --error-exitcode 9 $torpor load "$work/bad-byteplane" 2>&1 | tail -2
+echo "memcheck, corrupted byteplane chunk: exit ${PIPESTATUS[0]}"
 cp -r "$work/small-bf16-auto" "$work/truncated"; f=$(ls "$work/truncated"/*.torpor | head -1); truncate -s 100000 "$f"
 $torpor load "$work/truncated"; echo "truncated container: exit $?"
 $torpor load "$work/small-bf16-auto" --device 7; echo "wrong device: exit $?"
 TORPOR_NVCOMP_PATH=/nonexistent $torpor load "$work/small-bf16-auto"; echo "missing nvCOMP: exit $?"
-$torpor load "$work/small-bf16-byteplane"; echo "byteplane pack on the GPU: exit $?"
+$torpor load "$work/small-bf16-byteplane"; echo "byteplane pack through the NVRTC kernel: exit $?"
 
 echo "== memcheck"
 compute-sanitizer --tool memcheck --error-exitcode 9 $torpor load "$work/small-bf16-auto" --verify-against "$work/small-bf16" 2>&1 | tail -3
@@ -74,8 +91,13 @@ compute-sanitizer --tool memcheck --error-exitcode 9 $torpor load "$work/small-b
 echo "memcheck host-cache load: exit ${PIPESTATUS[0]}"
 compute-sanitizer --tool memcheck --error-exitcode 9 $torpor pack -q --gpu "$work/small-f32" "$work/memcheck-pack" 2>&1 | tail -3
 echo "memcheck pack --gpu: exit ${PIPESTATUS[0]}"
-rm -rf "$work"/small-* "$work/bad" "$work/bad-zstd" "$work/truncated" "$work/memcheck-pack"
+for model in small-bf16 small-f32; do
+    compute-sanitizer --tool memcheck --error-exitcode 9 $torpor load "$work/$model-byteplane" --verify-against "$work/$model" 2>&1 | tail -2
+    echo "memcheck byteplane load of $model: exit ${PIPESTATUS[0]}"
+done
+rm -rf "$work"/small-* "$work"/bad* "$work/truncated" "$work/memcheck-pack"
 
+if [ -n "${TORPOR_BENCH_SMALL_ONLY:-}" ]; then rm -rf "$work" /dev/shm/torpor-*.cache; exit 0; fi
 echo "== the comparison: Llama-3.1-8B shapes"
 python3 scripts/gpu/make_llama_like.py "$work/llama"
 python3 scripts/gpu/bench_load.py $torpor "$work/llama" "$work/llama-pack" "$OUT"

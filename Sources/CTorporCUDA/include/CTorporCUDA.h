@@ -13,6 +13,8 @@ typedef struct CTorporCUDA_Context_st *CTorporCUDA_Context;  // CUcontext
 typedef struct CTorporCUDA_Stream_st *CTorporCUDA_Stream;    // CUstream
 typedef struct CTorporCUDA_Event_st *CTorporCUDA_Event;      // CUevent
 typedef uint64_t CTorporCUDA_DevicePointer;                  // CUdeviceptr
+typedef struct CTorporCUDA_Module_st *CTorporCUDA_Module;    // CUmodule
+typedef struct CTorporCUDA_Function_st *CTorporCUDA_Function;  // CUfunction
 
 static const int CTorporCUDA_Success = 0;
 static const int CTorporCUDA_ErrorOutOfMemory = 2;
@@ -67,7 +69,30 @@ typedef CTorporCUDA_Result (*CTorporCUDA_cuEventRecord)(CTorporCUDA_Event event,
 typedef CTorporCUDA_Result (*CTorporCUDA_cuEventSynchronize)(CTorporCUDA_Event event);
 typedef CTorporCUDA_Result (*CTorporCUDA_cuEventQuery)(CTorporCUDA_Event event);
 typedef CTorporCUDA_Result (*CTorporCUDA_cuEventElapsedTime)(float *milliseconds, CTorporCUDA_Event start, CTorporCUDA_Event end);
+typedef CTorporCUDA_Result (*CTorporCUDA_cuModuleLoadData)(CTorporCUDA_Module *module, const void *image);
+typedef CTorporCUDA_Result (*CTorporCUDA_cuModuleUnload)(CTorporCUDA_Module module);
+typedef CTorporCUDA_Result (*CTorporCUDA_cuModuleGetFunction)(
+    CTorporCUDA_Function *function, CTorporCUDA_Module module, const char *name);
+typedef CTorporCUDA_Result (*CTorporCUDA_cuLaunchKernel)(
+    CTorporCUDA_Function function, unsigned int gridX, unsigned int gridY, unsigned int gridZ, unsigned int blockX,
+    unsigned int blockY, unsigned int blockZ, unsigned int sharedBytes, CTorporCUDA_Stream stream, void **parameters,
+    void **extra);
 typedef CTorporCUDA_Result (*CTorporCUDA_cuGetErrorName)(CTorporCUDA_Result error, const char **name);
 typedef CTorporCUDA_Result (*CTorporCUDA_cuGetErrorString)(CTorporCUDA_Result error, const char **message);
+
+// NVRTC (libnvrtc.so.13 or .12), the run-time CUDA C++ compiler: also loaded with dlopen. It needs no GPU.
+typedef int CTorporNVRTC_Result;           // nvrtcResult; 0 is NVRTC_SUCCESS
+typedef struct CTorporNVRTC_Program_st *CTorporNVRTC_Program;  // nvrtcProgram
+
+typedef CTorporNVRTC_Result (*CTorporNVRTC_Version)(int *major, int *minor);
+typedef const char *(*CTorporNVRTC_GetErrorString)(CTorporNVRTC_Result result);
+typedef CTorporNVRTC_Result (*CTorporNVRTC_CreateProgram)(
+    CTorporNVRTC_Program *program, const char *source, const char *name, int headerCount,
+    const char *const *headers, const char *const *includeNames);
+typedef CTorporNVRTC_Result (*CTorporNVRTC_CompileProgram)(
+    CTorporNVRTC_Program program, int optionCount, const char *const *options);
+typedef CTorporNVRTC_Result (*CTorporNVRTC_GetSize)(CTorporNVRTC_Program program, size_t *size);
+typedef CTorporNVRTC_Result (*CTorporNVRTC_GetBytes)(CTorporNVRTC_Program program, char *bytes);
+typedef CTorporNVRTC_Result (*CTorporNVRTC_DestroyProgram)(CTorporNVRTC_Program *program);
 
 #endif
