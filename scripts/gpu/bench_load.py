@@ -140,14 +140,6 @@ def main() -> None:
     results["coldBufferedUncompressed"] = torpor_json(
         torpor, "load", model, "--uncompressed", "--drop-cache", "--repeat", "2")
     results["pageCacheUncompressed"] = torpor_json(torpor, "load", model, "--uncompressed", "--repeat", "3")
-    # The CPU's byte-plane codec, decoded by Torpor's NVRTC kernel, from the host cache.
-    byteplane = pack + "-byteplane"
-    started = time.perf_counter()
-    subprocess.run([torpor, "pack", "-q", "--codec", "byteplane", model, byteplane], check=True)
-    results["bytePlanePack"] = {"seconds": time.perf_counter() - started, "ratio": sum(
-        os.path.getsize(path) for path in glob.glob(os.path.join(byteplane, "*.torpor"))) / total}
-    results["bytePlaneHostCache"] = torpor_json(
-        torpor, "load", byteplane, "--source", "host-cache", "--repeat", "3", "--verify-against", model)
     evict(containers + shards)
 
     def best(entries, key="GBps"):
@@ -174,9 +166,6 @@ def main() -> None:
     for name, rate, baseline in rows:
         ratio = f"{rate / baseline:.2f}x" if baseline else ""
         print(f"{name:52} {rate:8.2f} {ratio:>12}")
-    print(f"byteplane (CPU pack, {results['bytePlanePack']['ratio']:.4f}), GPU kernel, host cache: "
-          f"{max(results['bytePlaneHostCache']['gigabytesPerSecond']):.2f} GB/s, "
-          f"verified {results['bytePlaneHostCache']['verified']}")
     print("host cache by batch size (MB: GB/s):", results["hostCacheByBatch"], "64:", rows[2][1])
     print(f"SHA-256 of the source on one core: {hash_seconds:.2f} s; pack {pack_seconds:.2f} s")
     print(f"GPU pack {results['pack']['sourceGBps']:.2f} GB/s of source vs read+write baseline "
