@@ -8,11 +8,15 @@ public final class GPUANSCodec: @unchecked Sendable {
     public let nvcomp: NVCOMPLibrary
     public let device: GPUDevice
     public let dataType: CTorporNVCOMP_DataType
+    public let tuning: ANSTuning
 
-    public init(nvcomp: NVCOMPLibrary, device: GPUDevice, dataType: CTorporNVCOMP_DataType) {
+    public init(
+        nvcomp: NVCOMPLibrary, device: GPUDevice, dataType: CTorporNVCOMP_DataType, tuning: ANSTuning = .default
+    ) {
         self.nvcomp = nvcomp
         self.device = device
         self.dataType = dataType
+        self.tuning = tuning
     }
 
     /// The result of `compress`: every chunk's compressed bytes at its slot of `output`.
@@ -28,7 +32,8 @@ public final class GPUANSCodec: @unchecked Sendable {
         -> Compressed
     {
         let elementBytes = dataType == CTorporNVCOMP_TypeFloat16 ? 2 : 1
-        let maxOutput = try nvcomp.ansMaxCompressedChunkBytes(chunkBytes: chunkBytes, dataType: dataType)
+        let maxOutput = try nvcomp.ansMaxCompressedChunkBytes(
+            chunkBytes: chunkBytes, dataType: dataType, tuning: tuning)
         let plan = try ChunkPlan(
             totalBytes: count, chunkBytes: chunkBytes, elementBytes: elementBytes, alignment: 16,
             maxCompressedChunkBytes: maxOutput)
@@ -37,7 +42,7 @@ public final class GPUANSCodec: @unchecked Sendable {
         try tables.upload(
             first: plan.inputPointers(base: input.address), second: plan.slotPointers(base: output.address),
             sizes: plan.sizes, stream: stream)
-        let options = NVCOMPLibrary.ansCompressOptions(dataType)
+        let options = NVCOMPLibrary.ansCompressOptions(dataType, tuning)
         var tempBytes = 0
         try NVCOMPLibrary.check(
             nvcomp.ansCompressGetTempSize(plan.chunks.count, chunkBytes, options, &tempBytes, count, stream.opaque),

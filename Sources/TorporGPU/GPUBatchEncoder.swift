@@ -12,6 +12,8 @@ public final class GPUBatchEncoder: BatchChunkEncoder, @unchecked Sendable {
     public let nvcomp: NVCOMPLibrary
     public let device: GPUDevice
     public let codecVersions: [ChunkCodec: String]
+    /// How ANS cuts and codes each chunk.
+    public let ansTuning: ANSTuning
     private let stream: GPUStream
     private let maxChunkBytes: Int
     private let inputSlot: Int
@@ -29,23 +31,31 @@ public final class GPUBatchEncoder: BatchChunkEncoder, @unchecked Sendable {
     private var temp: DeviceBuffer?
     private let crc: GPUCRC32
 
-    /// - Parameter maxChunkBytes: the container's chunk size (at most 16 MiB).
-    public init(nvcomp: NVCOMPLibrary, device: GPUDevice, maxChunkBytes: Int) throws(GPUError) {
+    /// - Parameters:
+    ///   - maxChunkBytes: the container's chunk size (at most 16 MiB).
+    ///   - ansTuning: how ANS cuts and codes each chunk.
+    public init(nvcomp: NVCOMPLibrary, device: GPUDevice, maxChunkBytes: Int, ansTuning: ANSTuning = .default)
+        throws(GPUError)
+    {
         self.nvcomp = nvcomp
         self.device = device
         self.maxChunkBytes = maxChunkBytes
+        self.ansTuning = try ansTuning.validated()
         stream = try GPUStream(device: device)
         crc = GPUCRC32(nvcomp: nvcomp, device: device)
         let version = "nvCOMP \(nvcomp.versionString)"
+        let ans = "\(version) ANS (rANS, \(ansTuning))"
         codecVersions = [
-            .ans16: "\(version) ANS (rANS), data_type FLOAT16",
-            .ans32: "\(version) ANS (rANS), data_type FLOAT32",
-            .ans8: "\(version) ANS (rANS), data_type UCHAR",
+            .ans16: "\(ans), data_type FLOAT16",
+            .ans32: "\(ans), data_type FLOAT32",
+            .ans8: "\(ans), data_type UCHAR",
             .bitcomp: "\(version) Bitcomp, default algorithm, lossless, data_type by element width",
         ]
         var worst = maxChunkBytes
         for dataType in [CTorporNVCOMP_TypeFloat16, CTorporNVCOMP_TypeFloat32, CTorporNVCOMP_TypeUChar] {
-            worst = max(worst, try nvcomp.ansMaxCompressedChunkBytes(chunkBytes: maxChunkBytes, dataType: dataType))
+            worst = max(
+                worst,
+                try nvcomp.ansMaxCompressedChunkBytes(chunkBytes: maxChunkBytes, dataType: dataType, tuning: ansTuning))
         }
         for dataType in [CTorporNVCOMP_TypeUChar, CTorporNVCOMP_TypeUShort, CTorporNVCOMP_TypeUInt] {
             worst = max(
@@ -222,7 +232,7 @@ public final class GPUBatchEncoder: BatchChunkEncoder, @unchecked Sendable {
         var tempBytes = 0
         switch codec {
         case .ans16, .ans32, .ans8:
-            let options = NVCOMPLibrary.ansCompressOptions(dataType)
+            let options = NVCOMPLibrary.ansCompressOptions(dataType, ansTuning)
             try NVCOMPLibrary.check(
                 nvcomp.ansCompressGetTempSize(count, maxBytes, options, &tempBytes, total, stream.opaque),
                 "nvcompBatchedANSCompressGetTempSize")

@@ -13,6 +13,9 @@ public struct GPUSelfTest: Sendable {
         public var nvcompVersion: String
         public var bytes: Int
         public var chunkBytes: Int
+        /// nvCOMP's ANS options: the most sub-chunks per chunk and states per lane (0: nvCOMP's default).
+        public var ansSubChunks: Int
+        public var ansStatesPerLane: Int
         public var compressedBytes: Int
         public var ratio: Double
         public var pinnedCopyGBps: Double
@@ -27,6 +30,7 @@ public struct GPUSelfTest: Sendable {
 
     public var chunkBytes = 1 << 20
     public var repeats = 5
+    public var ansTuning = ANSTuning.default
 
     public init() {}
 
@@ -54,7 +58,8 @@ public struct GPUSelfTest: Sendable {
             copyMilliseconds = min(copyMilliseconds, try end.milliseconds(since: start))
         }
 
-        let codec = GPUANSCodec(nvcomp: nvcomp, device: device, dataType: CTorporNVCOMP_TypeFloat16)
+        let codec = GPUANSCodec(
+            nvcomp: nvcomp, device: device, dataType: CTorporNVCOMP_TypeFloat16, tuning: try ansTuning.validated())
         let compressStarted = ContinuousClock.now
         let compressed = try codec.compress(original, count: count, chunkBytes: chunkBytes, stream: stream)
         let compressSeconds = (ContinuousClock.now - compressStarted) / .seconds(1)
@@ -80,7 +85,8 @@ public struct GPUSelfTest: Sendable {
         return Result(
             device: device.info.name, computeCapability: device.info.computeCapability,
             driverVersion: device.driver.driverVersion, nvcompVersion: nvcomp.versionString, bytes: count,
-            chunkBytes: chunkBytes, compressedBytes: compressed.compressedBytes,
+            chunkBytes: chunkBytes, ansSubChunks: ansTuning.subChunks, ansStatesPerLane: ansTuning.statesPerLane,
+            compressedBytes: compressed.compressedBytes,
             ratio: Double(compressed.compressedBytes) / Double(count),
             pinnedCopyGBps: Double(count) / copyMilliseconds / 1e6,
             decodeGBps: Double(count) / decodeMilliseconds / 1e6,

@@ -195,9 +195,11 @@ public final class NVCOMPLibrary: Sendable {
     }
 
     /// The largest ANS output for a chunk of `chunkBytes`.
-    public func ansMaxCompressedChunkBytes(chunkBytes: Int, dataType: CTorporNVCOMP_DataType) throws(GPUError) -> Int {
+    public func ansMaxCompressedChunkBytes(
+        chunkBytes: Int, dataType: CTorporNVCOMP_DataType, tuning: ANSTuning = .default
+    ) throws(GPUError) -> Int {
         var bytes = 0
-        let status = ansCompressGetMaxOutputChunkSize(chunkBytes, Self.ansCompressOptions(dataType), &bytes)
+        let status = ansCompressGetMaxOutputChunkSize(chunkBytes, Self.ansCompressOptions(dataType, tuning), &bytes)
         try Self.check(status, "nvcompBatchedANSCompressGetMaxOutputChunkSize(\(chunkBytes))")
         return bytes
     }
@@ -218,9 +220,13 @@ public final class NVCOMPLibrary: Sendable {
         return options
     }
 
-    static func ansCompressOptions(_ dataType: CTorporNVCOMP_DataType) -> CTorporNVCOMP_ANSCompressOptions {
+    static func ansCompressOptions(_ dataType: CTorporNVCOMP_DataType, _ tuning: ANSTuning = .default)
+        -> CTorporNVCOMP_ANSCompressOptions
+    {
         var options = CTorporNVCOMP_ANSCompressOptions()
         options.dataType = dataType
+        options.maxSubChunkCount = UInt8(tuning.subChunks)
+        options.statesPerLane = UInt8(tuning.statesPerLane)
         return options
     }
 

@@ -25,6 +25,25 @@ struct GPUOptions: ParsableArguments {
     var nvrtc: String?
 }
 
+/// nvCOMP ANS encoder options (`pack --gpu`, `gpu selftest`).
+struct ANSTuningOptions: ParsableArguments {
+    @Option(
+        name: .customLong("ans-sub-chunks"),
+        help: "ANS: the most sub-chunks per chunk, each with its own table (4-64, a power of 2; 0: nvCOMP's 8).")
+    var subChunks: Int = ANSTuning.default.subChunks
+
+    @Option(
+        name: .customLong("ans-states"),
+        help:
+            "ANS: interleaved rANS states per lane (1 or 2; 0: nvCOMP's 2). Each extra state costs 128 bytes per sub-chunk."
+    )
+    var statesPerLane: Int = ANSTuning.default.statesPerLane
+
+    func tuning() throws(GPUError) -> ANSTuning {
+        try ANSTuning(subChunks: subChunks, statesPerLane: statesPerLane).validated()
+    }
+}
+
 struct GPUInfo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "info", abstract: "Show the CUDA driver, the GPUs and nvCOMP as Torpor finds them.")
@@ -101,6 +120,8 @@ struct GPUSelfTestCommand: ParsableCommand {
     @Option(help: "Chunk size in bytes.")
     var chunkSize: Int = 1 << 20
 
+    @OptionGroup var ans: ANSTuningOptions
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -126,6 +147,7 @@ struct GPUSelfTestCommand: ParsableCommand {
             }
             var test = GPUSelfTest()
             test.chunkBytes = chunkSize
+            test.ansTuning = try ans.tuning()
             let result = try data.withUnsafeBytes { bytes throws(GPUError) in
                 try test.run(nvcomp: nvcomp, device: device, data: bytes) { CRC32.checksum($0) }
             }
@@ -144,7 +166,7 @@ struct GPUSelfTestCommand: ParsableCommand {
                 print(
                     """
                     \(result.device) (compute \(result.computeCapability)), nvCOMP \(result.nvcompVersion)
-                    data: \(result.bytes >> 20) MiB in \(result.chunkBytes >> 10) KiB chunks
+                    data: \(result.bytes >> 20) MiB in \(result.chunkBytes >> 10) KiB chunks (ANS: \(test.ansTuning))
                     ANS ratio: \(String(format: "%.4f", result.ratio))
                     pinned host-to-device copy: \(String(format: "%.1f", result.pinnedCopyGBps)) GB/s
                     ANS decode on the GPU: \(String(format: "%.1f", result.decodeGBps)) GB/s (uncompressed bytes)

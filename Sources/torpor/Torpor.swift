@@ -78,10 +78,15 @@ struct Pack: ParsableCommand {
     )
     var nvcomp: String?
 
+    @OptionGroup var ans: ANSTuningOptions
+
     func run() throws {
         guard let choice = CodecChoice(name: codec) else {
             throw ValidationError(
                 "unknown codec \"\(codec)\"; use one of: \(CodecChoice.names.joined(separator: ", "))")
+        }
+        if !gpu, (ans.subChunks, ans.statesPerLane) != (ANSTuning.default.subChunks, ANSTuning.default.statesPerLane) {
+            throw ValidationError("--ans-sub-chunks and --ans-states tune the GPU's ANS encoder: add --gpu")
         }
         var options = PackOptions(codec: choice, chunkSize: chunkSize, workers: work.threads)
         if gpu {
@@ -93,7 +98,8 @@ struct Pack: ParsableCommand {
                     throw GPUError(.noDevice, "there is no GPU \(device): this machine has \(count)")
                 }
                 options.gpuEncoder = try GPUBatchEncoder(
-                    nvcomp: library, device: try GPUDevice(driver: driver, ordinal: device), maxChunkBytes: chunkSize)
+                    nvcomp: library, device: try GPUDevice(driver: driver, ordinal: device), maxChunkBytes: chunkSize,
+                    ansTuning: try ans.tuning())
             } catch let error as GPUError {
                 FileHandle.standardError.write(Data("error: pack --gpu: \(error.message)\n".utf8))
                 throw ExitCode.failure

@@ -144,6 +144,13 @@ struct CLITests {
         let chunk = try torpor("pack", Fixture.directory + "/tiny-llama", scratch.path + "/out", "--chunk-size", "100")
         #expect(chunk.status == 1 && chunk.stderr.contains("chunk size 100 is invalid"), "\(chunk.stderr)")
 
+        let ansWithoutGPU = try torpor(
+            "pack", Fixture.directory + "/tiny-llama", scratch.path + "/out", "--ans-states", "2")
+        #expect(
+            ansWithoutGPU.status != 0 && ansWithoutGPU.stderr.contains("tune the GPU's ANS encoder: add --gpu"),
+            "\(ansWithoutGPU.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"))
+
         let missing = try torpor("verify", scratch.path + "/nowhere")
         #expect(missing.status == 1 && missing.stderr.contains("nowhere is not a directory"), "\(missing.stderr)")
 

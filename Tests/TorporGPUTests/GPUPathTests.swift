@@ -115,12 +115,43 @@ import Testing
                 chunkBytes: 1 << 20, dataType: CTorporNVCOMP_TypeUShort)
             #expect(bitcomp >= 1 << 20)
             #expect(bitcomp < 2 << 20)
+            // Every ANS tuning Torpor accepts is one nvCOMP accepts; one state per lane never needs more room.
+            for subChunks in [0, 4, 8, 16, 32, 64] {
+                for states in [0, 1, 2] {
+                    let tuning = try ANSTuning(subChunks: subChunks, statesPerLane: states).validated()
+                    let bound = try nvcomp.ansMaxCompressedChunkBytes(
+                        chunkBytes: 1 << 20, dataType: CTorporNVCOMP_TypeFloat16, tuning: tuning)
+                    #expect(bound >= 1 << 20, "\(tuning)")
+                }
+            }
             // An over-large chunk is nvCOMP's error, reported with its name.
             #expect {
                 _ = try nvcomp.ansMaxCompressedChunkBytes(chunkBytes: 1 << 30, dataType: CTorporNVCOMP_TypeFloat16)
             } throws: { error in
                 (error as? GPUError)?.code == .nvcomp
                     && (error as? GPUError)?.message.contains("GetMaxOutputChunkSize") == true
+            }
+        }
+    }
+
+    @Test func ansTuningIsCheckedAndReachesNVCOMPsOptions() throws {
+        #expect(MemoryLayout<CTorporNVCOMP_ANSCompressOptions>.size == 64)
+        #expect(MemoryLayout<CTorporNVCOMP_ANSCompressOptions>.offset(of: \.maxSubChunkCount) == 8)
+        let options = NVCOMPLibrary.ansCompressOptions(
+            CTorporNVCOMP_TypeFloat16, ANSTuning(subChunks: 4, statesPerLane: 1))
+        #expect(options.maxSubChunkCount == 4)
+        #expect(options.statesPerLane == 1)
+        #expect(options.histogramReductionLog2 == 0)
+        #expect(options.dataType == CTorporNVCOMP_TypeFloat16)
+        let defaults = NVCOMPLibrary.ansCompressOptions(CTorporNVCOMP_TypeFloat16, .nvcompDefault)
+        #expect(defaults.maxSubChunkCount == 0 && defaults.statesPerLane == 0)
+        #expect("\(ANSTuning.default)" == "at most 4 sub-chunks, 1 state per lane")
+        for (subChunks, states, named) in [(3, 1, "sub-chunks"), (128, 1, "sub-chunks"), (4, 3, "states per lane")] {
+            #expect {
+                _ = try ANSTuning(subChunks: subChunks, statesPerLane: states).validated()
+            } throws: { error in
+                (error as? GPUError)?.code == .invalidArgument
+                    && (error as? GPUError)?.message.contains(named) == true
             }
         }
     }
