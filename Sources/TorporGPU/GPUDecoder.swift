@@ -87,12 +87,13 @@ struct GPUDecoder {
 }
 
 extension ChunkCodec {
-    /// Whether the GPU decoder of the codec rejects malformed input by itself (nvCOMP's ANS; a raw chunk is only
-    /// copied). nvCOMP's Zstd and Bitcomp decoders trust their input, and Torpor's byte-plane kernel is new, so
-    /// the loader checks those chunks' stored CRC-32s before decoding them.
+    /// Whether the GPU decoder of the codec rejects malformed input by itself: nvCOMP's ANS, and Torpor's
+    /// byte-plane kernel, which bounds every read and write by the chunk's header, plane table and lane counts
+    /// (clean under compute-sanitizer on corrupted chunks); a raw chunk is only copied. nvCOMP's Zstd and Bitcomp
+    /// decoders trust their input, so the loader checks those chunks' stored CRC-32s before decoding them.
     var decoderValidatesInput: Bool {
         switch self {
-        case .raw, .ans16, .ans32, .ans8: true
+        case .raw, .ans16, .ans32, .ans8, .bytePlane: true
         default: false
         }
     }
@@ -104,20 +105,23 @@ final class LoadResources: @unchecked Sendable {
     let device: GPUDevice
     let slots: Int
     let copyStream: GPUStream
-    let decodeStream: GPUStream
+    /// The streams batches are checked and decoded on, in turn, so several batches decode at once (a decoder that
+    /// works a chunk with one warp, as the byte-plane kernel does, needs many chunks in flight to fill the GPU).
+    let decodeStreams: [GPUStream]
     /// Per ring slot: its host-to-device copy ran; its decode ran.
     let copied: [GPUEvent]
     let decoded: [GPUEvent]
     let tablesUploaded: GPUEvent
     private var stagingBuffer: DeviceBuffer?
-    private var tempBuffer: DeviceBuffer?
+    private var tempBuffers: [DeviceBuffer?]
     private var ringBuffers: [PinnedBuffer] = []
 
-    init(device: GPUDevice, slots: Int) throws(GPUError) {
+    init(device: GPUDevice, slots: Int, decodeStreams: Int) throws(GPUError) {
         self.device = device
         self.slots = slots
         copyStream = try GPUStream(device: device)
-        decodeStream = try GPUStream(device: device)
+        self.decodeStreams = try (0..<decodeStreams).map { _ throws(GPUError) in try GPUStream(device: device) }
+        tempBuffers = Array(repeating: nil, count: decodeStreams)
         copied = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
         decoded = try (0..<slots).map { _ throws(GPUError) in try GPUEvent(device: device) }
         tablesUploaded = try GPUEvent(device: device)
@@ -132,13 +136,18 @@ final class LoadResources: @unchecked Sendable {
         return buffer
     }
 
-    /// Device memory for the decoders, at least `bytes`.
-    func temp(bytes: Int) throws(GPUError) -> DeviceBuffer {
-        if let tempBuffer, tempBuffer.count >= bytes { return tempBuffer }
-        tempBuffer = nil
-        let buffer = try DeviceBuffer(device: device, count: bytes)
-        tempBuffer = buffer
+    /// Device memory for the decoders on decode stream `stream`, at least `bytes` (at least 1 byte).
+    func temp(bytes: Int, stream: Int) throws(GPUError) -> DeviceBuffer {
+        if let buffer = tempBuffers[stream], buffer.count >= bytes { return buffer }
+        tempBuffers[stream] = nil
+        let buffer = try DeviceBuffer(device: device, count: max(bytes, 1))
+        tempBuffers[stream] = buffer
         return buffer
+    }
+
+    /// Waits for everything queued on the decode streams.
+    func synchronizeDecodes() throws(GPUError) {
+        for stream in decodeStreams { try stream.synchronize() }
     }
 
     private var bytePlane: GPUBytePlaneDecoder?

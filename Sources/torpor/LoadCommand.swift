@@ -42,6 +42,9 @@ struct Load: ParsableCommand {
     @Option(help: "Threads reading each batch.")
     var readThreads: Int = 8
 
+    @Option(help: "Streams decoding byte-plane batches in turn (1-4): up to this many decode at once.")
+    var decodeStreams: Int = GPULoadOptions().decodeStreams
+
     @Flag(
         help: ArgumentHelp(
             "The argument is an uncompressed model (directory or .safetensors): load its data sections through the same pipeline without decoding, as a baseline."
@@ -82,6 +85,7 @@ struct Load: ParsableCommand {
             throw ValidationError("--batch-megabytes must be between 1 and 1024")
         }
         guard readThreads >= 1 else { throw ValidationError("--read-threads must be at least 1") }
+        guard (1...4).contains(decodeStreams) else { throw ValidationError("--decode-streams must be 1 to 4") }
         if uncompressed && source == "host-cache" {
             throw ValidationError("--uncompressed reads files; it has no host cache")
         }
@@ -130,6 +134,7 @@ struct Load: ParsableCommand {
         var options = GPULoadOptions()
         options.batchBytes = batchMegabytes << 20
         options.readThreads = readThreads
+        options.decodeStreams = decodeStreams
         options.nvrtcPath = gpu.nvrtc
         let loader = GPULoader(nvcomp: nvcomp, device: device, options: options)
         let files = try files()

@@ -21,6 +21,19 @@ for pack in byteplane ans; do
     echo "$pack: $(du -cb "$work/$pack"/*.torpor | tail -1 | cut -f1) of $(du -cb "$work/model"/*.safetensors | tail -1 | cut -f1) bytes"
     $torpor load "$work/$pack" --source host-cache --repeat 3 --verify-against "$work/model"
 done
+# The kernel decodes each chunk's rANS plane with one warp (the format's 32 lanes), so a batch needs many chunks
+# to fill the GPU: the byteplane pack by batch size (MB of stored bytes per decoder launch).
+for megabytes in 32 128 256 512; do
+    printf 'byteplane, %3d MB batches: ' $megabytes
+    $torpor load "$work/byteplane" --source host-cache --repeat 3 --batch-megabytes $megabytes | tail -1
+done
+# ... and by the number of batches decoding at once (the loader's decode streams), for both packs.
+for streams in 1 2 4; do
+    for pack in byteplane ans; do
+        printf '%-9s %d decode streams: ' $pack $streams
+        $torpor load "$work/$pack" --source host-cache --repeat 5 --decode-streams $streams | sort -t, -k2 -g | tail -1
+    done
+done
 python3 - "$work/model" <<'PY'
 import glob, os, sys, time, torch
 paths = sorted(glob.glob(os.path.join(sys.argv[1], "*.safetensors")))
