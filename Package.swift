@@ -17,6 +17,8 @@ let package = Package(
         .library(name: "TorporEngine", targets: ["TorporEngine"]),
         .library(name: "TorporGateway", targets: ["TorporGateway"]),
         .library(name: "TorporGPU", targets: ["TorporGPU"]),
+        // libtorpor: the C ABI (Sources/CTorporABI/include/torpor.h) that the Python package and vLLM plugin use.
+        .library(name: "torpor-c", type: .dynamic, targets: ["LibTorpor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -93,6 +95,14 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
             ],
+            swiftSettings: swiftSettings
+        ),
+
+        // libtorpor: the C ABI over the checkpoint manager and the GPU loader; its header is CTorporABI's.
+        .target(name: "CTorporABI"),
+        .target(
+            name: "LibTorpor",
+            dependencies: ["CTorporABI", "TorporCheckpoint", "TorporGPU"],
             swiftSettings: swiftSettings
         ),
 

@@ -42,6 +42,34 @@ public final class GPUDevice: Sendable {
     }
 }
 
+extension GPUDevice {
+    /// Waits until everything queued on a stream the caller owns (a `CUstream`, e.g. PyTorch's
+    /// `torch.cuda.current_stream().cuda_stream`; nil: the legacy default stream) has run.
+    public func synchronize(externalStream stream: UnsafeMutableRawPointer?) throws(GPUError) {
+        try makeCurrent()
+        try driver.check(driver.cuStreamSynchronize(stream.map { OpaquePointer($0) }), "cuStreamSynchronize")
+    }
+
+    /// Copies device memory to host memory, each piece `(address, destination)`, at pinned speed: `region` (the
+    /// host memory holding every destination, page-aligned) is registered with the driver for the copies.
+    public func copyToHost(
+        _ pieces: [(address: UInt64, destination: UnsafeMutableRawBufferPointer)],
+        through region: UnsafeMutableRawBufferPointer
+    ) throws(GPUError) {
+        guard pieces.contains(where: { $0.destination.count > 0 }) else { return }
+        try makeCurrent()
+        let pinned = try PinnedBuffer(
+            device: self, registering: region.baseAddress!, count: region.count, readOnly: false)
+        let stream = try GPUStream(device: self)
+        for piece in pieces where piece.destination.count > 0 {
+            try stream.copy(
+                toHost: piece.destination.baseAddress!, fromDevice: piece.address, count: piece.destination.count)
+        }
+        try stream.synchronize()
+        _ = pinned
+    }
+}
+
 /// A CUDA stream, destroyed with its owner.
 public final class GPUStream: @unchecked Sendable {
     let device: GPUDevice

@@ -71,6 +71,18 @@ public final class HostCache: @unchecked Sendable {
 
     /// Whether the cache file at `path` already holds this container: same size, same first page (the preamble,
     /// with the CRC-32s of the chunk table and index).
+    /// Makes sure the host cache file of `container` exists and is current, copying the container there if not;
+    /// needs no GPU (a loader in another process maps and pins it).
+    /// - Returns: the cache file's path, and whether it was written now.
+    public static func prepare(_ container: Container, path: String? = nil) throws(GPUError)
+        -> (path: String, filled: Bool)
+    {
+        let path = path ?? defaultPath(for: container.path)
+        if try isCurrent(path, container: container) { return (path, false) }
+        try fill(path, from: container.path, count: container.fileSize)
+        return (path, true)
+    }
+
     static func isCurrent(_ path: String, container: Container) throws(GPUError) -> Bool {
         var status = stat()
         guard stat(path, &status) == 0 else { return false }

@@ -311,6 +311,48 @@ public final class Container: Sendable {
         }
     }
 
+    /// Decodes the named tensors into caller memory, each `destination` exactly the tensor's size: every chunk
+    /// checked (stored and decoded CRC-32) and decoded on every core.
+    /// - Throws: `.invalidArgument` for an unknown name or a destination of the wrong size, `.unsupported` for
+    ///   chunks only a GPU decodes, `.corruptData` naming the tensor and chunk that fails a check. The
+    ///   destinations then hold unspecified bytes.
+    public func read(
+        _ requests: [(name: String, destination: UnsafeMutableRawBufferPointer)], workers: Int? = nil
+    ) throws(CheckpointError) {
+        var numbers: [String: Int] = [:]
+        for (number, tensor) in index.tensors.enumerated() { numbers[tensor.name] = number }
+        var pieces: [(piece: Piece, output: UnsafeMutableRawBufferPointer)] = []
+        for request in requests {
+            guard let number = numbers[request.name] else {
+                throw CheckpointError(.invalidArgument, "\(path): no tensor named \"\(request.name)\"")
+            }
+            let tensor = index.tensors[number]
+            guard request.destination.count == tensor.byteCount else {
+                throw CheckpointError(
+                    .invalidArgument,
+                    "\(path): tensor \"\(request.name)\" has \(tensor.byteCount) bytes, the destination \(request.destination.count)"
+                )
+            }
+            var offset = 0
+            for step in 0..<tensor.chunkCount {
+                let chunk = tensor.firstChunk + step
+                if !chunks[chunk].codec.runsOnCPU { try requireCPUCodecs() }
+                let size = chunks[chunk].rawSize
+                pieces.append(
+                    (
+                        Piece(chunk: chunk, tensor: number, chunkInTensor: step, outputOffset: offset),
+                        UnsafeMutableRawBufferPointer(rebasing: request.destination[offset..<(offset + size)])
+                    ))
+                offset += size
+            }
+        }
+        let jobs = UncheckedSendable(pieces)
+        try WorkerPool(workers: workers).run(jobs: pieces.count) {
+            (job: Int, scratch: CodecScratch) throws(CheckpointError) -> Void in
+            try decode(jobs.value[job].piece, into: jobs.value[job].output, scratch: scratch)
+        }
+    }
+
     /// Decodes one tensor's bytes.
     public func tensorBytes(_ name: String) throws(CheckpointError) -> [UInt8] {
         guard let number = index.tensors.firstIndex(where: { $0.name == name }) else {

@@ -147,7 +147,25 @@ public enum ContainerPacker {
         progress: ProgressHandler?, digest: SourceDigest?
     ) throws(CheckpointError) -> PackedFile {
         try options.validate()
-        let source = try SafetensorsFile(path: sourcePath)
+        return try pack(
+            source: try SafetensorsFile(path: sourcePath), to: containerPath, fileName: fileName, options: options,
+            progress: progress, digest: digest)
+    }
+
+    /// Packs a safetensors file already mapped or assembled in memory (`StagedSafetensors`).
+    public static func pack(
+        source: SafetensorsFile, to containerPath: String, fileName: String, options: PackOptions = PackOptions(),
+        progress: ProgressHandler? = nil
+    ) throws(CheckpointError) -> PackedFile {
+        try options.validate()
+        return try pack(
+            source: source, to: containerPath, fileName: fileName, options: options, progress: progress, digest: nil)
+    }
+
+    private static func pack(
+        source: SafetensorsFile, to containerPath: String, fileName: String, options: PackOptions,
+        progress: ProgressHandler?, digest: SourceDigest?
+    ) throws(CheckpointError) -> PackedFile {
         let header = source.header
         progress?(.started(file: fileName, bytes: source.mapping.count))
         // The whole file's SHA-256 runs beside the encoding (one core) instead of before it.

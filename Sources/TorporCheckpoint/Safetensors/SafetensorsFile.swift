@@ -193,6 +193,12 @@ public struct SafetensorsFile: Sendable {
         header = try SafetensorsHeader(parsing: mapping.bytes, file: path)
     }
 
+    /// Validates a safetensors file already in memory (`mapping.path` names it in messages).
+    public init(mapping: MappedFile) throws(CheckpointError) {
+        self.mapping = mapping
+        header = try SafetensorsHeader(parsing: mapping.bytes, file: mapping.path)
+    }
+
     /// The bytes of the JSON header, with the 8-byte length prefix.
     public var headerBytes: UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: mapping.bytes[0..<header.dataStart])

@@ -17,29 +17,38 @@ public struct SafetensorsBuilder: Sendable {
     /// The serialized file: 8-byte little-endian header length, the JSON header padded with spaces to a multiple
     /// of 8 (as the reference writer does), then the tensors in the order they were added.
     public func serialized() -> [UInt8] {
-        var json = "{"
+        var out = Self.header(
+            entries.map { ($0.name, $0.dtype, $0.shape, $0.bytes.count) }, metadata: metadata)
+        out.reserveCapacity(out.count + entries.reduce(0) { $0 + $1.bytes.count })
+        for entry in entries { out.append(contentsOf: entry.bytes) }
+        return out
+    }
+
+    /// A safetensors file's first bytes for tensors laid out in this order, back to back: the 8-byte
+    /// little-endian length, then the JSON header padded with spaces to a multiple of 8.
+    public static func header(
+        _ tensors: [(name: String, dtype: DType, shape: [Int], byteCount: Int)], metadata: [String: String] = [:]
+    ) -> [UInt8] {
         var parts: [String] = []
         if !metadata.isEmpty {
             let items = metadata.sorted { $0.key < $1.key }.map { "\(jsonString($0.key)):\(jsonString($0.value))" }
             parts.append("\"__metadata__\":{\(items.joined(separator: ","))}")
         }
         var offset = 0
-        for entry in entries {
-            let shape = entry.shape.map(String.init).joined(separator: ",")
+        for tensor in tensors {
+            let shape = tensor.shape.map(String.init).joined(separator: ",")
             parts.append(
-                "\(jsonString(entry.name)):{\"dtype\":\"\(entry.dtype.rawValue)\",\"shape\":[\(shape)],"
-                    + "\"data_offsets\":[\(offset),\(offset + entry.bytes.count)]}"
+                "\(jsonString(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],"
+                    + "\"data_offsets\":[\(offset),\(offset + tensor.byteCount)]}"
             )
-            offset += entry.bytes.count
+            offset += tensor.byteCount
         }
-        json += parts.joined(separator: ",") + "}"
-        var header = Array(json.utf8)
+        var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
         while header.count % 8 != 0 { header.append(UInt8(ascii: " ")) }
         var out: [UInt8] = []
-        out.reserveCapacity(8 + header.count + offset)
+        out.reserveCapacity(8 + header.count)
         withUnsafeBytes(of: UInt64(header.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(contentsOf: header)
-        for entry in entries { out.append(contentsOf: entry.bytes) }
         return out
     }
 

@@ -32,6 +32,23 @@ public final class MappedFile: @unchecked Sendable {
         bytes = UnsafeRawBufferPointer(start: base, count: size)
     }
 
+    /// Anonymous, writable memory of `count` bytes, zeroed, standing in for a file named `name` (in messages):
+    /// where a safetensors file is assembled in memory before it is packed.
+    /// - Throws: `CheckpointError` with code `.io` when the memory cannot be mapped.
+    public init(anonymous count: Int, name: String) throws(CheckpointError) {
+        path = name
+        guard count > 0 else {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        guard let base = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+            base != MAP_FAILED
+        else {
+            throw ioError("cannot map \(count) bytes of memory for", name)
+        }
+        bytes = UnsafeRawBufferPointer(start: base, count: count)
+    }
+
     /// The number of bytes in the file.
     public var count: Int { bytes.count }
 
