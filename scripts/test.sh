@@ -36,3 +36,10 @@ timeout --kill-after=30 "${TORPOR_TEST_TIMEOUT:-1800}" swift test --no-parallel 
     [ "$status" = 124 ] && echo "test: the suite did not finish within ${TORPOR_TEST_TIMEOUT:-1800} s" >&2
     exit "$status"
 }
+# The Python package (python/) over the libtorpor just built, with the vLLM venv's PyTorch.
+if [ -n "${TORPOR_VLLM_PYTHON:-}" ]; then
+    TORPOR_LIBRARY="$PWD/.build/debug/libtorpor-c.so" TORPOR_BINARY="$PWD/.build/debug/torpor" \
+        timeout --kill-after=30 600 "$TORPOR_VLLM_PYTHON" -m unittest discover -s python/tests -v
+else
+    echo "test: the Python package's tests are skipped: ${TORPOR_VLLM_SKIP_REASON:-no Python with PyTorch}" >&2
+fi

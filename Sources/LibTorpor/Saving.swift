@@ -182,6 +182,7 @@ public func torpor_save_start(
                 packOptions.gpuEncoder = nil  // "when available": the CPU codecs instead
             }
         }
+        try packOptions.validate()
         let options = packOptions
         let handle = SaveHandle { try staged.pack(to: path, options: options) }
         out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())

@@ -175,7 +175,7 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show every tensor of a pack: dtype, shape, codec, size before and after, and totals.")
 
-    @Argument(help: "A pack directory made by `torpor pack`.")
+    @Argument(help: "A pack directory made by `torpor pack`, or one .torpor file (as torpor.save writes them).")
     var pack: String
 
     @Flag(help: "Print JSON instead of a table.")

@@ -72,7 +72,8 @@ public struct PackOptions: Sendable {
         self.workers = workers
     }
 
-    func validate() throws(CheckpointError) {
+    /// Checks the options (chunk size, a GPU codec without a GPU encoder ...), naming the bad one.
+    public func validate() throws(CheckpointError) {
         if case .fixed(let codec) = codec, !codec.runsOnCPU {
             guard let gpuEncoder else {
                 throw CheckpointError(

@@ -1,3 +1,5 @@
+import Glibc
+
 /// What `torpor inspect` shows: every tensor of every container in a pack, with sizes before and after.
 public struct PackInspection: Codable, Sendable {
     public struct Tensor: Codable, Sendable {
@@ -40,8 +42,28 @@ public struct PackInspection: Codable, Sendable {
     public var totals: Totals
 
     /// Reads the manifest and every container's index of the pack at `pack` (no chunk is decoded).
+    /// A single container file (`torpor.save` writes them) is shown as a pack of that one file.
     public init(pack: String) throws(CheckpointError) {
-        let manifest = try PackManifest.load(from: pack)
+        var status = stat()
+        let manifest: PackManifest
+        var base = pack
+        if stat(pack, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG {
+            let container = try Container(path: pack)
+            let slash = pack.lastIndex(of: "/")
+            base = slash.map { String(pack[..<$0]) } ?? "."
+            let name = slash.map { String(pack[pack.index(after: $0)...]) } ?? pack
+            manifest = PackManifest(
+                writer: "\(container.index.writer.name) \(container.index.writer.version)", codec: "",
+                chunkSize: container.index.chunkSize,
+                files: [
+                    .init(
+                        path: container.index.source.fileName, size: container.index.source.size,
+                        sha256: container.index.source.sha256, kind: .packed, container: name,
+                        containerSize: container.fileSize)
+                ])
+        } else {
+            manifest = try PackManifest.load(from: pack)
+        }
         self.pack = pack
         var files: [File] = []
         var totals = Totals(
@@ -51,7 +73,7 @@ public struct PackInspection: Codable, Sendable {
                 path: entry.path, kind: entry.kind, container: entry.container, bytes: entry.size,
                 storedBytes: entry.size, tensors: [])
             if entry.kind == .packed, let relative = entry.container {
-                let container = try Container(path: pack + "/" + relative)
+                let container = try Container(path: base + "/" + relative)
                 file.storedBytes = container.fileSize
                 file.writer = "\(container.index.writer.name) \(container.index.writer.version)"
                 file.chunkSize = container.index.chunkSize
