@@ -39,7 +39,7 @@ timeout --kill-after=30 "${TORPOR_TEST_TIMEOUT:-1800}" swift test --no-parallel 
 # The Python package (python/) over the libtorpor just built, with the vLLM venv's PyTorch.
 if [ -n "${TORPOR_VLLM_PYTHON:-}" ]; then
     TORPOR_LIBRARY="$PWD/.build/debug/libtorpor-c.so" TORPOR_BINARY="$PWD/.build/debug/torpor" \
-        timeout --kill-after=30 600 "$TORPOR_VLLM_PYTHON" -m unittest discover -s python/tests -v
+        timeout --kill-after=30 1200 "$TORPOR_VLLM_PYTHON" -m unittest discover -s python/tests -t python -v
 else
     echo "test: the Python package's tests are skipped: ${TORPOR_VLLM_SKIP_REASON:-no Python with PyTorch}" >&2
 fi
