@@ -36,8 +36,10 @@ timeout --kill-after=30 "${TORPOR_TEST_TIMEOUT:-1800}" swift test --no-parallel 
     [ "$status" = 124 ] && echo "test: the suite did not finish within ${TORPOR_TEST_TIMEOUT:-1800} s" >&2
     exit "$status"
 }
-# The Python package (python/) over the libtorpor just built, with the vLLM venv's PyTorch.
+# The Python package (python/) over the libtorpor just built, with the vLLM venv's PyTorch; the vLLM plugin is
+# found through its entry point, so the package is installed there (editable: this checkout's sources).
 if [ -n "${TORPOR_VLLM_PYTHON:-}" ]; then
+    "$TORPOR_VLLM_PYTHON" -m pip install --no-deps --no-build-isolation -q -e ./python
     TORPOR_LIBRARY="$PWD/.build/debug/libtorpor-c.so" TORPOR_BINARY="$PWD/.build/debug/torpor" \
         timeout --kill-after=30 1200 "$TORPOR_VLLM_PYTHON" -m unittest discover -s python/tests -t python -v
 else
