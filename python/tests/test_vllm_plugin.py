@@ -4,7 +4,8 @@
 - reload_weights through /collective_rpc to a second checkpoint with different weights answers exactly as a
   fresh server on that checkpoint;
 - a level-2 sleep, a wake of the weights, reload_weights from the pack and a wake of the KV cache give the
-  answers of before the sleep.
+  answers of before the sleep;
+- examples/rlhf_colocate.py runs two steps with vLLM's LLM API, and vLLM holds each new policy's weights.
 
 Needs the plugin installed in this Python (scripts/test.sh: pip install -e python) and TORPOR_LIBRARY.
 """
@@ -155,6 +156,23 @@ class VLLMLoadsTorporCheckpoints(unittest.TestCase):
             self.assertEqual(call(port, "POST", "/wake_up?tags=kv_cache")["status"], "awake")
             call(port, "POST", "/reset_prefix_cache")
             self.assertEqual(greedy(port), fresh_b, "a level-2 wake that reloads from the pack")
+
+    def test_the_rlhf_example_hands_every_policy_version_to_vllm(self):
+        out = self.directory / "policies"
+        environment = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND="nobind")
+        run = subprocess.run(
+            [sys.executable, str(REPOSITORY / "examples" / "rlhf_colocate.py"), "--model", str(self.original),
+             "--pack", str(self.pack_a), "--out", str(out), "--steps", "2"],
+            capture_output=True, text=True, env=environment, timeout=600)
+        self.assertEqual(run.returncode, 0, run.stderr[-4000:])
+        for step in (1, 2):
+            self.assertIn(f"step {step}: loss", run.stdout)
+            self.assertTrue((out / f"policy-{step:04d}.torpor").is_file())
+        self.assertEqual(run.stdout.count("vLLM holds the new weights"), 2)
+        # Every saved version is a complete container with the step in its metadata.
+        import torpor
+        with torpor.open(out / "policy-0002.torpor") as container:
+            self.assertEqual(container.metadata, {"step": "2"})
 
     def test_bad_loader_options_fail_the_start_with_the_reason(self):
         log = self.directory / "bad.log"
