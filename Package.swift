@@ -83,6 +83,7 @@ let package = Package(
             name: "TorporGateway",
             dependencies: [
                 "TorporEngine",
+                "TorporCheckpoint",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -145,6 +146,7 @@ let package = Package(
             dependencies: [
                 "TorporGateway",
                 "TorporEngine",
+                "TorporCheckpoint",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -20,21 +20,11 @@ public final class HostCache: @unchecked Sendable {
     public let registerSeconds: Double
     private var pinned: PinnedBuffer?
 
-    /// The cache file for `containerPath` in `directory`: named after the container's file name and a hash of
-    /// its absolute path, so two models never share one.
+    /// The cache file for `containerPath` in `directory` (`HostCachePath`).
     public static func defaultPath(for containerPath: String, directory: String = "/dev/shm") -> String {
-        let absolute =
-            containerPath.hasPrefix("/")
-            ? containerPath : FileManager.default.currentDirectoryPath + "/" + containerPath
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
-        for byte in absolute.utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
-        }
-        let name = absolute.split(separator: "/").last.map(String.init) ?? "container"
-        return "\(directory)/torpor-\(name)-\(String(hash, radix: 16)).cache"
+        HostCachePath.for(container: containerPath, directory: directory)
     }
 
-    /// Opens the host cache of `container` at `path`, filling it first when it is absent or stale, and pins it.
     public init(container: Container, path: String? = nil, device: GPUDevice) throws(GPUError) {
         let path = path ?? Self.defaultPath(for: container.path)
         self.path = path

@@ -6,6 +6,7 @@ public import Logging
 import NIOCore
 import NIOPosix
 public import ServiceLifecycle
+import TorporCheckpoint
 import TorporEngine
 
 /// `torpor serve`: the client listener, the admin listener, one scheduler worker per GPU and the engines, run as
@@ -78,7 +79,8 @@ public final class Gateway: Service {
                 throw ConfigurationError("models.\(model.name): \(error.message)")
             }
             let spec = model.engineSpec(
-                port: port, gpu: gpu, stateDirectory: state, simulator: simulatorExecutable)!
+                port: port, gpu: gpu, stateDirectory: state, simulator: simulatorExecutable,
+                hostCacheDirectory: configuration.hostCacheDirectory)!
             defaultPaths[model.name] = spec.model
             engines[model.name] = ManagedEngine(
                 spec: spec, servedName: model.name, supervisor: supervisor, transitionTimeoutSeconds: timeout,
@@ -158,11 +160,25 @@ public final class Gateway: Service {
             }
         } catch {
             await supervisor.stopAll()
+            removeHostCaches()
             try? await http.shutdown()
             throw error
         }
         await supervisor.stopAll()
+        removeHostCaches()
         try? await http.shutdown()
+    }
+
+    /// Frees the host RAM the host-cache models' checkpoints held, once their engines are gone.
+    private func removeHostCaches() {
+        for model in configuration.models where model.sleepLevel == .hostCache {
+            for container in model.checkpoint?.containers ?? [] {
+                let path = HostCachePath.for(container: container, directory: configuration.hostCacheDirectory)
+                if unlink(path) == 0 {
+                    logger.info("removed a host cache", metadata: ["model": "\(model.name)", "path": "\(path)"])
+                }
+            }
+        }
     }
 }
 

@@ -1,4 +1,6 @@
+import Foundation
 import Testing
+import TorporCheckpoint
 import TorporEngine
 
 @testable import TorporGateway
@@ -124,7 +126,7 @@ import TorporEngine
         ),
         (
             "models:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1, sleep_level: 3}\n",
-            "sleep_level: \"3\" is not auto, 1 or 2"
+            "sleep_level: \"3\" is not auto, 1, 2 or host-cache"
         ),
         (
             "listen: {client: 'localhost:99999'}\nmodels:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
@@ -139,12 +141,86 @@ import TorporEngine
             "at least 8 characters"
         ),
         ("models: [\n", "invalid YAML"),
+        (
+            "models:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1, sleep_level: host-cache}\n",
+            "host-cache wakes from the model's Torpor pack; set checkpoint"
+        ),
+        (
+            "models:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1, checkpoint: /nowhere/pack}\n",
+            "models[0].checkpoint: /nowhere/pack"
+        ),
     ])
     func badConfigurationsNameTheKey(yaml: String, message: String) {
         #expect {
             _ = try GatewayConfiguration.parse(yaml: yaml)
         } throws: { error in
             (error as? ConfigurationError)?.message.contains(message) == true
+        }
+    }
+
+    /// A real pack of the tiny Llama fixture, made as `torpor pack` makes it.
+    static func tinyPack() throws -> (path: String, containerBytes: Int) {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "torpor-gateway-pack-\(getpid())-\(UInt64.random(in: 0..<UInt64.max))"
+        ).path
+        let report = try ModelPack.pack(model: RealVLLM.tinyLlama, to: directory)
+        return (directory, report.containerBytes)
+    }
+
+    @Test func aCheckpointIsReadAndGivesTheEngineTheTorporLoadFormat() throws {
+        let pack = try Self.tinyPack()
+        defer { try? FileManager.default.removeItem(atPath: pack.path) }
+        let yaml = """
+            host_cache_dir: /dev/shm/torpor-test
+            models:
+              - name: tiny
+                engine: {command: [vllm, serve, \(pack.path)]}
+                weights_gib: 0.01
+                kv_cache_gib: 0.1
+                checkpoint: \(pack.path)/
+                sleep_level: host-cache
+              - name: plain
+                engine: {command: [vllm, serve, \(pack.path), --load-format, torpor]}
+                weights_gib: 0.01
+                kv_cache_gib: 0.1
+                checkpoint: \(pack.path)
+            """
+        let configuration = try GatewayConfiguration.parse(yaml: yaml)
+        let tiny = configuration.models[0]
+        #expect(tiny.checkpoint?.path == pack.path)
+        #expect(tiny.checkpoint?.storedBytes == pack.containerBytes)
+        #expect(tiny.checkpoint?.containers == [pack.path + "/model.torpor"])
+        #expect(tiny.hostCacheBytes == pack.containerBytes)
+        #expect(configuration.models[1].hostCacheBytes == 0)
+        let spec = try #require(
+            tiny.engineSpec(
+                port: 8123, gpu: configuration.gpus[0], stateDirectory: "/tmp", simulator: "torpor",
+                hostCacheDirectory: configuration.hostCacheDirectory))
+        #expect(
+            spec.arguments == [
+                "serve", pack.path, "--served-model-name", "tiny", "--load-format", "torpor",
+                "--model-loader-extra-config", #"{"cache_dir":"/dev/shm/torpor-test","source":"host-cache"}"#,
+            ])
+        // A command that names its own load format keeps it, and only host-cache models get the cache option.
+        let plain = try #require(
+            configuration.models[1].engineSpec(
+                port: 8124, gpu: configuration.gpus[0], stateDirectory: "/tmp", simulator: "torpor"))
+        #expect(plain.arguments == ["serve", pack.path, "--load-format", "torpor", "--served-model-name", "plain"])
+    }
+
+    @Test func hostCacheCheckpointsMustFitTheHostBudget() throws {
+        let pack = try Self.tinyPack()
+        defer { try? FileManager.default.removeItem(atPath: pack.path) }
+        let yaml = """
+            host_memory_gib: 0.0001
+            models:
+              - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1, checkpoint: \(pack.path),
+                 sleep_level: host-cache}
+            """
+        #expect {
+            _ = try GatewayConfiguration.parse(yaml: yaml)
+        } throws: { error in
+            (error as? ConfigurationError)?.message.contains("the host-cache models' checkpoints need") == true
         }
     }
 

@@ -66,6 +66,30 @@ import TorporEngine
         #expect(await rig.scheduler.hostMemoryInUse() == 4 << 30)
     }
 
+    @Test func aHostCacheModelSleepsAtLevelTwoAndHoldsItsCheckpointInTheHostBudget() async throws {
+        var configuration = rigConfiguration(models: 3, gpuGiB: 16, preload: 1)
+        configuration.hostMemoryBytes = 6 << 30
+        // m2 wakes from its Torpor pack held in host memory: 2.7 GiB compressed for its 4 GiB of weights.
+        configuration.models[2].checkpoint = .init(
+            path: "/packs/m2", storedBytes: 2_900_000_000, containers: ["/packs/m2/model.torpor"])
+        configuration.models[2].sleepLevel = .hostCache
+        let rig = SchedulerRig(configuration)
+        defer { rig.stop() }
+        await rig.untilStartedUp { await rig.phase("m0") == "awake" }
+        // The checkpoint is counted from the start, so m1's 4 GiB of weights no longer fit beside it: level 2.
+        #expect(await rig.phase("m2") == "L2")
+        #expect(await rig.phase("m1") == "L2")
+        #expect(rig.engines["m2"]!.calls.contains(.sleep(.discardWeights, .wait)))
+        #expect(await rig.scheduler.hostMemoryInUse() == 2_900_000_000)
+        // A wake reloads from the checkpoint (the default weights path), and the cache stays counted while awake.
+        _ = try await rig.scheduler.acquire("m2")
+        await rig.scheduler.release("m2")
+        #expect(rig.engines["m2"]!.calls.contains(.wake(.discardWeights, "/packs/m2")))
+        #expect(await rig.scheduler.hostMemoryInUse() == 2_900_000_000)
+        let status = await rig.scheduler.state(of: "m2")
+        #expect(status?.name == "awake")
+    }
+
     @Test func aRequestWaitsNoLongerThanTheStarvationBound() async throws {
         var configuration = rigConfiguration(models: 2, gpuGiB: 12, preload: 1)
         configuration.scheduler.minResidencySeconds = 1000

@@ -1,4 +1,5 @@
 import Foundation
+import TorporCheckpoint
 import Yams
 
 /// Everything `torpor serve` reads from its YAML file; docs/gateway-config.md documents every key once.
@@ -12,8 +13,11 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var apiKeys: [APIKey] = []
     public var limits = Limits()
     public var scheduler = SchedulerSettings()
-    /// Host RAM that level-1 sleepers may hold (their weights), in bytes.
+    /// Host RAM that level-1 sleepers (their weights) and host-cache models (their compressed checkpoints) may
+    /// hold, in bytes.
     public var hostMemoryBytes: Int = 64 << 30
+    /// Where host-cache models' compressed checkpoints are held (a tmpfs: RAM).
+    public var hostCacheDirectory: String = "/dev/shm"
     public var gpus: [GPU] = [GPU(id: "0")]
     public var models: [Model] = []
     /// Where engine records (`*.engine.json`), logs and simulated-GPU ledgers go.
@@ -112,6 +116,42 @@ public struct GatewayConfiguration: Sendable, Equatable {
         case level1 = "1"
         /// Always level 2 (weights discarded; reloaded from `weights_path` on wake).
         case level2 = "2"
+        /// Level 2, waking from the model's Torpor checkpoint held in pinned host memory (`host_cache_dir`): the
+        /// compressed weights stay in host RAM for as long as the engine runs (about two thirds of what level 1
+        /// holds), and `host_memory_gib` reserves them for the model all the time. Needs `checkpoint`.
+        case hostCache = "host-cache"
+    }
+
+    /// A model's Torpor pack (`torpor pack`), which its engine loads with `--load-format torpor`.
+    public struct Checkpoint: Sendable, Equatable {
+        /// The pack directory, absolute.
+        public var path: String
+        /// The containers' bytes: what the host cache holds.
+        public var storedBytes: Int
+        /// The containers' paths, absolute, in manifest order.
+        public var containers: [String]
+
+        public init(path: String, storedBytes: Int, containers: [String]) {
+            self.path = path
+            self.storedBytes = storedBytes
+            self.containers = containers
+        }
+
+        /// Reads the pack's manifest.
+        static func read(_ path: String, key: String) throws(ConfigurationError) -> Checkpoint {
+            let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+            let manifest: PackManifest
+            do {
+                manifest = try PackManifest.load(from: absolute)
+            } catch {
+                throw ConfigurationError("\(key): \(error.message)")
+            }
+            let packed = manifest.files.filter { $0.kind == .packed }
+            guard !packed.isEmpty else { throw ConfigurationError("\(key): the pack \(absolute) holds no containers") }
+            return Checkpoint(
+                path: absolute, storedBytes: packed.reduce(0) { $0 + ($1.containerSize ?? 0) },
+                containers: packed.compactMap { $0.container.map { absolute + "/" + $0 } })
+        }
     }
 
     public struct Model: Sendable, Equatable {
@@ -132,8 +172,11 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var preload = false
         /// Put to sleep after this long without requests; nil never.
         public var idleTTLSeconds: Double?
-        /// What a level-2 wake reloads; by default the path the engine started with.
+        /// What a level-2 wake reloads; by default the checkpoint, else the path the engine started with.
         public var weightsPath: String?
+        /// The model's Torpor pack: its engine gets `--load-format torpor`, and `sleep_level: host-cache` wakes
+        /// from it in host memory.
+        public var checkpoint: Checkpoint?
 
         public init(name: String, engine: Engine, weightsBytes: Int, kvCacheBytes: Int) {
             self.name = name
@@ -153,6 +196,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
 
         /// GPU memory while awake: weights, KV cache and what stays when it sleeps.
         public var awakeBytes: Int { weightsBytes + kvCacheBytes + sleepResidueBytes }
+
+        /// Host RAM a host-cache model holds while its engine runs (its compressed checkpoint); 0 for others.
+        public var hostCacheBytes: Int { sleepLevel == .hostCache ? checkpoint?.storedBytes ?? 0 : 0 }
     }
 
     /// How the gateway reaches a model's engine.
@@ -214,6 +260,10 @@ public struct GatewayConfiguration: Sendable, Equatable {
                     "models.\(model.name): awake it needs \(gib(model.awakeBytes)) and its neighbours' sleep residue "
                         + "\(gib(needed - model.awakeBytes)), more than GPU \(gpu.id)'s \(gib(gpu.memoryBytes))")
             }
+            if model.sleepLevel == .hostCache, model.checkpoint == nil {
+                throw ConfigurationError(
+                    "models.\(model.name).sleep_level: host-cache wakes from the model's Torpor pack; set checkpoint")
+            }
             if case .external(let url) = model.engine {
                 guard let host = URL(string: url)?.host, ["127.0.0.1", "localhost", "::1"].contains(host) else {
                     throw ConfigurationError(
@@ -233,6 +283,12 @@ public struct GatewayConfiguration: Sendable, Equatable {
                     "gpus.\(gpu.id): the preloaded and pinned models (\(preloaded.map(\.name).joined(separator: ", "))) "
                         + "need \(gib(needed)) awake, more than its \(gib(gpu.memoryBytes))")
             }
+        }
+        let cached = models.reduce(0) { $0 + $1.hostCacheBytes }
+        guard cached <= hostMemoryBytes else {
+            throw ConfigurationError(
+                "host_memory_gib: the host-cache models' checkpoints need \(gib(cached)), more than \(gib(hostMemoryBytes))"
+            )
         }
         var keys = Set<String>()
         for key in apiKeys {
@@ -360,7 +416,7 @@ struct ConfigReader {
     func decodeGateway() throws(ConfigurationError) -> GatewayConfiguration {
         let fields = try mapping(allowed: [
             "listen", "admin_token", "api_keys", "limits", "scheduler", "host_memory_gib", "gpus", "models",
-            "state_dir",
+            "state_dir", "host_cache_dir",
         ])
         var result = GatewayConfiguration()
         if let listen = child(fields, "listen") {
@@ -441,13 +497,14 @@ struct ConfigReader {
         }
         for item in try items(fields, "models") { result.models.append(try item.decodeModel()) }
         result.stateDirectory = try string(fields, "state_dir") ?? result.stateDirectory
+        result.hostCacheDirectory = try string(fields, "host_cache_dir") ?? result.hostCacheDirectory
         return result
     }
 
     func decodeModel() throws(ConfigurationError) -> Model {
         let values = try mapping(allowed: [
             "name", "gpu", "engine", "weights_gib", "kv_cache_gib", "sleep_residue_gib", "sleep_level", "pinned",
-            "preload", "idle_ttl_seconds", "weights_path",
+            "preload", "idle_ttl_seconds", "weights_path", "checkpoint",
         ])
         guard let name = try string(values, "name") else { throw ConfigurationError("\(path).name is missing") }
         guard let engineReader = child(values, "engine") else { throw ConfigurationError("\(path).engine is missing") }
@@ -463,7 +520,7 @@ struct ConfigReader {
         model.sleepResidueBytes = try gibibytes(values, "sleep_residue_gib") ?? model.sleepResidueBytes
         if let level = try string(values, "sleep_level") {
             guard let policy = LevelPolicy(rawValue: level) else {
-                throw ConfigurationError("\(path).sleep_level: \"\(level)\" is not auto, 1 or 2")
+                throw ConfigurationError("\(path).sleep_level: \"\(level)\" is not auto, 1, 2 or host-cache")
             }
             model.sleepLevel = policy
         }
@@ -471,6 +528,9 @@ struct ConfigReader {
         model.preload = try bool(values, "preload") ?? false
         model.idleTTLSeconds = try double(values, "idle_ttl_seconds", minimum: 0.001)
         model.weightsPath = try string(values, "weights_path")
+        if let pack = try string(values, "checkpoint") {
+            model.checkpoint = try GatewayConfiguration.Checkpoint.read(pack, key: "\(path).checkpoint")
+        }
         return model
     }
 

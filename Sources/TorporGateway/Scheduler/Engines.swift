@@ -114,8 +114,12 @@ extension GatewayConfiguration.Model {
     /// The engine spec for a model Torpor starts.
     /// - Parameters:
     ///   - simulator: the `torpor` binary that runs `sim-engine`.
-    func engineSpec(port: Int, gpu: GatewayConfiguration.GPU, stateDirectory: String, simulator: String) -> EngineSpec?
-    {
+    /// - Parameters:
+    ///   - hostCacheDirectory: where a host-cache model's worker keeps the checkpoint (`host_cache_dir`).
+    func engineSpec(
+        port: Int, gpu: GatewayConfiguration.GPU, stateDirectory: String, simulator: String,
+        hostCacheDirectory: String = "/dev/shm"
+    ) -> EngineSpec? {
         var spec = EngineSpec(name: name, model: name)
         spec.port = port
         switch engine {
@@ -125,6 +129,18 @@ extension GatewayConfiguration.Model {
             spec.executable = arguments[0]
             var rest = Array(arguments.dropFirst())
             if !rest.contains("--served-model-name") { rest += ["--served-model-name", name] }
+            // A Torpor checkpoint loads (and a level-2 wake reloads) through the torpor load format; a host-cache
+            // model's worker loads from the checkpoint's pinned copy in host memory.
+            if checkpoint != nil, !rest.contains(where: { $0.hasPrefix("--load-format") }) {
+                rest += ["--load-format", "torpor"]
+            }
+            if sleepLevel == .hostCache, !rest.contains(where: { $0.hasPrefix("--model-loader-extra-config") }) {
+                let options = ["source": "host-cache", "cache_dir": hostCacheDirectory]
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                let json = (try? encoder.encode(options)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+                rest += ["--model-loader-extra-config", json]
+            }
             spec.arguments = rest
             spec.environment = environment
             spec.readinessDeadline = .seconds(readyTimeoutSeconds)

@@ -45,11 +45,13 @@ public actor Scheduler {
             }
         }
 
-        /// Host RAM held in this phase (level-1 weights).
+        /// Host RAM held (or reserved) in this phase: level-1 weights; a host-cache model's checkpoint in every
+        /// phase (its worker fills the cache at its first load and keeps it pinned, so it is reserved from the start
+        /// and level-1 decisions never promise that RAM to another model).
         var hostBytes: Int {
             switch phase {
             case .asleep(.offloadWeights), .sleeping(.offloadWeights), .waking(.offloadWeights): config.weightsBytes
-            default: 0
+            default: config.hostCacheBytes
             }
         }
 
@@ -117,7 +119,8 @@ public actor Scheduler {
                     .offloadWeights: Double(model.weightsBytes) / 8e9 + 0.05,
                     .discardWeights: Double(model.weightsBytes) / 1.5e9 + 1,
                 ],
-                weightsPath: model.weightsPath ?? defaultWeightsPaths[model.name] ?? model.name)
+                weightsPath: model.weightsPath ?? model.checkpoint?.path ?? defaultWeightsPaths[model.name]
+                    ?? model.name)
         }
         for gpu in configuration.gpus {
             let (signals, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -390,7 +393,7 @@ public actor Scheduler {
     /// Level 1 where the host RAM budget holds the weights (and the policy allows), else level 2.
     func sleepLevel(for name: String) -> SleepLevel {
         let model = models[name]!
-        if model.config.sleepLevel == .level2 { return .discardWeights }
+        if model.config.sleepLevel == .level2 || model.config.sleepLevel == .hostCache { return .discardWeights }
         let held = models.values.reduce(0) { $0 + ($1.config.name == name ? 0 : $1.hostBytes) }
         return held + model.config.weightsBytes <= configuration.hostMemoryBytes ? .offloadWeights : .discardWeights
     }
