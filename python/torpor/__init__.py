@@ -164,8 +164,9 @@ def prepare_host_cache(path: str | os.PathLike, cache_dir: Optional[str] = None)
 def load(path: str | os.PathLike, device="cpu", *, names: Optional[Iterable[str]] = None, source: str = "file",
          cache_dir: Optional[str] = None, threads: int = 0) -> dict:
     """Loads tensors of a container or pack directory as ``{name: torch.Tensor}`` on ``device`` ("cpu", "cuda",
-    "cuda:1", a torch.device). ``names`` picks tensors (default: all). CUDA loads read from the file or, with
-    source="host-cache", from a pinned /dev/shm copy made on first use."""
+    "cuda:1", a torch.device). ``names`` picks tensors (default: all). Loads read the container files or, with
+    source="host-cache", their copies in ``cache_dir`` (default /dev/shm), made on first use: pinned for CUDA
+    loads."""
     from ._torch import load as load_torch
 
     return load_torch(path, device, names=names, source=source, cache_dir=cache_dir, threads=threads)

@@ -34,7 +34,7 @@ def _torch_dtype(entry, path: str):
 
 def load(path, device, *, names: Optional[Iterable[str]], source: str, cache_dir: Optional[str],
          threads: int) -> dict:
-    from . import Container, containers
+    from . import Container, containers, prepare_host_cache
 
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
@@ -44,6 +44,9 @@ def load(path, device, *, names: Optional[Iterable[str]], source: str, cache_dir
     wanted = None if names is None else set(names)
     result = {}
     for file in containers(path):
+        if device.type == "cpu" and source == "host-cache":
+            # The host cache is a byte-for-byte copy of the container in RAM (/dev/shm): read that instead.
+            file = prepare_host_cache(file, cache_dir)[0]
         with Container(file) as container:
             entries = [entry for entry in container.tensors.values() if wanted is None or entry.name in wanted]
             tensors = {entry.name: torch.empty(entry.shape, dtype=_torch_dtype(entry, file), device=device)
