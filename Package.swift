@@ -162,6 +162,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "LibTorporTests",
+            exclude: ["C"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "TorporCLITests",
             dependencies: ["TorporCheckpoint"],
             swiftSettings: swiftSettings
