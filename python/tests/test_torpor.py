@@ -7,6 +7,7 @@
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import unittest
@@ -110,6 +111,32 @@ class RoundTrips(unittest.TestCase):
         self.assertEqual(len(copies), 1)
         self.assertEqual(copies[0].read_bytes(), (pack / "model.torpor").read_bytes())
         self.assertEqual(torpor.prepare_host_cache(pack, str(cache)), [str(copies[0])])
+
+
+class WithoutPyTorch(unittest.TestCase):
+    def test_the_package_imports_and_reads_without_torch(self):
+        directory = Path(tempfile.mkdtemp(prefix="torpor-python-"))
+        try:
+            path = directory / "model.torpor"
+            torpor.save({"w": torch.arange(6, dtype=torch.int32)}, path, background=False)
+            script = (
+                "import sys; sys.modules['torch'] = None\n"  # as if PyTorch were not installed
+                "import torpor\n"
+                f"container = torpor.open({str(path)!r})\n"
+                "print(list(container.tensors), container.read_bytes('w').hex())\n"
+                "try:\n"
+                f"    torpor.load({str(path)!r})\n"
+                "except ImportError as error:\n"
+                "    print('ImportError:', error)\n"
+            )
+            run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                 cwd=str(REPOSITORY / "python"))
+            self.assertEqual(run.returncode, 0, run.stderr)
+            lines = run.stdout.splitlines()
+            self.assertEqual(lines[0], "['w'] " + b"".join(i.to_bytes(4, "little") for i in range(6)).hex())
+            self.assertIn("torpor.load and torpor.save need PyTorch", lines[1])
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 class BackgroundSaves(unittest.TestCase):
