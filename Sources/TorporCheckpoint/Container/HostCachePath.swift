@@ -10,7 +10,9 @@ public enum HostCachePath {
         var absolute = containerPath
         if !absolute.hasPrefix("/") {
             var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-            let cwd = getcwd(&buffer, buffer.count) != nil ? String(cString: buffer) : "/"
+            let cwd =
+                getcwd(&buffer, buffer.count) != nil
+                ? buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } : "/"
             absolute = cwd + "/" + absolute
         }
         let components = absolute.split(separator: "/").filter { $0 != "." }
