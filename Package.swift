@@ -99,6 +99,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // S3-compatible object storage for packs: AWS Signature Version 4 (issue 7, begun).
+        .target(
+            name: "TorporStorage",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+
         // libtorpor: the C ABI over the checkpoint manager and the GPU loader; its header is CTorporABI's.
         .target(name: "CTorporABI"),
         .target(
@@ -159,6 +166,11 @@ let package = Package(
         .testTarget(
             name: "TorporGPUTests",
             dependencies: ["TorporGPU"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TorporStorageTests",
+            dependencies: ["TorporStorage"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
