@@ -226,9 +226,3 @@ public func torpor_save_free(_ save: OpaquePointer?) {
     _ = handle.wait()
     Unmanaged<SaveHandle>.fromOpaque(UnsafeRawPointer(save)).release()
 }
-
-/// A value sent across threads that the code using it keeps safe.
-struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
-}
