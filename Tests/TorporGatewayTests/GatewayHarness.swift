@@ -61,8 +61,19 @@ final class GatewayUnderTest: Sendable {
             gateway: gateway, client: "http://127.0.0.1:\(listening.clientPort)",
             admin: "http://127.0.0.1:\(listening.adminPort)", token: listening.adminToken, state: state, group: group,
             running: running)
-        try await result.waitUntil("every engine started", timeout: startTimeout) {
-            await gateway.scheduler.statuses().allSatisfy { $0.state != "starting" && $0.state != "stopped" }
+        do {
+            try await result.waitUntil("every engine started", timeout: startTimeout) {
+                let statuses = await gateway.scheduler.statuses()
+                if statuses.contains(where: { $0.state == "failed" }) { throw ConfigurationError("a model failed") }
+                return statuses.allSatisfy { $0.state != "starting" && $0.state != "stopped" }
+            }
+        } catch {
+            // Say what each engine did (the last error carries the tail of the engine's log), then clean up.
+            let states = await gateway.scheduler.statuses().map {
+                "\($0.name): \($0.state)\($0.lastError.map { " (\($0))" } ?? "")"
+            }
+            await result.stop()
+            throw ConfigurationError("\(error) — \(states.joined(separator: "; "))")
         }
         return result
     }

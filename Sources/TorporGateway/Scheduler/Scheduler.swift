@@ -323,10 +323,29 @@ public actor Scheduler {
         let sleepers = names.filter { !(models[$0]!.config.preload || models[$0]!.config.pinned) }
         for name in sleepers + names.filter({ !sleepers.contains($0) }) {
             guard !Task.isCancelled else { return }
-            await perform(.start(name), gpu: id)
+            await startRetrying(name, gpu: id)
             if sleepers.contains(name), models[name]?.phase == .awake, models[name]!.waiters.isEmpty {
                 await perform(.drain(name, sleepLevel(for: name), .idle), gpu: id)
             }
+        }
+    }
+
+    /// A cold start at start-up, tried again after 1 s, 2 s, 4 s … until it succeeds or the model has failed
+    /// `max_consecutive_failures` times in a row: an engine that lost a race for a port, say, must not stay down
+    /// until somebody asks for it.
+    private func startRetrying(_ name: String, gpu id: String) async {
+        await perform(.start(name), gpu: id)
+        var delay = 1.0
+        while !Task.isCancelled, models[name]!.phase == .stopped, models[name]!.consecutiveFailures > 0 {
+            logger.warning(
+                "retrying a failed start",
+                metadata: [
+                    "model": "\(name)", "attempt": "\(models[name]!.consecutiveFailures + 1)",
+                    "delay_s": "\(delay)",
+                ])
+            do { try await clock.sleep(for: .seconds(delay)) } catch { return }
+            delay *= 2
+            await perform(.start(name), gpu: id)
         }
     }
 
