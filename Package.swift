@@ -99,10 +99,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // S3-compatible object storage for packs: AWS Signature Version 4 (issue 7, begun).
+        // S3-compatible object storage for packs: SigV4, the S3 client, push and pull.
         .target(
             name: "TorporStorage",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "TorporCheckpoint",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
 
@@ -122,6 +128,7 @@ let package = Package(
                 "TorporEngine",
                 "TorporGateway",
                 "TorporGPU",
+                "TorporStorage",
                 "CTorporZstd",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -131,6 +131,27 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
     public enum Code: String, Sendable {
         case invalidArgument
         case credentials
+        /// The bucket does not exist.
+        case noSuchBucket
+        /// The object (or pack) does not exist.
+        case notFound
+        /// The credentials are refused, or lack a permission.
+        case accessDenied
+        /// The bucket is in another region than the one requests are signed for.
+        case wrongRegion
+        /// Bytes differ from what was written (a checksum failed).
+        case corrupt
+        /// An object changed while it was being read.
+        case changed
+        /// A pack at the location is not complete (an interrupted push).
+        case incomplete
+        /// The store answered with an error not listed above.
+        case server
+        /// Retries ran out: the store is unreachable or overloaded.
+        case unavailable
+        case cancelled
+        /// A local file could not be read or written.
+        case io
     }
 
     public let code: Code

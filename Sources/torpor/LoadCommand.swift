@@ -3,7 +3,7 @@ import Foundation
 import TorporCheckpoint
 import TorporGPU
 
-struct Load: ParsableCommand {
+struct Load: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Load a pack into GPU memory with the pipelined loader, check every chunk, and print the rate.",
         discussion: """
@@ -13,7 +13,10 @@ struct Load: ParsableCommand {
             into GPU memory per second.
             """)
 
-    @Argument(help: "A pack directory made by `torpor pack`, or one .torpor container.")
+    @Argument(
+        help:
+            "A pack directory made by `torpor pack`, one .torpor container, or s3://bucket/prefix (pulled into the local cache)."
+    )
     var pack: String
 
     @OptionGroup var gpu: GPUOptions
@@ -91,7 +94,8 @@ struct Load: ParsableCommand {
         }
     }
 
-    func run() throws {
+    mutating func run() async throws {
+        pack = try await localPack(pack)
         do {
             try load()
         } catch let error as GPUError {

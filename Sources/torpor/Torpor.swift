@@ -10,8 +10,8 @@ struct Torpor: AsyncParsableCommand {
         abstract: "One GPU, many LLMs: a sleep-aware OpenAI gateway, compressed checkpoints, a simulated vLLM engine.",
         version: torporVersion,
         subcommands: [
-            Serve.self, Demo.self, Pack.self, Unpack.self, Inspect.self, Verify.self, Load.self, Bench.self, GPU.self,
-            SimEngine.self,
+            Serve.self, Demo.self, Pack.self, Unpack.self, Inspect.self, Verify.self, Load.self, Push.self, Pull.self,
+            Bench.self, GPU.self, SimEngine.self,
         ]
     )
 }
@@ -120,11 +120,11 @@ struct Pack: ParsableCommand {
     }
 }
 
-struct Unpack: ParsableCommand {
+struct Unpack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Restore every original file of a pack, byte for byte, into a new directory.")
 
-    @Argument(help: "A pack directory made by `torpor pack`.")
+    @Argument(help: "A pack directory made by `torpor pack`, or s3://bucket/prefix (pulled into the local cache).")
     var pack: String
 
     @Argument(help: "The directory to create; it must not exist or be empty.")
@@ -132,7 +132,8 @@ struct Unpack: ParsableCommand {
 
     @OptionGroup var work: WorkOptions
 
-    func run() throws {
+    func run() async throws {
+        let pack = try await localPack(pack)
         let renderer = ProgressRenderer(quiet: work.quiet)
         let report = try reportingErrors {
             try ModelPack.unpack(pack: pack, to: output, workers: work.threads, progress: renderer.handler)
@@ -145,11 +146,11 @@ struct Unpack: ParsableCommand {
     }
 }
 
-struct Verify: ParsableCommand {
+struct Verify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check every checksum of a pack; with --against, compare every restored byte with the original.")
 
-    @Argument(help: "A pack directory made by `torpor pack`.")
+    @Argument(help: "A pack directory made by `torpor pack`, or s3://bucket/prefix (pulled into the local cache).")
     var pack: String
 
     @Option(help: "The original model directory (or .safetensors file) to compare against, byte for byte.")
@@ -157,7 +158,8 @@ struct Verify: ParsableCommand {
 
     @OptionGroup var work: WorkOptions
 
-    func run() throws {
+    func run() async throws {
+        let pack = try await localPack(pack)
         let renderer = ProgressRenderer(quiet: work.quiet)
         let report = try reportingErrors {
             try ModelPack.verify(pack: pack, against: against, workers: work.threads, progress: renderer.handler)
@@ -171,17 +173,21 @@ struct Verify: ParsableCommand {
     }
 }
 
-struct Inspect: ParsableCommand {
+struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show every tensor of a pack: dtype, shape, codec, size before and after, and totals.")
 
-    @Argument(help: "A pack directory made by `torpor pack`, or one .torpor file (as torpor.save writes them).")
+    @Argument(
+        help:
+            "A pack directory made by `torpor pack`, one .torpor file (as torpor.save writes them), or s3://bucket/prefix."
+    )
     var pack: String
 
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
-    func run() throws {
+    func run() async throws {
+        let pack = try await localPack(pack)
         let inspection = try reportingErrors { try PackInspection(pack: pack) }
         if json {
             let encoder = JSONEncoder()

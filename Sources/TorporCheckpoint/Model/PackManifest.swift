@@ -73,7 +73,7 @@ public struct PackManifest: Codable, Sendable, Equatable {
 }
 
 /// True when `path` is relative, stays inside its directory and names no hidden traversal.
-func isSafeRelativePath(_ path: String) -> Bool {
+public func isSafeRelativePath(_ path: String) -> Bool {
     guard !path.isEmpty, !path.hasPrefix("/") else { return false }
     return !path.split(separator: "/", omittingEmptySubsequences: false).contains {
         $0 == ".." || $0 == "." || $0.isEmpty

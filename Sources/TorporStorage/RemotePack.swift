@@ -1,0 +1,296 @@
+import Foundation
+import Synchronization
+import TorporCheckpoint
+
+/// Packs in an S3-compatible store, under a prefix: every file of the pack directory as an object of the same
+/// relative name, and last the index `torpor-objects.json` (every object's size and SHA-256). A prefix without
+/// the index is not a pack: a push that stops part-way leaves none, so nothing that looks complete.
+public enum RemotePack {
+    public static let indexName = "torpor-objects.json"
+
+    /// The index object: what a push wrote.
+    public struct Index: Codable, Sendable, Equatable {
+        public struct Object: Codable, Sendable, Equatable {
+            public var path: String
+            public var size: Int
+            public var sha256: String
+        }
+        public var format = "torpor-remote-pack"
+        public var version = 1
+        public var objects: [Object]
+    }
+
+    public struct Report: Sendable {
+        public var objects: Int
+        public var bytes: Int
+        /// Bytes actually moved (a resumed pull skips what it had).
+        public var transferred: Int
+        public var seconds: Double
+    }
+
+    /// Uploads the pack directory `directory` to `location`. An earlier pack there is replaced: its index goes
+    /// first, so a reader never takes a mix of the two for a pack.
+    public static func push(
+        directory: String, to location: S3Location, client: S3Client, options: TransferOptions = TransferOptions(),
+        progress: (@Sendable (Int) -> Void)? = nil
+    ) async throws(StorageError) -> Report {
+        let started = ContinuousClock.now
+        let manifest: PackManifest
+        do {
+            manifest = try PackManifest.load(from: directory)
+        } catch {
+            throw StorageError(.invalidArgument, error.message)
+        }
+        let paths = [PackManifest.fileName] + manifest.files.map { $0.container ?? $0.path }
+        try await client.checkBucket(location.bucket)
+        try await client.delete(bucket: location.bucket, key: location.key(indexName))
+        var objects: [Index.Object] = []
+        for path in paths {
+            let local = directory + "/" + path
+            let digest = try sha256(ofFile: local)
+            try await client.upload(
+                file: local, bucket: location.bucket, key: location.key(path), options: options, progress: progress)
+            objects.append(digest.object(path))
+        }
+        let index = Index(objects: objects)
+        try await client.put(bucket: location.bucket, key: location.key(indexName), bytes: try encode(index))
+        let bytes = objects.reduce(0) { $0 + $1.size }
+        return Report(
+            objects: objects.count, bytes: bytes, transferred: bytes,
+            seconds: (ContinuousClock.now - started).seconds)
+    }
+
+    /// Downloads the pack at `location` into the new directory `directory`.
+    ///
+    /// The objects are fetched with parallel ranged GETs into `.NAME.pull-partial` beside `directory`, each
+    /// checked against the index's SHA-256; only then is the partial directory renamed to `directory`. A pull
+    /// that stops (an error, Ctrl-C, a crash) resumes from what that partial directory holds, as long as the pack
+    /// in the store has not changed since.
+    public static func pull(
+        from location: S3Location, to directory: String, client: S3Client, options: TransferOptions = TransferOptions(),
+        progress: (@Sendable (Int) -> Void)? = nil
+    ) async throws(StorageError) -> Report {
+        let started = ContinuousClock.now
+        let destination = directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        let manager = FileManager.default
+        if manager.fileExists(atPath: destination) {
+            let contents = (try? manager.contentsOfDirectory(atPath: destination)) ?? ["?"]
+            guard contents.isEmpty else {
+                throw StorageError(
+                    .invalidArgument,
+                    "\(destination) already exists and is not an empty directory; choose another output or remove it")
+            }
+            try? manager.removeItem(atPath: destination)
+        }
+        let url = URL(fileURLWithPath: destination)
+        let parent = url.deletingLastPathComponent().path
+        guard manager.fileExists(atPath: parent) else {
+            throw StorageError(.io, "cannot create \(destination): its parent directory \(parent) does not exist")
+        }
+        try await client.checkBucket(location.bucket)
+        let (index, indexBytes) = try await fetchIndex(location, client: client)
+
+        // The partial directory of an earlier pull of the same pack is resumed; of another pack, started over.
+        let partial = parent + "/." + url.lastPathComponent + ".pull-partial"
+        let state = partial + "/.torpor-pull"
+        if let previous = manager.contents(atPath: state + "/" + indexName), Array(previous) != indexBytes {
+            try? manager.removeItem(atPath: partial)
+        }
+        do {
+            try manager.createDirectory(atPath: state, withIntermediateDirectories: true)
+            try Data(indexBytes).write(to: URL(fileURLWithPath: state + "/" + indexName))
+        } catch {
+            throw StorageError(.io, "cannot create \(partial): \(error)")
+        }
+
+        var transferred = 0
+        for object in index.objects {
+            let key = location.key(object.path)
+            guard let (size, etag) = try await client.head(bucket: location.bucket, key: key) else {
+                throw StorageError(
+                    .incomplete,
+                    "\(location): the index lists \(object.path), but the store has no s3://\(location.bucket)/\(key)")
+            }
+            guard size == object.size else {
+                throw StorageError(
+                    .changed,
+                    "\(location): s3://\(location.bucket)/\(key) holds \(size) bytes, but the index says \(object.size) "
+                        + "(it is being pushed again?)")
+            }
+            let local = partial + "/" + object.path
+            let journal = state + "/" + object.path.replacing("/", with: "%") + ".ranges"
+            let checked = state + "/" + object.path.replacing("/", with: "%") + ".checked"
+            if manager.fileExists(atPath: checked) {
+                progress?(object.size)
+                continue
+            }
+            do {
+                try manager.createDirectory(
+                    atPath: URL(fileURLWithPath: local).deletingLastPathComponent().path,
+                    withIntermediateDirectories: true)
+            } catch {
+                throw StorageError(.io, "cannot create the directory of \(local): \(error)")
+            }
+            let moved = Counter()
+            try await client.download(
+                bucket: location.bucket, key: key, size: object.size, etag: etag, to: local, journal: journal,
+                options: options
+            ) { count in
+                moved.add(count)
+                progress?(count)
+            }
+            transferred += moved.value
+            let digest = try sha256(ofFile: local)
+            guard digest.sha256 == object.sha256 else {
+                // Started over by the next pull: these bytes are not the pushed ones.
+                try? manager.removeItem(atPath: local)
+                try? manager.removeItem(atPath: journal)
+                throw StorageError(
+                    .corrupt,
+                    "s3://\(location.bucket)/\(key) is corrupted: its SHA-256 is \(digest.sha256), but the pack's "
+                        + "index says \(object.sha256)\(chunkDiagnosis(local: local))")
+            }
+            _ = manager.createFile(atPath: checked, contents: nil)
+        }
+
+        try? manager.removeItem(atPath: state)
+        do {
+            try syncDirectory(partial)
+            try manager.moveItem(atPath: partial, toPath: destination)
+            try syncDirectory(parent)
+        } catch {
+            throw StorageError(.io, "cannot move \(partial) to \(destination): \(error)")
+        }
+        do {
+            _ = try PackManifest.load(from: destination)
+        } catch {
+            throw StorageError(.incomplete, "\(location) was pulled, but it is not a valid pack: \(error.message)")
+        }
+        return Report(
+            objects: index.objects.count, bytes: index.objects.reduce(0) { $0 + $1.size }, transferred: transferred,
+            seconds: (ContinuousClock.now - started).seconds)
+    }
+
+    /// The index of the pack at `location`, and its bytes.
+    public static func fetchIndex(_ location: S3Location, client: S3Client) async throws(StorageError)
+        -> (Index, [UInt8])
+    {
+        guard let (bytes, _) = try await client.get(bucket: location.bucket, key: location.key(indexName)) else {
+            throw StorageError(
+                .incomplete,
+                "\(location) is not a complete torpor pack: it has no \(indexName) (nothing was pushed there, or a "
+                    + "push stopped part-way)")
+        }
+        let index: Index
+        do {
+            index = try JSONDecoder().decode(Index.self, from: Data(bytes))
+        } catch {
+            throw StorageError(.corrupt, "\(location)/\(indexName) is not a valid pack index (\(error))")
+        }
+        guard index.format == "torpor-remote-pack", index.version == 1 else {
+            throw StorageError(
+                .invalidArgument, "\(location)/\(indexName): format \(index.format) version \(index.version) is unknown"
+            )
+        }
+        for object in index.objects where !isSafeRelativePath(object.path) || object.size < 0 {
+            throw StorageError(.corrupt, "\(location)/\(indexName) names an unsafe path \"\(object.path)\"")
+        }
+        return (index, bytes)
+    }
+
+    /// The local copy of a pack named by `text`: `text` itself when it is a local path; for `s3://bucket/prefix`,
+    /// a pull into `cacheDirectory` (`TORPOR_S3_CACHE`, else `~/.cache/torpor/s3`), reused while the pack's index in
+    /// the store is unchanged.
+    public static func localPath(
+        for text: String, environment: [String: String],
+        cacheDirectory: String? = nil, progress: (@Sendable (Int) -> Void)? = nil
+    ) async throws(StorageError) -> String {
+        guard let location = try S3Location(text) else { return text }
+        let configuration = try S3Configuration.fromEnvironment(environment)
+        let client = S3Client(configuration: configuration)
+        do {
+            let path = try await cachedPull(
+                location, client: client,
+                cache: cacheDirectory ?? environment["TORPOR_S3_CACHE"]
+                    ?? (environment["HOME"] ?? "/root") + "/.cache/torpor/s3",
+                progress: progress)
+            await client.shutdown()
+            return path
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+    }
+
+    static func cachedPull(
+        _ location: S3Location, client: S3Client, cache: String, progress: (@Sendable (Int) -> Void)?
+    ) async throws(StorageError) -> String {
+        let (_, indexBytes) = try await fetchIndex(location, client: client)
+        let digest = indexBytes.withUnsafeBytes { FileDigest.sha256($0) }.prefix(16)
+        let name = location.prefix.isEmpty ? "_" : location.prefix.replacing("/", with: "%")
+        let directory = "\(cache)/\(location.bucket)/\(name)@\(digest)"
+        if (try? PackManifest.load(from: directory)) != nil { return directory }
+        do {
+            try FileManager.default.createDirectory(
+                atPath: "\(cache)/\(location.bucket)", withIntermediateDirectories: true)
+        } catch {
+            throw StorageError(.io, "cannot create the S3 cache \(cache): \(error)")
+        }
+        _ = try await pull(from: location, to: directory, client: client, progress: progress)
+        return directory
+    }
+
+    /// For a container whose SHA-256 failed: the first chunk whose checksum fails, if one does.
+    static func chunkDiagnosis(local: String) -> String {
+        guard local.hasSuffix(".torpor") else { return "" }
+        do {
+            try Container(path: local).restore { _, _ throws(CheckpointError) in }
+            return ""
+        } catch {
+            return error.code == .unsupported ? "" : " (\(error.message))"
+        }
+    }
+
+    static func encode(_ index: Index) throws(StorageError) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        do {
+            return Array(try encoder.encode(index))
+        } catch {
+            throw StorageError(.invalidArgument, "cannot encode the pack index: \(error)")
+        }
+    }
+
+    struct Digest {
+        var size: Int
+        var sha256: String
+        func object(_ path: String) -> Index.Object { Index.Object(path: path, size: size, sha256: sha256) }
+    }
+
+    static func sha256(ofFile path: String) throws(StorageError) -> Digest {
+        let file = try LocalFile(reading: path)
+        defer { file.close() }
+        var digest = FileDigest()
+        var offset = 0
+        while offset < file.size {
+            let bytes = try file.read(offset..<min(file.size, offset + (8 << 20)))
+            bytes.withUnsafeBytes { digest.update($0) }
+            offset += bytes.count
+        }
+        return Digest(size: file.size, sha256: digest.finalize())
+    }
+
+    static func syncDirectory(_ path: String) throws {
+        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw StorageError(.io, "cannot open \(path): \(errorText())") }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw StorageError(.io, "cannot fsync \(path): \(errorText())") }
+    }
+}
+
+/// A byte count added to from several tasks.
+final class Counter: Sendable {
+    private let total = Mutex(0)
+    func add(_ count: Int) { total.withLock { $0 += count } }
+    var value: Int { total.withLock { $0 } }
+}

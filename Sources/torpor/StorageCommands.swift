@@ -1,0 +1,132 @@
+import ArgumentParser
+import Foundation
+import TorporCheckpoint
+import TorporStorage
+
+/// Options of the commands that reach an S3-compatible store.
+struct StoreOptions: ParsableArguments {
+    @Option(help: "Requests in flight at once.")
+    var parallelism: Int = 8
+
+    @Option(help: "Megabytes per part of a multipart upload (5 or more).")
+    var partMegabytes: Int = 16
+
+    @Option(help: "Megabytes per ranged GET.")
+    var rangeMegabytes: Int = 8
+
+    @Flag(name: [.short, .long], help: "Print nothing but errors.")
+    var quiet = false
+
+    var transfer: TransferOptions {
+        TransferOptions(partSize: partMegabytes << 20, rangeSize: rangeMegabytes << 20, parallelism: parallelism)
+    }
+}
+
+struct Push: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Upload a pack directory to an S3-compatible store.",
+        discussion: """
+            Credentials, region and endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, \
+            AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL (MinIO, Ceph, R2 …) and ~/.aws/credentials and \
+            ~/.aws/config. Large files go up as multipart uploads with an MD5 per part; the pack's index \
+            (torpor-objects.json) is written last, so a push that stops part-way never leaves a pack that looks \
+            complete. Failed requests are retried with backoff. See docs/storage.md.
+            """)
+
+    @Argument(help: "A pack directory made by `torpor pack`.")
+    var pack: String
+
+    @Argument(help: "Where to put it: s3://bucket/prefix.")
+    var destination: String
+
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        try await reportingStorageErrors {
+            guard let location = try S3Location(destination) else {
+                throw StorageError(.invalidArgument, "\(destination) is not an s3://bucket/prefix location")
+            }
+            let client = try storeClient(store)
+            do {
+                let report = try await RemotePack.push(
+                    directory: pack, to: location, client: client, options: store.transfer)
+                await client.shutdown()
+                summarize(report, verb: "pushed", place: "to \(location)", quiet: store.quiet)
+            } catch {
+                await client.shutdown()
+                throw error
+            }
+        }
+    }
+}
+
+struct Pull: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Download a pack from an S3-compatible store into a new directory.",
+        discussion: """
+            Objects come down with parallel ranged GETs and are checked against the SHA-256 the push recorded; \
+            the directory appears only when all of it is there and checked. An interrupted pull resumes where it \
+            stopped when run again, unless the pack in the store changed meanwhile. See docs/storage.md.
+            """)
+
+    @Argument(help: "The pack: s3://bucket/prefix.")
+    var source: String
+
+    @Argument(help: "The directory to create; it must not exist or be empty.")
+    var output: String
+
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        try await reportingStorageErrors {
+            guard let location = try S3Location(source) else {
+                throw StorageError(.invalidArgument, "\(source) is not an s3://bucket/prefix location")
+            }
+            let client = try storeClient(store)
+            do {
+                let report = try await RemotePack.pull(
+                    from: location, to: output, client: client, options: store.transfer)
+                await client.shutdown()
+                summarize(report, verb: "pulled", place: "into \(output)", quiet: store.quiet)
+            } catch {
+                await client.shutdown()
+                throw error
+            }
+        }
+    }
+}
+
+func storeClient(_ options: StoreOptions) throws(StorageError) -> S3Client {
+    S3Client(
+        configuration: try S3Configuration.fromEnvironment(ProcessInfo.processInfo.environment),
+        connections: options.parallelism)
+}
+
+/// A pack argument: a local path as it is, or `s3://…` pulled into the local cache (`TORPOR_S3_CACHE`, else
+/// ~/.cache/torpor/s3) unless it is there already.
+func localPack(_ text: String) async throws -> String {
+    guard text.hasPrefix("s3://") else { return text }
+    return try await reportingStorageErrors {
+        try await RemotePack.localPath(for: text, environment: ProcessInfo.processInfo.environment)
+    }
+}
+
+/// Runs `body`, turning a `StorageError` into "error: message" on standard error and exit status 1.
+func reportingStorageErrors<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as StorageError {
+        FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+        throw ExitCode.failure
+    }
+}
+
+/// Prints what a push or pull did.
+func summarize(_ report: RemotePack.Report, verb: String, place: String, quiet: Bool) {
+    guard !quiet else { return }
+    let skipped = report.bytes - report.transferred
+    print(
+        "\(verb) \(plural(report.objects, "object")) (\(formatBytes(report.bytes))) \(place) in "
+            + WorkOptions.rate(bytes: report.transferred, seconds: report.seconds)
+            + (skipped > 0 ? "; \(formatBytes(skipped)) were already here from an interrupted pull" : ""))
+}
