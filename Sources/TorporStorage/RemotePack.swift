@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import TorporCheckpoint
 
 /// Packs in an S3-compatible store, under a prefix: every file of the pack directory as an object of the same
@@ -131,24 +130,19 @@ public enum RemotePack {
             } catch {
                 throw StorageError(.io, "cannot create the directory of \(local): \(error)")
             }
-            let moved = Counter()
-            try await client.download(
+            transferred += try await client.download(
                 bucket: location.bucket, key: key, size: object.size, etag: etag, to: local, journal: journal,
-                options: options
-            ) { count in
-                moved.add(count)
-                progress?(count)
-            }
-            transferred += moved.value
+                options: options, progress: progress)
             let digest = try sha256(ofFile: local)
             guard digest.sha256 == object.sha256 else {
+                let diagnosis = chunkDiagnosis(local: local)
                 // Started over by the next pull: these bytes are not the pushed ones.
                 try? manager.removeItem(atPath: local)
                 try? manager.removeItem(atPath: journal)
                 throw StorageError(
                     .corrupt,
                     "s3://\(location.bucket)/\(key) is corrupted: its SHA-256 is \(digest.sha256), but the pack's "
-                        + "index says \(object.sha256)\(chunkDiagnosis(local: local))")
+                        + "index says \(object.sha256)\(diagnosis)")
             }
             _ = manager.createFile(atPath: checked, contents: nil)
         }
@@ -207,19 +201,11 @@ public enum RemotePack {
     ) async throws(StorageError) -> String {
         guard let location = try S3Location(text) else { return text }
         let configuration = try S3Configuration.fromEnvironment(environment)
-        let client = S3Client(configuration: configuration)
-        do {
-            let path = try await cachedPull(
-                location, client: client,
-                cache: cacheDirectory ?? environment["TORPOR_S3_CACHE"]
-                    ?? (environment["HOME"] ?? "/root") + "/.cache/torpor/s3",
-                progress: progress)
-            await client.shutdown()
-            return path
-        } catch {
-            await client.shutdown()
-            throw error
-        }
+        return try await cachedPull(
+            location, client: S3Client(configuration: configuration),
+            cache: cacheDirectory ?? environment["TORPOR_S3_CACHE"]
+                ?? (environment["HOME"] ?? "/root") + "/.cache/torpor/s3",
+            progress: progress)
     }
 
     static func cachedPull(
@@ -286,11 +272,4 @@ public enum RemotePack {
         defer { close(descriptor) }
         guard fsync(descriptor) == 0 else { throw StorageError(.io, "cannot fsync \(path): \(errorText())") }
     }
-}
-
-/// A byte count added to from several tasks.
-final class Counter: Sendable {
-    private let total = Mutex(0)
-    func add(_ count: Int) { total.withLock { $0 += count } }
-    var value: Int { total.withLock { $0 } }
 }

@@ -44,26 +44,25 @@ public final class S3Client: Sendable {
         var text: String { String(buffer: body) }
     }
 
-    /// - Parameter connections: how many connections to the store may be open at once (parallel parts and ranges).
     public init(
-        configuration: S3Configuration, retry: RetryPolicy = RetryPolicy(), connections: Int = 16,
-        requestTimeout: Duration = .seconds(300)
+        configuration: S3Configuration, retry: RetryPolicy = RetryPolicy(), requestTimeout: Duration = .seconds(300)
     ) {
         self.configuration = configuration
         self.retry = retry
         self.requestTimeout = requestTimeout
         signer = SigV4Signer(credentials: configuration.credentials, region: configuration.region)
-        var http = HTTPClient.Configuration(
-            timeout: .init(connect: .seconds(10), read: .seconds(60)),
-            connectionPool: .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: connections))
-        http.httpVersion = .http1Only
-        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+        http = Self.sharedHTTP
     }
 
-    /// Closes the connections. Call once, after the last request.
-    public func shutdown() async {
-        try? await http.shutdown()
-    }
+    /// One connection pool for the process (never shut down, like `HTTPClient.shared`): up to 64 connections per
+    /// store, each given up on when it is silent for 60 s.
+    private static let sharedHTTP: HTTPClient = {
+        var configuration = HTTPClient.Configuration(
+            timeout: .init(connect: .seconds(10), read: .seconds(60)),
+            connectionPool: .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 64))
+        configuration.httpVersion = .http1Only
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
 
     // MARK: - Requests
 
@@ -233,6 +232,14 @@ public final class S3Client: Sendable {
         case 404:
             throw StorageError(
                 .noSuchBucket, "the bucket \"\(bucket)\" does not exist at \(endpointDescription)")
+        case 403:
+            // A HEAD answer has no body to say why; a GET of the bucket's location does (an unknown key, a wrong
+            // secret, a missing permission).
+            let detailed = try await send(
+                .GET, bucket: bucket, query: [("location", "")], accept: [200, 301, 400, 403, 404],
+                what: "reaching the bucket \"\(bucket)\"")
+            throw describe(
+                detailed.status == 200 ? answer : detailed, what: "reaching the bucket", bucket: bucket, key: "")
         default: throw describe(answer, what: "reaching the bucket", bucket: bucket, key: "")
         }
     }
@@ -362,6 +369,15 @@ public final class S3Client: Sendable {
             .POST, bucket: bucket, key: key, query: [("uploadId", uploadID)], body: Array(xml.utf8),
             what: "completing the upload of s3://\(bucket)/\(key)")
         return S3ErrorBody.element("ETag", in: answer.text) ?? ""
+    }
+
+    /// The keys of the multipart uploads begun and neither completed nor abandoned in `bucket` (first 1000).
+    public func openUploads(bucket: String) async throws(StorageError) -> [String] {
+        let answer = try await send(
+            .GET, bucket: bucket, query: [("uploads", "")], what: "listing the open uploads of \"\(bucket)\"")
+        return answer.text.split(separator: "<Upload>").dropFirst().compactMap {
+            S3ErrorBody.element("Key", in: String($0))
+        }
     }
 
     /// Abandons a multipart upload: the store drops its parts and no object appears.

@@ -73,10 +73,12 @@ extension S3Client {
     /// Downloads bytes `0..<size` of an object into the file at `path` with ranged GETs, `parallelism` at a time,
     /// each only while the object's ETag is still `etag`. The ranges already written, listed in the journal file
     /// `journal`, are not fetched again: an interrupted download resumes where it stopped. The file is fsynced.
+    /// `progress` hears of the bytes already there too. Returns the bytes fetched now.
+    @discardableResult
     public func download(
         bucket: String, key: String, size: Int, etag: String?, to path: String, journal: String,
         options: TransferOptions = TransferOptions(), progress: (@Sendable (Int) -> Void)? = nil
-    ) async throws(StorageError) {
+    ) async throws(StorageError) -> Int {
         try options.check()
         let file = try LocalFile(writing: path, size: size)
         defer { file.close() }
@@ -88,7 +90,8 @@ extension S3Client {
             $0 + min(size, ($1 + 1) * options.rangeSize) - $1 * options.rangeSize
         }
         if resumed > 0 { progress?(resumed) }
-        _ = try await inParallel(count: missing.count, width: options.parallelism) { index throws(StorageError) in
+        let fetched = try await inParallel(count: missing.count, width: options.parallelism) {
+            index throws(StorageError) in
             let number = missing[index]
             let range = (number * options.rangeSize)..<min(size, (number + 1) * options.rangeSize)
             let buffer = try await self.get(bucket: bucket, key: key, range: range, etag: etag)
@@ -97,9 +100,10 @@ extension S3Client {
             }
             try log.record(number)
             progress?(range.count)
-            return number
-        }
+            return range.count
+        }.reduce(0, +)
         try file.sync()
+        return fetched
     }
 }
 

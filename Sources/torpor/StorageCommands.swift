@@ -47,15 +47,9 @@ struct Push: AsyncParsableCommand {
                 throw StorageError(.invalidArgument, "\(destination) is not an s3://bucket/prefix location")
             }
             let client = try storeClient(store)
-            do {
-                let report = try await RemotePack.push(
-                    directory: pack, to: location, client: client, options: store.transfer)
-                await client.shutdown()
-                summarize(report, verb: "pushed", place: "to \(location)", quiet: store.quiet)
-            } catch {
-                await client.shutdown()
-                throw error
-            }
+            let report = try await RemotePack.push(
+                directory: pack, to: location, client: client, options: store.transfer)
+            summarize(report, verb: "pushed", place: "to \(location)", quiet: store.quiet)
         }
     }
 }
@@ -83,23 +77,16 @@ struct Pull: AsyncParsableCommand {
                 throw StorageError(.invalidArgument, "\(source) is not an s3://bucket/prefix location")
             }
             let client = try storeClient(store)
-            do {
-                let report = try await RemotePack.pull(
-                    from: location, to: output, client: client, options: store.transfer)
-                await client.shutdown()
-                summarize(report, verb: "pulled", place: "into \(output)", quiet: store.quiet)
-            } catch {
-                await client.shutdown()
-                throw error
-            }
+            let report = try await RemotePack.pull(
+                from: location, to: output, client: client, options: store.transfer)
+            summarize(report, verb: "pulled", place: "into \(output)", quiet: store.quiet)
         }
     }
 }
 
 func storeClient(_ options: StoreOptions) throws(StorageError) -> S3Client {
     S3Client(
-        configuration: try S3Configuration.fromEnvironment(ProcessInfo.processInfo.environment),
-        connections: options.parallelism)
+        configuration: try S3Configuration.fromEnvironment(ProcessInfo.processInfo.environment))
 }
 
 /// A pack argument: a local path as it is, or `s3://…` pulled into the local cache (`TORPOR_S3_CACHE`, else
