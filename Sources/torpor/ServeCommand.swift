@@ -24,8 +24,13 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let configuration: GatewayConfiguration
         do {
-            configuration = try GatewayConfiguration.load(path: config)
-        } catch {
+            // Checkpoints in object storage are pulled (or found in the local cache) first.
+            var packs: [String: String] = [:]
+            for pack in GatewayConfiguration.remoteCheckpoints(yaml: try GatewayConfiguration.text(config)) {
+                packs[pack] = try await localPack(pack)
+            }
+            configuration = try GatewayConfiguration.load(path: config, packs: packs)
+        } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
             throw ExitCode.failure
         }

@@ -81,7 +81,8 @@ final class S3UnderTest: Sendable {
                 line += byte
             }
             let proxyPort = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))!
-            let directory = NSTemporaryDirectory() + "/torpor-s3-test-\(getpid())-\(UUID().uuidString.prefix(8))"
+            let directory = URL(fileURLWithPath: NSTemporaryDirectory())
+                .appendingPathComponent("torpor-s3-test-\(getpid())-\(UUID().uuidString.prefix(8))").path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             func credentials(_ user: String) -> AWSCredentials {
                 AWSCredentials(accessKeyID: users[user]!["id"]!, secretAccessKey: users[user]!["secret"]!)

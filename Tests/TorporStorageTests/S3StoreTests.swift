@@ -1,4 +1,6 @@
 import Foundation
+import Glibc
+import Synchronization
 import Testing
 import TorporCheckpoint
 
@@ -216,6 +218,59 @@ struct S3StoreTests {
                 try run(Moto.torpor, ["verify", "s3://torpor-test/corrupt"], environment: s3.environment)
             }
             #expect(cli?.standardError.contains("is corrupted") == true)
+        }
+    }
+
+    @Test func theGatewayPullsACheckpointFromTheStoreBeforeItStarts() async throws {
+        try await withS3 { s3 in
+            let pack = try s3.miniLMPack()
+            _ = try await RemotePack.push(
+                directory: pack, to: S3Location(bucket: "torpor-test", prefix: "gateway/mini"), client: s3.client())
+            let config = s3.directory + "/torpor.yaml"
+            try """
+            listen: {client: "127.0.0.1:0", admin: "127.0.0.1:0"}
+            state_dir: \(s3.directory)/state
+            admin_token: s3-test-admin-token-0123456789
+            models:
+              - name: mini
+                engine: {simulated: true, time_scale: 0.01}
+                weights_gib: 1
+                kv_cache_gib: 1
+                checkpoint: s3://torpor-test/gateway/mini
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+            let serve = Process()
+            serve.executableURL = URL(fileURLWithPath: Moto.torpor)
+            serve.arguments = ["serve", "--config", config, "--log-level", "error"]
+            serve.environment = s3.environment
+            let output = Pipe()
+            serve.standardOutput = output
+            serve.standardError = FileHandle.nullDevice
+            let printed = Mutex("")
+            output.fileHandleForReading.readabilityHandler = { handle in
+                let data = handle.availableData
+                printed.withLock { $0 += String(decoding: data, as: UTF8.self) }
+            }
+            try serve.run()
+            defer {
+                kill(serve.processIdentifier, SIGTERM)
+                serve.waitUntilExit()
+                output.fileHandleForReading.readabilityHandler = nil
+            }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !printed.withLock({ $0.contains("admin API on") }), serve.isRunning, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let admin = try #require(printed.withLock { $0.firstMatch(of: /admin API on (http:\S+)/)?.1 })
+            let models = try run(
+                "/usr/bin/curl",
+                ["-sf", "-H", "Authorization: Bearer s3-test-admin-token-0123456789", "\(admin)/admin/models"])
+            let listed = try JSONSerialization.jsonObject(with: models) as? [String: Any]
+            let weights = try #require((listed?["models"] as? [[String: Any]])?.first?["weights_path"] as? String)
+            // The engine is given the local copy, pulled into the cache and checked.
+            #expect(weights.hasPrefix(s3.directory + "/cache/torpor-test/gateway%mini@"), "\(weights)")
+            #expect(
+                FileManager.default.contents(atPath: weights + "/model.torpor")
+                    == FileManager.default.contents(atPath: pack + "/model.torpor"))
         }
     }
 }

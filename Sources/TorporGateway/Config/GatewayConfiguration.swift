@@ -211,20 +211,37 @@ public struct GatewayConfiguration: Sendable, Equatable {
         case external(url: String)
     }
 
-    /// Reads and checks a YAML configuration file.
-    public static func load(path: String) throws(ConfigurationError) -> GatewayConfiguration {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigurationError("cannot read the configuration file \(path)")
-        }
+    /// Reads and checks a YAML configuration file; `packs` maps its `s3://` checkpoints to local copies.
+    public static func load(path: String, packs: [String: String] = [:]) throws(ConfigurationError)
+        -> GatewayConfiguration
+    {
         do {
-            return try parse(yaml: String(decoding: data, as: UTF8.self))
+            return try parse(yaml: try text(path), packs: packs)
         } catch {
             throw ConfigurationError("\(path): \(error.message)")
         }
     }
 
-    /// Parses and checks a YAML configuration.
-    public static func parse(yaml: String) throws(ConfigurationError) -> GatewayConfiguration {
+    /// The text of a configuration file.
+    public static func text(_ path: String) throws(ConfigurationError) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError("cannot read the configuration file \(path)")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// The `s3://` checkpoints a YAML configuration names (models[].checkpoint), to pull before parsing it.
+    public static func remoteCheckpoints(yaml: String) -> [String] {
+        guard let node = try? Yams.compose(yaml: yaml), let models = node.mapping?["models"]?.sequence else {
+            return []
+        }
+        return models.compactMap { $0.mapping?["checkpoint"]?.string }.filter { $0.hasPrefix("s3://") }
+    }
+
+    /// Parses and checks a YAML configuration; `packs` maps its `s3://` checkpoints to local copies.
+    public static func parse(yaml: String, packs: [String: String] = [:]) throws(ConfigurationError)
+        -> GatewayConfiguration
+    {
         let node: Node?
         do {
             node = try Yams.compose(yaml: yaml)
@@ -232,7 +249,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
             throw ConfigurationError("invalid YAML: \(error)")
         }
         guard let node else { throw ConfigurationError("the configuration is empty") }
-        var configuration = try ConfigReader(node, path: "").decodeGateway()
+        var configuration = try ConfigReader(node, path: "", packs: packs).decodeGateway()
         if let token = ProcessInfo.processInfo.environment["TORPOR_ADMIN_TOKEN"], !token.isEmpty {
             configuration.adminToken = token
         }
@@ -327,10 +344,13 @@ struct ConfigReader {
 
     let node: Node
     let path: String
+    /// Local copies of `s3://` checkpoints, by URL.
+    let packs: [String: String]
 
-    init(_ node: Node, path: String) {
+    init(_ node: Node, path: String, packs: [String: String] = [:]) {
         self.node = node
         self.path = path
+        self.packs = packs
     }
 
     private func key(_ name: String) -> String { path.isEmpty ? name : path + "." + name }
@@ -402,13 +422,13 @@ struct ConfigReader {
     }
 
     func child(_ fields: [String: Node], _ name: String) -> ConfigReader? {
-        fields[name].map { ConfigReader($0, path: key(name)) }
+        fields[name].map { ConfigReader($0, path: key(name), packs: packs) }
     }
 
     func items(_ fields: [String: Node], _ name: String) throws(ConfigurationError) -> [ConfigReader] {
         guard let node = fields[name] else { return [] }
         guard let sequence = node.sequence else { throw ConfigurationError("\(key(name)): expected a list") }
-        return sequence.enumerated().map { ConfigReader($1, path: key(name) + "[\($0)]") }
+        return sequence.enumerated().map { ConfigReader($1, path: key(name) + "[\($0)]", packs: packs) }
     }
 
     // MARK: - The schema
@@ -529,7 +549,12 @@ struct ConfigReader {
         model.idleTTLSeconds = try double(values, "idle_ttl_seconds", minimum: 0.001)
         model.weightsPath = try string(values, "weights_path")
         if let pack = try string(values, "checkpoint") {
-            model.checkpoint = try GatewayConfiguration.Checkpoint.read(pack, key: "\(path).checkpoint")
+            guard !pack.hasPrefix("s3://") || packs[pack] != nil else {
+                throw ConfigurationError(
+                    "\(path).checkpoint: \(pack) has not been pulled; `torpor serve` pulls s3:// checkpoints before it "
+                        + "reads the configuration")
+            }
+            model.checkpoint = try GatewayConfiguration.Checkpoint.read(packs[pack] ?? pack, key: "\(path).checkpoint")
         }
         return model
     }
