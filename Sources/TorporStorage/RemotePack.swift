@@ -102,50 +102,17 @@ public enum RemotePack {
             throw StorageError(.io, "cannot create \(partial): \(error)")
         }
 
-        var transferred = 0
-        for object in index.objects {
-            let key = location.key(object.path)
-            guard let (size, etag) = try await client.head(bucket: location.bucket, key: key) else {
-                throw StorageError(
-                    .incomplete,
-                    "\(location): the index lists \(object.path), but the store has no s3://\(location.bucket)/\(key)")
-            }
-            guard size == object.size else {
-                throw StorageError(
-                    .changed,
-                    "\(location): s3://\(location.bucket)/\(key) holds \(size) bytes, but the index says \(object.size) "
-                        + "(it is being pushed again?)")
-            }
-            let local = partial + "/" + object.path
-            let journal = state + "/" + object.path.replacing("/", with: "%") + ".ranges"
-            let checked = state + "/" + object.path.replacing("/", with: "%") + ".checked"
-            if manager.fileExists(atPath: checked) {
-                progress?(object.size)
-                continue
-            }
-            do {
-                try manager.createDirectory(
-                    atPath: URL(fileURLWithPath: local).deletingLastPathComponent().path,
-                    withIntermediateDirectories: true)
-            } catch {
-                throw StorageError(.io, "cannot create the directory of \(local): \(error)")
-            }
-            transferred += try await client.download(
-                bucket: location.bucket, key: key, size: object.size, etag: etag, to: local, journal: journal,
-                options: options, progress: progress)
-            let digest = try sha256(ofFile: local)
-            guard digest.sha256 == object.sha256 else {
-                let diagnosis = chunkDiagnosis(local: local)
-                // Started over by the next pull: these bytes are not the pushed ones.
-                try? manager.removeItem(atPath: local)
-                try? manager.removeItem(atPath: journal)
-                throw StorageError(
-                    .corrupt,
-                    "s3://\(location.bucket)/\(key) is corrupted: its SHA-256 is \(digest.sha256), but the pack's "
-                        + "index says \(object.sha256)\(diagnosis)")
-            }
-            _ = manager.createFile(atPath: checked, contents: nil)
-        }
+        // Several objects at once when there are many (a sharded model), the ranges of one at once when it is big.
+        let objects = index.objects
+        let concurrent = max(1, min(objects.count, options.parallelism))
+        let perObject = TransferOptions(
+            partSize: options.partSize, rangeSize: options.rangeSize,
+            parallelism: max(1, options.parallelism / concurrent))
+        let transferred = try await inParallel(count: objects.count, width: concurrent) { number throws(StorageError) in
+            try await pullObject(
+                objects[number], from: location, into: partial, state: state, client: client, options: perObject,
+                progress: progress)
+        }.reduce(0, +)
 
         try? manager.removeItem(atPath: state)
         do {
@@ -163,6 +130,57 @@ public enum RemotePack {
         return Report(
             objects: index.objects.count, bytes: index.objects.reduce(0) { $0 + $1.size }, transferred: transferred,
             seconds: (ContinuousClock.now - started).seconds)
+    }
+
+    /// Pulls one object of a pack into `partial` (unless an earlier pull checked it already) and checks its
+    /// SHA-256. Returns the bytes fetched now.
+    static func pullObject(
+        _ object: Index.Object, from location: S3Location, into partial: String, state: String, client: S3Client,
+        options: TransferOptions, progress: (@Sendable (Int) -> Void)?
+    ) async throws(StorageError) -> Int {
+        let manager = FileManager.default
+        let key = location.key(object.path)
+        let local = partial + "/" + object.path
+        let journal = state + "/" + object.path.replacing("/", with: "%") + ".ranges"
+        let checked = state + "/" + object.path.replacing("/", with: "%") + ".checked"
+        if manager.fileExists(atPath: checked) {
+            progress?(object.size)
+            return 0
+        }
+        guard let (size, etag) = try await client.head(bucket: location.bucket, key: key) else {
+            throw StorageError(
+                .incomplete,
+                "\(location): the index lists \(object.path), but the store has no s3://\(location.bucket)/\(key)")
+        }
+        guard size == object.size else {
+            throw StorageError(
+                .changed,
+                "\(location): s3://\(location.bucket)/\(key) holds \(size) bytes, but the index says \(object.size) "
+                    + "(it is being pushed again?)")
+        }
+        do {
+            try manager.createDirectory(
+                atPath: URL(fileURLWithPath: local).deletingLastPathComponent().path,
+                withIntermediateDirectories: true)
+        } catch {
+            throw StorageError(.io, "cannot create the directory of \(local): \(error)")
+        }
+        let fetched = try await client.download(
+            bucket: location.bucket, key: key, size: object.size, etag: etag, to: local, journal: journal,
+            options: options, progress: progress)
+        let digest = try sha256(ofFile: local)
+        guard digest.sha256 == object.sha256 else {
+            let diagnosis = chunkDiagnosis(local: local)
+            // Started over by the next pull: these bytes are not the pushed ones.
+            try? manager.removeItem(atPath: local)
+            try? manager.removeItem(atPath: journal)
+            throw StorageError(
+                .corrupt,
+                "s3://\(location.bucket)/\(key) is corrupted: its SHA-256 is \(digest.sha256), but the pack's "
+                    + "index says \(object.sha256)\(diagnosis)")
+        }
+        _ = manager.createFile(atPath: checked, contents: nil)
+        return fetched
     }
 
     /// The index of the pack at `location`, and its bytes.

@@ -94,7 +94,7 @@ public final class StagedSafetensors: @unchecked Sendable {
         guard !fileName.isEmpty else {
             throw CheckpointError(.invalidArgument, "\(path) names a directory, not a container file")
         }
-        let partial = "\(directory.isEmpty ? "" : directory)/.\(fileName).partial-\(getpid())"
+        let partial = "\(directory)/.\(fileName).partial-\(getpid())"
         unlink(partial)
         let sourceName = fileName.hasSuffix(".torpor") ? String(fileName.dropLast(7)) + ".safetensors" : fileName
         let packed = try ContainerPacker.pack(source: source, to: partial, fileName: sourceName, options: options)

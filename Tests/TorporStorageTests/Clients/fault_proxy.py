@@ -112,9 +112,12 @@ class Proxy(BaseHTTPRequestHandler):
         self.send_header("Content-Length", length)
         self.end_headers()
         if rule and rule["kind"] == "drop-response" and self.command != "HEAD":
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
             note(line, "dropped")
+            try:
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+            except OSError:
+                pass
             return self.reset()
         if self.command != "HEAD":
             self.wfile.write(data)
