@@ -5,16 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-if [ -z "${TORPOR_VLLM_PYTHON:-}" ]; then
+# set_up NAME SCRIPT: unless TORPOR_NAME_PYTHON is set, runs SCRIPT and exports its output as TORPOR_NAME_PYTHON;
+# when it fails, exports its last line of stderr as TORPOR_NAME_SKIP_REASON (the tests report it when skipping).
+set_up() {
+    local variable="TORPOR_$1_PYTHON" reason_file value
+    if [ -n "${!variable:-}" ]; then return 0; fi
     reason_file=$(mktemp)
-    if TORPOR_VLLM_PYTHON=$(scripts/setup-vllm.sh 2>"$reason_file"); then
-        export TORPOR_VLLM_PYTHON
+    if value=$("$2" 2>"$reason_file"); then
+        export "$variable=$value"
     else
-        export TORPOR_VLLM_SKIP_REASON="$(tail -n 1 "$reason_file")"
-        echo "test: $TORPOR_VLLM_SKIP_REASON" >&2
+        export "TORPOR_$1_SKIP_REASON=$(tail -n 1 "$reason_file")"
+        echo "test: $(tail -n 1 "$reason_file")" >&2
     fi
     rm -f "$reason_file"
-fi
+}
+set_up VLLM scripts/setup-vllm.sh
 if [ -z "${TORPOR_NVCOMP_PATH:-}" ]; then
     if TORPOR_NVCOMP_PATH=$(scripts/setup-nvcomp.sh 2>/dev/null); then
         export TORPOR_NVCOMP_PATH
@@ -29,16 +34,7 @@ if [ -z "${TORPOR_NVRTC_PATH:-}" ]; then
         echo "test: NVRTC could not be fetched; the byte-plane kernel's compile test is skipped" >&2
     fi
 fi
-if [ -z "${TORPOR_MOTO_PYTHON:-}" ]; then
-    reason_file=$(mktemp)
-    if TORPOR_MOTO_PYTHON=$(scripts/setup-moto.sh 2>"$reason_file"); then
-        export TORPOR_MOTO_PYTHON
-    else
-        export TORPOR_MOTO_SKIP_REASON="$(tail -n 1 "$reason_file")"
-        echo "test: $TORPOR_MOTO_SKIP_REASON" >&2
-    fi
-    rm -f "$reason_file"
-fi
+set_up MOTO scripts/setup-moto.sh
 swift build
 # Engines started by the tests load Torpor checkpoints through the vLLM plugin, which needs libtorpor.
 export TORPOR_LIBRARY="$PWD/.build/debug/libtorpor-c.so"

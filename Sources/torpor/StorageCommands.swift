@@ -17,6 +17,15 @@ struct StoreOptions: ParsableArguments {
     @Flag(name: [.short, .long], help: "Print nothing but errors.")
     var quiet = false
 
+    /// The location `text` names and a client of its store, configured from the environment.
+    func connect(_ text: String) throws(StorageError) -> (S3Location, S3Client) {
+        guard let location = try S3Location(text) else {
+            throw StorageError(.invalidArgument, "\(text) is not an s3://bucket/prefix location")
+        }
+        let configuration = try S3Configuration.fromEnvironment(ProcessInfo.processInfo.environment)
+        return (location, S3Client(configuration: configuration))
+    }
+
     var transfer: TransferOptions {
         TransferOptions(partSize: partMegabytes << 20, rangeSize: rangeMegabytes << 20, parallelism: parallelism)
     }
@@ -43,10 +52,7 @@ struct Push: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingStorageErrors {
-            guard let location = try S3Location(destination) else {
-                throw StorageError(.invalidArgument, "\(destination) is not an s3://bucket/prefix location")
-            }
-            let client = try storeClient(store)
+            let (location, client) = try store.connect(destination)
             let report = try await RemotePack.push(
                 directory: pack, to: location, client: client, options: store.transfer)
             summarize(report, verb: "pushed", place: "to \(location)", quiet: store.quiet)
@@ -73,10 +79,7 @@ struct Pull: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingStorageErrors {
-            guard let location = try S3Location(source) else {
-                throw StorageError(.invalidArgument, "\(source) is not an s3://bucket/prefix location")
-            }
-            let client = try storeClient(store)
+            let (location, client) = try store.connect(source)
             let report = try await RemotePack.pull(
                 from: location, to: output, client: client, options: store.transfer)
             summarize(report, verb: "pulled", place: "into \(output)", quiet: store.quiet)
@@ -84,16 +87,10 @@ struct Pull: AsyncParsableCommand {
     }
 }
 
-func storeClient(_ options: StoreOptions) throws(StorageError) -> S3Client {
-    S3Client(
-        configuration: try S3Configuration.fromEnvironment(ProcessInfo.processInfo.environment))
-}
-
 /// A pack argument: a local path as it is, or `s3://…` pulled into the local cache (`TORPOR_S3_CACHE`, else
 /// ~/.cache/torpor/s3) unless it is there already.
 func localPack(_ text: String) async throws -> String {
-    guard text.hasPrefix("s3://") else { return text }
-    return try await reportingStorageErrors {
+    try await reportingStorageErrors {
         try await RemotePack.localPath(for: text, environment: ProcessInfo.processInfo.environment)
     }
 }
