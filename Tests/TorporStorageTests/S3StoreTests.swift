@@ -138,7 +138,6 @@ struct S3StoreTests {
 
     @Test func errorsSayWhatFailed() async throws {
         try await withS3 { s3 in
-            let pack = try s3.miniLMPack()
             func failure(
                 _ credentials: AWSCredentials? = nil, region: String = "us-east-1", bucket: String = "torpor-test",
                 prefix: String = "x"
@@ -180,7 +179,6 @@ struct S3StoreTests {
                     directory: s3.directory, to: S3Location(bucket: "torpor-test", prefix: "y"), client: client)
             }
             #expect(notAPack?.message.contains("not a complete torpor pack") == true)
-            _ = pack
 
             // The command line says the same, as "error: …" with exit status 1.
             var environment = s3.environment
