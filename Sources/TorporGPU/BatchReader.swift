@@ -6,7 +6,8 @@ import Synchronization
 import TorporCheckpoint
 
 /// The loader's first stage: fills a ring of pinned buffers with the batches' stored bytes, in order, on its own
-/// thread, each batch read by several threads at once; or, from a host cache, hands out the cached bytes in place.
+/// thread, each batch read by several threads at once (or fetched by range from a `ByteRangeSource`); or, from a
+/// host cache, hands out the cached bytes in place.
 ///
 /// A ring slot is reused only after the host-to-device copy out of it has finished (its `copied` event).
 final class BatchReader: @unchecked Sendable {
@@ -14,6 +15,7 @@ final class BatchReader: @unchecked Sendable {
     private let slots: Int
     private let ring: [PinnedBuffer]
     private let cache: HostCache?
+    private let remote: (any ByteRangeSource)?
     private let file: Int32
     private let path: String
     private let fileSize: Int
@@ -40,26 +42,38 @@ final class BatchReader: @unchecked Sendable {
                     "the host cache \(cache.path) holds \(cache.count) bytes, but \(path) has \(fileSize)")
             }
             self.cache = cache
+            remote = nil
             self.ring = []
             file = -1
+            return
         case .file(let direct):
             cache = nil
+            remote = nil
             let descriptor = CTorporLinux_openForReading(path, direct ? 1 : 0)
             guard descriptor >= 0 else {
                 throw GPUError(.io, "cannot open \(path)\(direct ? " for direct I/O" : ""): \(errnoText())")
             }
             file = descriptor
-            let longest = batches.map(\.count).max() ?? 0
-            guard ring.count == copied.count, ring.allSatisfy({ $0.count >= longest }) else {
-                close(descriptor)
-                throw GPUError(.invalidArgument, "a read ring of \(ring.count) buffers for \(copied.count) slots")
+        case .ranges(let source):
+            guard source.size == fileSize else {
+                throw GPUError(
+                    .invalidArgument,
+                    "\(source.name) holds \(source.size) bytes, but the container \(path) has \(fileSize)")
             }
-            self.ring = ring
-            let work = UncheckedSendable((self, copied, device, max(1, threads)))
-            DispatchQueue.global().async(group: done) {
-                let (reader, copied, device, threads) = work.value
-                reader.run(copied: copied, device: device, threads: threads)
-            }
+            cache = nil
+            remote = source
+            file = -1
+        }
+        let longest = batches.map(\.count).max() ?? 0
+        guard ring.count == copied.count, ring.allSatisfy({ $0.count >= longest }) else {
+            if file >= 0 { close(file) }
+            throw GPUError(.invalidArgument, "a read ring of \(ring.count) buffers for \(copied.count) slots")
+        }
+        self.ring = ring
+        let work = UncheckedSendable((self, copied, device, max(1, threads)))
+        DispatchQueue.global().async(group: done) {
+            let (reader, copied, device, threads) = work.value
+            reader.run(copied: copied, device: device, threads: threads)
         }
     }
 
@@ -71,7 +85,11 @@ final class BatchReader: @unchecked Sendable {
                 if stopped.load(ordering: .relaxed) { return }
                 let slot = number % slots
                 if number >= slots { try copied[slot].synchronize() }
-                try read(span, into: ring[slot].pointer, threads: threads)
+                if let remote {
+                    try fetch(span, from: remote, into: ring[slot].pointer)
+                } else {
+                    try read(span, into: ring[slot].pointer, threads: threads)
+                }
                 ready.signal()
             }
         } catch {
@@ -110,6 +128,19 @@ final class BatchReader: @unchecked Sendable {
             }
         }
         if let error = errors.withLock({ $0 }) { throw error }
+    }
+
+    /// Reads `span` (its part inside the file: the last batch's span runs to a page boundary) from `source`.
+    private func fetch(_ span: Range<Int>, from source: any ByteRangeSource, into buffer: UnsafeMutableRawPointer)
+        throws(GPUError)
+    {
+        let inside = span.clamped(to: 0..<fileSize)
+        guard !inside.isEmpty else { return }
+        do {
+            try source.read(inside, into: buffer + (inside.lowerBound - span.lowerBound))
+        } catch {
+            throw GPUError(error.code == .corruptData ? .corruptData : .io, error.message)
+        }
     }
 
     /// The pinned bytes of batch `number`, once read.

@@ -12,6 +12,17 @@ public enum LoadSource: Sendable {
     case file(direct: Bool)
     /// The container's bytes already in pinned host memory (`HostCache`): copied to the GPU without staging.
     case hostCache(HostCache)
+    /// The container's bytes read by range from `ByteRangeSource` (an object in an S3-compatible store) straight
+    /// into the ring of pinned buffers, batch by batch: the way to load a container opened with
+    /// `Container(metadataOf:)`, with no local copy. The source fetches each batch with its own parallelism.
+    case ranges(any ByteRangeSource)
+}
+
+extension LoadSource {
+    var readsByRange: Bool {
+        if case .ranges = self { return true }
+        return false
+    }
 }
 
 /// Where a load puts each tensor.
@@ -122,6 +133,11 @@ public final class GPULoader: @unchecked Sendable {
         _ container: Container, _ source: LoadSource, _ destination: LoadDestination, _ kept: LoadResources
     ) throws(GPUError) -> LoadReport {
         let started = ContinuousClock.now
+        if !container.holdsChunks, !source.readsByRange {
+            throw GPUError(
+                .invalidArgument,
+                "\(container.path): only its metadata is here; load it from its source (LoadSource.ranges)")
+        }
         let (entries, batches, tensorCount) = try Self.plan(
             container, destination: destination, batchBytes: options.batchBytes)
         guard !entries.isEmpty else {

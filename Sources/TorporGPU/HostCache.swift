@@ -26,6 +26,7 @@ public final class HostCache: @unchecked Sendable {
     }
 
     public init(container: Container, path: String? = nil, device: GPUDevice) throws(GPUError) {
+        try Self.requireLocal(container)
         let path = path ?? Self.defaultPath(for: container.path)
         self.path = path
         count = container.fileSize
@@ -67,10 +68,19 @@ public final class HostCache: @unchecked Sendable {
     public static func prepare(_ container: Container, path: String? = nil) throws(GPUError)
         -> (path: String, filled: Bool)
     {
+        try requireLocal(container)
         let path = path ?? defaultPath(for: container.path)
         if try isCurrent(path, container: container) { return (path, false) }
         try fill(path, from: container.path, count: container.fileSize)
         return (path, true)
+    }
+
+    /// A host cache is a copy of a local container file.
+    private static func requireLocal(_ container: Container) throws(GPUError) {
+        guard !container.holdsChunks else { return }
+        throw GPUError(
+            .unsupported,
+            "\(container.path): a host cache is copied from a local container; pull it first, or load it by range")
     }
 
     static func isCurrent(_ path: String, container: Container) throws(GPUError) -> Bool {

@@ -1,5 +1,5 @@
 import Foundation
-import TorporCheckpoint
+public import TorporCheckpoint
 
 /// Packs in an S3-compatible store, under a prefix: every file of the pack directory as an object of the same
 /// relative name, and last the index `torpor-objects.json` (every object's size and SHA-256). A prefix without
@@ -183,6 +183,59 @@ public enum RemotePack {
         return fetched
     }
 
+    /// One container of a pack in the store, opened for loading by range.
+    public struct RemoteContainer: Sendable {
+        /// The original safetensors file's path in the model, and the container's in the pack.
+        public var original: String
+        public var path: String
+        /// The container, opened from its metadata alone (`Container(metadataOf:)`).
+        public var container: Container
+        /// Where its chunks are: load with `LoadSource.ranges(object)`.
+        public var object: RemoteObject
+    }
+
+    /// Opens every container of the pack at `location` for loading straight from the store, with no local copy:
+    /// the index and manifest are read, then each container's preamble and metadata (two ranged GETs each, the
+    /// containers several at once). Chunks are fetched later, by the loader, and checked there by their CRC-32s;
+    /// each object's size must match the index, and reads only proceed while its ETag is unchanged.
+    /// - Throws: `StorageError` as `pull`, and `.corrupt` for a container whose metadata fails its checks.
+    public static func openForLoading(
+        _ location: S3Location, client: S3Client, options: TransferOptions = TransferOptions()
+    ) async throws(StorageError) -> [RemoteContainer] {
+        try options.check()
+        try await client.checkBucket(location.bucket)
+        let (index, _) = try await fetchIndex(location, client: client)
+        guard
+            let (manifestBytes, _) = try await client.get(
+                bucket: location.bucket, key: location.key(PackManifest.fileName))
+        else {
+            throw StorageError(
+                .incomplete, "\(location): the index lists \(PackManifest.fileName), but the store does not have it")
+        }
+        let manifest: PackManifest
+        do {
+            manifest = try PackManifest.decode(manifestBytes, name: "\(location)/\(PackManifest.fileName)")
+        } catch {
+            throw StorageError(.corrupt, error.message)
+        }
+        let sizes = Dictionary(index.objects.map { ($0.path, $0.size) }, uniquingKeysWith: { first, _ in first })
+        let packed = manifest.files.compactMap { file in file.container.map { (original: file.path, path: $0) } }
+        return try await inParallel(count: packed.count, width: options.parallelism) { number throws(StorageError) in
+            let (original, path) = packed[number]
+            let key = location.key(path)
+            let object = try await RemoteObject.open(
+                client: client, bucket: location.bucket, key: key, options: options)
+            guard object.size == sizes[path] else {
+                throw StorageError(
+                    .changed,
+                    "\(location): s3://\(location.bucket)/\(key) holds \(object.size) bytes, but the index says "
+                        + "\(sizes[path].map(String.init) ?? "nothing of it") (it is being pushed again?)")
+            }
+            let container = try await blocking { () throws(CheckpointError) in try Container(metadataOf: object) }
+            return RemoteContainer(original: original, path: path, container: container, object: object)
+        }
+    }
+
     /// The index of the pack at `location`, and its bytes.
     public static func fetchIndex(_ location: S3Location, client: S3Client) async throws(StorageError)
         -> (Index, [UInt8])
@@ -282,6 +335,28 @@ public enum RemotePack {
             offset += bytes.count
         }
         return Digest(size: file.size, sha256: digest.finalize())
+    }
+
+    /// Runs `body`, which blocks its thread (a `ByteRangeSource` read), on a Dispatch thread rather than on Swift
+    /// concurrency's pool, and maps its `CheckpointError` to a `StorageError`.
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws(CheckpointError) -> T)
+        async throws(StorageError) -> T
+    {
+        let result: Result<T, CheckpointError> = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                do throws(CheckpointError) {
+                    continuation.resume(returning: .success(try body()))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+        }
+        switch result {
+        case .success(let value): return value
+        case .failure(let error):
+            throw StorageError(
+                error.code == .corruptData || error.code == .invalidContainer ? .corrupt : .io, error.message)
+        }
     }
 
     static func syncDirectory(_ path: String) throws {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TorporCheckpoint
 import TorporGPU
+import TorporStorage
 
 struct Load: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -11,11 +12,16 @@ struct Load: AsyncParsableCommand {
             Each chunk's stored and decoded CRC-32, decoder status and size are checked on the GPU; a load that \
             fails any check reports the tensor and chunk and exits non-zero. The rate is decoded bytes delivered \
             into GPU memory per second.
+
+            An s3://bucket/prefix pack is loaded straight from the store: each container's metadata is read with \
+            two ranged GETs, then every batch of chunks is fetched with parallel ranged GETs into the loader's \
+            pinned buffers while the batches before it are copied and decoded; nothing is written to disk. \
+            --pull loads a local copy instead (pulled into the cache once, reused while the pack is unchanged).
             """)
 
     @Argument(
         help:
-            "A pack directory made by `torpor pack`, one .torpor container, or s3://bucket/prefix (pulled into the local cache)."
+            "A pack directory made by `torpor pack`, one .torpor container, or s3://bucket/prefix (streamed from the store)."
     )
     var pack: String
 
@@ -26,6 +32,15 @@ struct Load: AsyncParsableCommand {
             "Where the stored bytes come from: file (parallel reads into pinned buffers) or host-cache (a pinned copy under --cache-dir, filled on first use)."
         ))
     var source: String = "file"
+
+    @Flag(help: "For an s3:// pack: pull it into the local cache first and load the files, instead of streaming it.")
+    var pull = false
+
+    @Option(help: "For an s3:// pack: megabytes per ranged GET.")
+    var rangeMegabytes: Int = 8
+
+    @Option(help: "For an s3:// pack: ranged GETs in flight at once.")
+    var parallelism: Int = 8
 
     @Flag(help: "Read the files with O_DIRECT (bypassing the page cache).")
     var direct = false
@@ -92,12 +107,35 @@ struct Load: AsyncParsableCommand {
         if uncompressed && source == "host-cache" {
             throw ValidationError("--uncompressed reads files; it has no host cache")
         }
+        guard rangeMegabytes >= 1, rangeMegabytes <= 1024 else {
+            throw ValidationError("--range-megabytes must be between 1 and 1024")
+        }
+        guard parallelism >= 1 else { throw ValidationError("--parallelism must be at least 1") }
+        if pack.hasPrefix("s3://") && !pull {
+            for (given, flag) in [(uncompressed, "--uncompressed"), (direct, "--direct"), (dropCache, "--drop-cache")]
+            where given {
+                throw ValidationError("\(flag) reads local files; an s3:// pack streams from the store (or add --pull)")
+            }
+            guard source == "file" else {
+                throw ValidationError("--source host-cache copies local files; with an s3:// pack, add --pull")
+            }
+        }
     }
 
     mutating func run() async throws {
-        pack = try await localPack(pack)
+        var remote: [RemotePack.RemoteContainer] = []
+        if pack.hasPrefix("s3://") && !pull {
+            let transfer = TransferOptions(rangeSize: rangeMegabytes << 20, parallelism: parallelism)
+            remote = try await reportingStorageErrors {
+                let (location, client) = try StoreOptions().connect(pack)
+                return try await RemotePack.openForLoading(location, client: client, options: transfer)
+            }
+        } else {
+            pack = try await localPack(pack)
+        }
         do {
-            try load()
+            // On a thread of its own: the loader blocks while it waits for reads, which run on Swift concurrency.
+            try await onOwnThread { [self, remote] in try load(remote: remote) }
         } catch let error as GPUError {
             FileHandle.standardError.write(Data("torpor load: \(error.message)\n".utf8))
             throw ExitCode.failure
@@ -127,7 +165,7 @@ struct Load: AsyncParsableCommand {
         return manifest.files.compactMap { file in file.container.map { (pack + "/" + $0, file.path) } }
     }
 
-    private func load() throws {
+    private func load(remote: [RemotePack.RemoteContainer]) throws {
         let nvcomp = try NVCOMPLibrary(explicitPath: gpu.nvcomp)
         let driver = try CUDADriver()
         let count = try driver.deviceCount()
@@ -141,15 +179,20 @@ struct Load: AsyncParsableCommand {
         options.decodeStreams = decodeStreams
         options.nvrtcPath = gpu.nvrtc
         let loader = GPULoader(nvcomp: nvcomp, device: device, options: options)
-        let files = try files()
+        let files = remote.isEmpty ? try files() : remote.map { ($0.object.name, $0.original) }
 
         // Everything allocated and opened once; the timed loads only read, copy and decode.
         var containers: [Container?] = []
         var dataRanges: [Range<Int>] = []
         var arenas: [DeviceBuffer] = []
         var caches: [HostCache] = []
-        for file in files {
-            if uncompressed {
+        for (number, file) in files.enumerated() {
+            if number < remote.count {
+                let container = remote[number].container
+                containers.append(container)
+                dataRanges.append(0..<0)
+                arenas.append(try DeviceBuffer(device: device, count: GPULoader.arenaBytes(for: container)))
+            } else if uncompressed {
                 let safetensors = try SafetensorsFile(path: file.path)
                 let range = safetensors.header.dataStart..<safetensors.mapping.count
                 containers.append(nil)
@@ -182,7 +225,10 @@ struct Load: AsyncParsableCommand {
             for (number, file) in files.enumerated() {
                 let report: LoadReport
                 if let container = containers[number] {
-                    let from: LoadSource = caches.isEmpty ? .file(direct: direct) : .hostCache(caches[number])
+                    let from: LoadSource =
+                        number < remote.count
+                        ? .ranges(remote[number].object)
+                        : caches.isEmpty ? .file(direct: direct) : .hostCache(caches[number])
                     report = try loader.load(container, from: from, into: .arena(arenas[number]))
                 } else {
                     report = try loader.loadUncompressed(
@@ -212,7 +258,8 @@ struct Load: AsyncParsableCommand {
         }
         if json {
             let report = Report(
-                device: device.info.name, source: uncompressed ? "uncompressed-file" : source, direct: direct,
+                device: device.info.name,
+                source: uncompressed ? "uncompressed-file" : remote.isEmpty ? source : "s3-ranges", direct: direct,
                 uncompressed: uncompressed, files: files.count, bytes: bytes, storedBytes: stored, chunks: chunks,
                 cacheFillSeconds: caches.isEmpty ? nil : caches.reduce(0) { $0 + $1.fillSeconds },
                 cacheRegisterSeconds: caches.isEmpty ? nil : caches.reduce(0) { $0 + $1.registerSeconds },
@@ -256,6 +303,15 @@ struct Load: AsyncParsableCommand {
                     "GPU memory differs from \(path) at byte \(offset + at) of its data section: the load is wrong")
             }
             offset += count
+        }
+    }
+
+    /// Runs `body` on a Dispatch thread, off Swift concurrency's pool.
+    private func onOwnThread(_ body: @escaping @Sendable () throws -> Void) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try body() })
+            }
         }
     }
 

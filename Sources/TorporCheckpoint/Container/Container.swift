@@ -13,14 +13,42 @@ public final class Container: Sendable {
     public let chunks: [ChunkRecord]
     /// The source file's safetensors header, parsed from the stored bytes.
     public let sourceHeader: SafetensorsHeader
+    /// Whether the chunks' stored bytes are here (a container file), or only the metadata
+    /// (`init(metadataOf:)`): then only a loader that reads the chunks from their source can use it.
+    public let holdsChunks: Bool
     let preamble: Preamble
     let mapping: MappedFile
 
     /// Opens and validates the container at `path`.
     /// - Throws: `CheckpointError` (`.invalidContainer`, `.corruptData`, `.unsupported`, `.io`) naming the file.
-    public init(path: String) throws(CheckpointError) {
+    public convenience init(path: String) throws(CheckpointError) {
+        try self.init(path: path, mapping: try MappedFile(path: path), holdsChunks: true)
+    }
+
+    /// Opens and validates the container that `source` holds from its metadata alone, with two reads: the
+    /// preamble, then the chunk table, stored header and index at the file's end. The chunks stay in the source,
+    /// for the GPU loader to read batch by batch (`LoadSource.ranges`); decoding on the CPU (`restore`, `read`,
+    /// `tensorBytes`, `checkPadding`) throws `.unsupported`. The metadata sits in a sparse anonymous mapping of
+    /// the file's size, so offsets are the file's; only the pages read take memory.
+    /// - Throws: as `init(path:)`, naming `source.name`.
+    public convenience init(metadataOf source: some ByteRangeSource) throws(CheckpointError) {
+        let size = source.size
+        let head = try source.bytes(0..<min(size, ContainerLayout.preambleSize))
+        let parsed = head.withUnsafeBytes { bytes -> Result<Preamble, CheckpointError> in
+            Result { () throws(CheckpointError) in try Preamble(parsing: bytes, fileSize: size, file: source.name) }
+        }
+        let preamble = try parsed.get()
+        let mapping = try MappedFile(sparse: size, name: source.name)
+        let base = UnsafeMutableRawPointer(mutating: mapping.bytes.baseAddress!)
+        head.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        try source.read(preamble.chunkTableOffset..<size, into: base + preamble.chunkTableOffset)
+        try self.init(path: source.name, mapping: mapping, holdsChunks: false)
+    }
+
+    private init(path: String, mapping: MappedFile, holdsChunks: Bool) throws(CheckpointError) {
         self.path = path
-        mapping = try MappedFile(path: path)
+        self.mapping = mapping
+        self.holdsChunks = holdsChunks
         let bytes = mapping.bytes
         preamble = try Preamble(parsing: bytes, fileSize: bytes.count, file: path)
 
@@ -139,6 +167,7 @@ public final class Container: Sendable {
     /// Checks that nothing but zero padding lies between the preamble, the chunks and the chunk table, so that a
     /// flipped bit anywhere in the file is caught, not only inside chunks.
     public func checkPadding() throws(CheckpointError) {
+        try requireChunks()
         let bytes = mapping.bytes
         func checkZero(_ range: Range<Int>, _ what: String) throws(CheckpointError) {
             guard range.lowerBound < range.upperBound else { return }
@@ -236,6 +265,15 @@ public final class Container: Sendable {
                 + "without --gpu")
     }
 
+    /// Throws unless the chunks' bytes are here (see `holdsChunks`).
+    func requireChunks() throws(CheckpointError) {
+        guard !holdsChunks else { return }
+        throw CheckpointError(
+            .unsupported,
+            "\(path): only its metadata was read, its chunks stay where they are; pull it to decode it on the CPU, "
+                + "or load it on a GPU")
+    }
+
     /// Decodes the whole source file in order, handing it to `sink` in windows of consecutive bytes.
     ///
     /// Chunks within a window decode in parallel on every core while `sink` consumes the previous window on the
@@ -247,6 +285,7 @@ public final class Container: Sendable {
         progress: ProgressHandler? = nil,
         sink: (_ bytes: UnsafeRawBufferPointer, _ offset: Int) throws(CheckpointError) -> Void
     ) throws(CheckpointError) {
+        try requireChunks()
         try requireCPUCodecs()
         try sink(sourceHeaderBytes, 0)
         progress?(.advanced(bytes: sourceHeaderBytes.count))
@@ -319,6 +358,7 @@ public final class Container: Sendable {
     public func read(
         _ requests: [(name: String, destination: UnsafeMutableRawBufferPointer)], workers: Int? = nil
     ) throws(CheckpointError) {
+        try requireChunks()
         var numbers: [String: Int] = [:]
         for (number, tensor) in index.tensors.enumerated() { numbers[tensor.name] = number }
         var pieces: [(piece: Piece, output: UnsafeMutableRawBufferPointer)] = []
@@ -355,6 +395,7 @@ public final class Container: Sendable {
 
     /// Decodes one tensor's bytes.
     public func tensorBytes(_ name: String) throws(CheckpointError) -> [UInt8] {
+        try requireChunks()
         guard let number = index.tensors.firstIndex(where: { $0.name == name }) else {
             throw CheckpointError(.invalidArgument, "\(path): no tensor named \"\(name)\"")
         }

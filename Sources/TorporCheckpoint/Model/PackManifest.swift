@@ -46,9 +46,20 @@ public struct PackManifest: Codable, Sendable, Equatable {
                 "\(directory) is not a complete torpor pack: it has no \(fileName) (an interrupted pack, or the wrong directory)"
             )
         }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw CheckpointError(.io, "cannot read \(path): \(error)")
+        }
+        return try decode(Array(data), name: path)
+    }
+
+    /// Parses and checks a manifest's bytes; `name` is where they came from, for messages.
+    public static func decode(_ bytes: [UInt8], name path: String) throws(CheckpointError) -> PackManifest {
         let manifest: PackManifest
         do {
-            manifest = try JSONDecoder().decode(PackManifest.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+            manifest = try JSONDecoder().decode(PackManifest.self, from: Data(bytes))
         } catch {
             throw CheckpointError(.invalidContainer, "\(path) is not a valid pack manifest (\(error))")
         }

@@ -49,6 +49,24 @@ public final class MappedFile: @unchecked Sendable {
         bytes = UnsafeRawBufferPointer(start: base, count: count)
     }
 
+    /// Anonymous, writable memory of `count` bytes standing in for the file `name`, reserving no swap: only the
+    /// pages written take memory. Where a remote container's metadata is placed at its offsets.
+    /// - Throws: `CheckpointError` with code `.io` when the memory cannot be mapped.
+    public init(sparse count: Int, name: String) throws(CheckpointError) {
+        path = name
+        guard count > 0 else {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        guard
+            let base = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+            base != MAP_FAILED
+        else {
+            throw ioError("cannot map \(count) bytes of address space for", name)
+        }
+        bytes = UnsafeRawBufferPointer(start: base, count: count)
+    }
+
     /// The number of bytes in the file.
     public var count: Int { bytes.count }
 
