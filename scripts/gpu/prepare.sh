@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/setup.sh
-swift build -c release --static-swift-stdlib --scratch-path .build-static
+swift build -c release --static-swift-stdlib --scratch-path .build-static --product torpor
 mkdir -p .gpu
 cp .build-static/release/torpor .gpu/torpor
 strip .gpu/torpor
