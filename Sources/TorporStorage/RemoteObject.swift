@@ -46,6 +46,11 @@ public final class RemoteObject: ByteRangeSource {
         return RemoteObject(client: client, bucket: bucket, key: key, size: size, etag: etag, options: options)
     }
 
+    /// Counts `bytes` more fetched (by this object's reads or a `ReadAhead` over it).
+    func counted(_ bytes: Int) {
+        fetchedBytes.add(bytes, ordering: .relaxed)
+    }
+
     /// Fetches bytes `range` into `buffer` (at least `range.count` bytes, valid until this returns) with parallel
     /// ranged GETs.
     public func fetch(_ range: Range<Int>, into buffer: UnsafeMutableRawPointer) async throws(StorageError) {
@@ -64,7 +69,7 @@ public final class RemoteObject: ByteRangeSource {
                 UnsafeMutableRawPointer(bitPattern: address)!.advanced(by: start - range.lowerBound)
                     .copyMemory(from: bytes.baseAddress!, byteCount: part.count)
             }
-            fetchedBytes.add(part.count, ordering: .relaxed)
+            counted(part.count)
         }
     }
 

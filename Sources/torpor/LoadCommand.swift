@@ -222,12 +222,17 @@ struct Load: AsyncParsableCommand {
             bytes = 0
             stored = 0
             chunks = 0
+            // Each container of an s3:// pack is read front to back with read-ahead, the next one's first
+            // ranges already in flight while this one loads.
+            let streams = remote.map { ReadAhead($0.object) }
+            streams.first?.start()
             for (number, file) in files.enumerated() {
+                if number + 1 < streams.count { streams[number + 1].start() }
                 let report: LoadReport
                 if let container = containers[number] {
                     let from: LoadSource =
                         number < remote.count
-                        ? .ranges(remote[number].object)
+                        ? .ranges(streams[number])
                         : caches.isEmpty ? .file(direct: direct) : .hostCache(caches[number])
                     report = try loader.load(container, from: from, into: .arena(arenas[number]))
                 } else {

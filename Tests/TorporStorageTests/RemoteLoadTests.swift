@@ -54,6 +54,24 @@ struct RemoteLoadTests {
             let expected = FileManager.default.contents(atPath: pack + "/model.torpor")!
             #expect(Data(buffer) == expected)
             #expect(remote.object.fetched == metadata + size)
+
+            // With read-ahead, as the loader reads: batches front to back, each starting a page before the last
+            // one ended (direct-I/O alignment); every piece is fetched once.
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            let stream = ReadAhead(object)
+            stream.start()
+            try await RemotePack.blocking { () throws(CheckpointError) in
+                let base = UnsafeMutableRawPointer(bitPattern: address)!
+                var offset = 0
+                while offset < size {
+                    let end = min(size, offset + (5 << 20) + 100)
+                    let start = max(0, offset - 4096)
+                    try stream.read(start..<end, into: base + start)
+                    offset = end
+                }
+            }
+            #expect(Data(buffer) == expected)
+            #expect(remote.object.fetched == metadata + 2 * size)
             let log = try s3.log()
             #expect(
                 log.filter { $0.hasPrefix("GET") && $0.contains("model.torpor") && $0.hasSuffix("dropped") }.count == 1)
