@@ -115,7 +115,7 @@ def main():
             subprocess.run(["sync"], check=True)
             return time.perf_counter() - started
 
-        def pull(parallelism, range_megabytes=8):
+        def pull(parallelism, range_megabytes):
             target = os.path.join(work, "pulled")
             shutil.rmtree(target, ignore_errors=True)
             return timed([torpor, "pull", "-q", "--parallelism", str(parallelism), "--range-megabytes",
@@ -140,14 +140,15 @@ def main():
         runs = {
             "curl_original": [curl_all("original", original) for _ in range(repeat)],
             "curl_pack": [curl_all("pack", packed) for _ in range(repeat)],
-            "pull_1": [pull(1) for _ in range(repeat)],
-            "pull_8": [pull(8) for _ in range(repeat)],
+            "pull_1": [pull(1, 8) for _ in range(repeat)],
+            "pull_8": [pull(8, 8) for _ in range(repeat)],
             "pull_8_32": [pull(8, 32) for _ in range(repeat)],
         }
         if not gpu:  # `pack --gpu` chunks decode only on a GPU
             runs["pull_verify_8"] = [verify() for _ in range(repeat)]
         if gpu:
-            runs["load_stream_8"] = [load("load_stream_8", ["s3://bench/pack"]) for _ in range(repeat)]
+            runs["load_stream_8"] = [load("load_stream_8", ["--range-megabytes", "8", "s3://bench/pack"])
+                                     for _ in range(repeat)]
             runs["load_stream_8_32"] = [load("load_stream_8_32", ["--range-megabytes", "32", "s3://bench/pack"])
                                         for _ in range(repeat)]
             runs["load_stream_16_32"] = [load("load_stream_16_32", ["--parallelism", "16", "--range-megabytes", "32",
@@ -167,13 +168,13 @@ def main():
         ("torpor pull, 8 ranged GETs of 32 MiB in flight", "pull_8_32", stored),
     ]
     if not gpu:
-        rows.append(("torpor verify s3:// (pull + decode every chunk)", "pull_verify_8", stored))
+        rows.append(("torpor verify s3:// (pull 8 x 32 MiB + decode every chunk)", "pull_verify_8", stored))
     if gpu:
         rows += [
             ("torpor load s3:// to the GPU, streamed: 8 ranged GETs of 8 MiB in flight", "load_stream_8", stored),
             ("torpor load s3:// to the GPU, streamed: 8 ranged GETs of 32 MiB", "load_stream_8_32", stored),
             ("torpor load s3:// to the GPU, streamed: 16 ranged GETs of 32 MiB", "load_stream_16_32", stored),
-            ("torpor load --pull s3:// to the GPU (empty cache: pull, then load)", "load_pull_8", stored),
+            ("torpor load --pull s3:// to the GPU (empty cache: pull 8 x 32 MiB, then load)", "load_pull_8", stored),
             ("torpor load of the local pack to the GPU (page cache; no store)", "load_local", stored),
         ]
     result = {"checks": checks if gpu else None, "model_bytes": model_bytes, "stored_bytes": stored, "ratio": stored / model_bytes,

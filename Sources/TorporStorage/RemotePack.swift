@@ -201,7 +201,7 @@ public enum RemotePack {
     /// - Throws: `StorageError` as `pull`, and `.corrupt` for a container whose metadata fails its checks.
     public static func openForLoading(
         _ location: S3Location, client: S3Client, options: TransferOptions = TransferOptions()
-    ) async throws(StorageError) -> [RemoteContainer] {
+    ) async throws(StorageError) -> (manifest: PackManifest, containers: [RemoteContainer]) {
         try options.check()
         try await client.checkBucket(location.bucket)
         let (index, _) = try await fetchIndex(location, client: client)
@@ -220,7 +220,8 @@ public enum RemotePack {
         }
         let sizes = Dictionary(index.objects.map { ($0.path, $0.size) }, uniquingKeysWith: { first, _ in first })
         let packed = manifest.files.compactMap { file in file.container.map { (original: file.path, path: $0) } }
-        return try await inParallel(count: packed.count, width: options.parallelism) { number throws(StorageError) in
+        let containers = try await inParallel(count: packed.count, width: options.parallelism) {
+            number throws(StorageError) in
             let (original, path) = packed[number]
             let key = location.key(path)
             let object = try await RemoteObject.open(
@@ -234,6 +235,7 @@ public enum RemotePack {
             let container = try await blocking { () throws(CheckpointError) in try Container(metadataOf: object) }
             return RemoteContainer(original: original, path: path, container: container, object: object)
         }
+        return (manifest, containers)
     }
 
     /// The index of the pack at `location`, and its bytes.

@@ -12,7 +12,7 @@ public struct TransferOptions: Sendable {
     /// Requests in flight at once.
     public var parallelism: Int
 
-    public init(partSize: Int = 16 << 20, rangeSize: Int = 8 << 20, parallelism: Int = 8) {
+    public init(partSize: Int = 16 << 20, rangeSize: Int = 32 << 20, parallelism: Int = 8) {
         self.partSize = partSize
         self.rangeSize = rangeSize
         self.parallelism = max(1, parallelism)

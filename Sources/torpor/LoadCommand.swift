@@ -37,7 +37,7 @@ struct Load: AsyncParsableCommand {
     var pull = false
 
     @Option(help: "For an s3:// pack: megabytes per ranged GET.")
-    var rangeMegabytes: Int = 8
+    var rangeMegabytes: Int = 32
 
     @Option(help: "For an s3:// pack: ranged GETs in flight at once.")
     var parallelism: Int = 8
@@ -128,7 +128,7 @@ struct Load: AsyncParsableCommand {
             let transfer = TransferOptions(rangeSize: rangeMegabytes << 20, parallelism: parallelism)
             remote = try await reportingStorageErrors {
                 let (location, client) = try StoreOptions().connect(pack)
-                return try await RemotePack.openForLoading(location, client: client, options: transfer)
+                return try await RemotePack.openForLoading(location, client: client, options: transfer).containers
             }
         } else {
             pack = try await localPack(pack)

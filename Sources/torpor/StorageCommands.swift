@@ -12,7 +12,7 @@ struct StoreOptions: ParsableArguments {
     var partMegabytes: Int = 16
 
     @Option(help: "Megabytes per ranged GET.")
-    var rangeMegabytes: Int = 8
+    var rangeMegabytes: Int = 32
 
     @Flag(name: [.short, .long], help: "Print nothing but errors.")
     var quiet = false

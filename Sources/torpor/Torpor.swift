@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TorporCheckpoint
 import TorporGPU
+import TorporStorage
 
 @main
 struct Torpor: AsyncParsableCommand {
@@ -187,8 +188,27 @@ struct Inspect: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let pack = try await localPack(pack)
-        let inspection = try reportingErrors { try PackInspection(pack: pack) }
+        let inspection: PackInspection
+        if pack.hasPrefix("s3://") {
+            // Only each container's metadata is read: two ranged GETs, no download.
+            let (manifest, containers) = try await reportingStorageErrors {
+                let (location, client) = try StoreOptions().connect(pack)
+                return try await RemotePack.openForLoading(location, client: client)
+            }
+            let byPath = Dictionary(uniqueKeysWithValues: containers.map { ($0.path, $0.container) })
+            inspection = try reportingErrors {
+                try PackInspection(pack: pack, manifest: manifest) { (relative) throws(CheckpointError) in
+                    guard let container = byPath[relative] else {
+                        throw CheckpointError(
+                            .invalidContainer, "\(pack): the manifest names \(relative), which was not opened")
+                    }
+                    return container
+                }
+            }
+        } else {
+            let pack = try await localPack(pack)
+            inspection = try reportingErrors { try PackInspection(pack: pack) }
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -21,7 +21,7 @@ struct RemoteLoadTests {
                 ["match": "GET model.torpor", "kind": "status", "status": 503, "skip": 6, "times": 1],
             ])
 
-            let opened = try await RemotePack.openForLoading(location, client: client, options: small)
+            let opened = try await RemotePack.openForLoading(location, client: client, options: small).containers
             try #require(opened.count == 1)
             let remote = opened[0]
             let local = try Container(path: pack + "/model.torpor")
@@ -110,7 +110,7 @@ struct RemoteLoadTests {
 
             // Pushed again while being read: the reads after the change fail as `changed`, never mixing versions.
             try await client.put(bucket: "torpor-test", key: key, bytes: original)
-            let remote = try await RemotePack.openForLoading(location, client: client, options: small)[0]
+            let remote = try await RemotePack.openForLoading(location, client: client, options: small).containers[0]
             var changed = original
             changed[local.chunks[0].offset] ^= 0x01
             try await client.put(bucket: "torpor-test", key: key, bytes: changed)

@@ -45,6 +45,8 @@ struct S3StoreTests {
             let inspected = try run(
                 Moto.torpor, ["inspect", "--json", "s3://torpor-test/cli/mini"], environment: environment)
             #expect(String(decoding: inspected, as: UTF8.self).contains("encoder.layer.0.attention.self.query.weight"))
+            // Inspecting read each container's metadata only: nothing was pulled into the cache.
+            #expect(!FileManager.default.fileExists(atPath: s3.directory + "/cache"))
             let verified = try run(Moto.torpor, ["verify", "s3://torpor-test/cli/mini"], environment: environment)
             #expect(String(decoding: verified, as: UTF8.self).contains("every checksum matches"))
         }

@@ -64,6 +64,16 @@ public struct PackInspection: Codable, Sendable {
         } else {
             manifest = try PackManifest.load(from: pack)
         }
+        try self.init(pack: pack, manifest: manifest) { (relative) throws(CheckpointError) in
+            try Container(path: base + "/" + relative)
+        }
+    }
+
+    /// The inspection of the pack named `pack` with `manifest`, whose containers `open` opens by their path in
+    /// the pack: for a pack in object storage, from their metadata alone (`Container(metadataOf:)`).
+    public init(
+        pack: String, manifest: PackManifest, open: (String) throws(CheckpointError) -> Container
+    ) throws(CheckpointError) {
         self.pack = pack
         var files: [File] = []
         var totals = Totals(
@@ -73,7 +83,7 @@ public struct PackInspection: Codable, Sendable {
                 path: entry.path, kind: entry.kind, container: entry.container, bytes: entry.size,
                 storedBytes: entry.size, tensors: [])
             if entry.kind == .packed, let relative = entry.container {
-                let container = try Container(path: base + "/" + relative)
+                let container = try open(relative)
                 file.storedBytes = container.fileSize
                 file.writer = "\(container.index.writer.name) \(container.index.writer.version)"
                 file.chunkSize = container.index.chunkSize
