@@ -7,19 +7,30 @@ public import TorporCheckpoint
 /// batches (`LoadSource.ranges(ReadAhead(object))`).
 ///
 /// The object is fetched in pieces of `options.rangeSize` bytes, one ranged GET each, and `options.parallelism`
-/// pieces beyond the last read are kept in flight: the store stays busy across the loader's batch boundaries, and,
-/// with `start()`, while the container before this one is still loading. Pieces wholly before a read are dropped,
-/// so memory stays near `parallelism × rangeSize` however big the object. Reads that go backwards still work: the
-/// pieces they need are fetched again.
+/// pieces beyond the last read are kept in flight: the store stays busy across the loader's batch boundaries. The
+/// window runs on into `next`, the object loaded after this one (a pack's next container), so small containers
+/// do not leave the store idle between loads; `start()` fills it before the first read (while the GPU starts up).
+/// Pieces wholly before a read are dropped, so memory stays near `parallelism × rangeSize` however big the
+/// objects. Reads that go backwards still work: the pieces they need are fetched again.
 public final class ReadAhead: ByteRangeSource, @unchecked Sendable {
     public let object: RemoteObject
+    /// The object read after this one, into which read-ahead continues.
+    public let next: ReadAhead?
     private let pieces = Mutex<[Int: Piece]>([:])
 
     public var name: String { object.name }
     public var size: Int { object.size }
 
-    public init(_ object: RemoteObject) {
+    public init(_ object: RemoteObject, then next: ReadAhead? = nil) {
         self.object = object
+        self.next = next
+    }
+
+    /// A chain over `objects`, read in that order: each one's read-ahead continues into the next.
+    public static func chain(_ objects: [RemoteObject]) -> [ReadAhead] {
+        var chain: [ReadAhead] = []
+        for object in objects.reversed() { chain.insert(ReadAhead(object, then: chain.first), at: 0) }
+        return chain
     }
 
     deinit {
@@ -37,12 +48,17 @@ public final class ReadAhead: ByteRangeSource, @unchecked Sendable {
     private var step: Int { object.options.rangeSize }
     private var pieceCount: Int { (size + step - 1) / step }
 
-    /// Starts fetching the first pieces from `offset`, before the first read asks for them.
-    public func start(at offset: Int = 0) {
-        guard offset < size else { return }
-        let first = offset / step
-        pieces.withLock { launch(first..<min(pieceCount, first + object.options.parallelism), in: &$0) }
+    /// Starts fetching the first `count` pieces (default `parallelism`), continuing into `next` when this object
+    /// has fewer, before the first read asks for them.
+    public func start(pieces count: Int? = nil) {
+        let count = count ?? object.options.parallelism
+        let here = min(count, pieceCount)
+        pieces.withLock { launch(0..<here, in: &$0) }
+        if count > here { next?.start(pieces: count - here) }
     }
+
+    /// Pieces fetched or in flight, for tests.
+    var launched: Int { pieces.withLock { $0.count } }
 
     public func read(_ range: Range<Int>, into buffer: UnsafeMutableRawPointer) throws(CheckpointError) {
         guard !range.isEmpty else { return }
@@ -52,11 +68,13 @@ public final class ReadAhead: ByteRangeSource, @unchecked Sendable {
         }
         let first = range.lowerBound / step
         let last = (range.upperBound - 1) / step
+        let ahead = last + 1 + object.options.parallelism
         let needed = pieces.withLock { (kept: inout [Int: Piece]) -> [Piece] in
             kept = kept.filter { $0.key >= first }
-            launch(first..<min(pieceCount, last + 1 + object.options.parallelism), in: &kept)
+            launch(first..<min(pieceCount, ahead), in: &kept)
             return (first...last).map { kept[$0]! }
         }
+        if ahead > pieceCount { next?.start(pieces: ahead - pieceCount) }
         for (index, piece) in zip(first...last, needed) {
             piece.done.wait()
             if let error = piece.error {

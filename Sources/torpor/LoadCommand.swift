@@ -166,6 +166,8 @@ struct Load: AsyncParsableCommand {
     }
 
     private func load(remote: [RemotePack.RemoteContainer]) throws {
+        let firstStreams = ReadAhead.chain(remote.map(\.object))
+        firstStreams.first?.start()
         let nvcomp = try NVCOMPLibrary(explicitPath: gpu.nvcomp)
         let driver = try CUDADriver()
         let count = try driver.deviceCount()
@@ -222,12 +224,11 @@ struct Load: AsyncParsableCommand {
             bytes = 0
             stored = 0
             chunks = 0
-            // Each container of an s3:// pack is read front to back with read-ahead, the next one's first
-            // ranges already in flight while this one loads.
-            let streams = remote.map { ReadAhead($0.object) }
+            // The containers of an s3:// pack are read in order with read-ahead running on from one to the next.
+            // The first run's started before the GPU did.
+            let streams = run == 1 && !firstStreams.isEmpty ? firstStreams : ReadAhead.chain(remote.map(\.object))
             streams.first?.start()
             for (number, file) in files.enumerated() {
-                if number + 1 < streams.count { streams[number + 1].start() }
                 let report: LoadReport
                 if let container = containers[number] {
                     let from: LoadSource =

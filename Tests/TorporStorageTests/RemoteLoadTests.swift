@@ -56,22 +56,27 @@ struct RemoteLoadTests {
             #expect(remote.object.fetched == metadata + size)
 
             // With read-ahead, as the loader reads: batches front to back, each starting a page before the last
-            // one ended (direct-I/O alignment); every piece is fetched once.
-            buffer.initializeMemory(as: UInt8.self, repeating: 0)
-            let stream = ReadAhead(object)
-            stream.start()
-            try await RemotePack.blocking { () throws(CheckpointError) in
-                let base = UnsafeMutableRawPointer(bitPattern: address)!
-                var offset = 0
-                while offset < size {
-                    let end = min(size, offset + (5 << 20) + 100)
-                    let start = max(0, offset - 4096)
-                    try stream.read(start..<end, into: base + start)
-                    offset = end
+            // one ended (direct-I/O alignment); every piece is fetched once. The window runs on into the next
+            // object of the chain (here the same one again) before the first is finished.
+            let chain = ReadAhead.chain([object, object])
+            chain[0].start()
+            #expect(chain[0].launched == 4 && chain[1].launched == 0)
+            for stream in chain {
+                buffer.initializeMemory(as: UInt8.self, repeating: 0)
+                try await RemotePack.blocking { () throws(CheckpointError) in
+                    let base = UnsafeMutableRawPointer(bitPattern: address)!
+                    var offset = 0
+                    while offset < size {
+                        let end = min(size, offset + (5 << 20) + 100)
+                        let start = max(0, offset - 4096)
+                        try stream.read(start..<end, into: base + start)
+                        offset = end
+                    }
                 }
+                if stream === chain[0] { #expect(chain[1].launched == 4) }
+                #expect(Data(buffer) == expected)
             }
-            #expect(Data(buffer) == expected)
-            #expect(remote.object.fetched == metadata + 2 * size)
+            #expect(remote.object.fetched == metadata + 3 * size)
             let log = try s3.log()
             #expect(
                 log.filter { $0.hasPrefix("GET") && $0.contains("model.torpor") && $0.hasSuffix("dropped") }.count == 1)
