@@ -147,9 +147,11 @@ def main():
         if not gpu:  # `pack --gpu` chunks decode only on a GPU
             runs["pull_verify_8"] = [verify() for _ in range(repeat)]
         if gpu:
-            runs["load_stream_8"] = [load("load_stream_8", ["--range-megabytes", "8", "s3://bench/pack"])
+            runs["load_stream_8"] = [load("load_stream_8", ["--parallelism", "8", "--range-megabytes", "8",
+                                                      "s3://bench/pack"])
                                      for _ in range(repeat)]
-            runs["load_stream_8_32"] = [load("load_stream_8_32", ["--range-megabytes", "32", "s3://bench/pack"])
+            runs["load_stream_8_32"] = [load("load_stream_8_32", ["--parallelism", "8", "--range-megabytes", "32",
+                                                            "s3://bench/pack"])
                                         for _ in range(repeat)]
             runs["load_stream_16_32"] = [load("load_stream_16_32", ["--parallelism", "16", "--range-megabytes", "32",
                                                                     "s3://bench/pack"]) for _ in range(repeat)]
@@ -173,7 +175,7 @@ def main():
         rows += [
             ("torpor load s3:// to the GPU, streamed: 8 ranged GETs of 8 MiB in flight", "load_stream_8", stored),
             ("torpor load s3:// to the GPU, streamed: 8 ranged GETs of 32 MiB", "load_stream_8_32", stored),
-            ("torpor load s3:// to the GPU, streamed: 16 ranged GETs of 32 MiB", "load_stream_16_32", stored),
+            ("torpor load s3:// to the GPU, streamed: 16 ranged GETs of 32 MiB (the default)", "load_stream_16_32", stored),
             ("torpor load --pull s3:// to the GPU (empty cache: pull 8 x 32 MiB, then load)", "load_pull_8", stored),
             ("torpor load of the local pack to the GPU (page cache; no store)", "load_local", stored),
         ]

@@ -295,6 +295,15 @@ public enum RemotePack {
         } catch {
             throw StorageError(.io, "cannot create the S3 cache \(cache): \(error)")
         }
+        // One pull per pack at a time: another process pulling the same pack into this cache is waited for (the
+        // kernel drops its lock if it dies), and its copy used.
+        let lockPath = "\(cache)/\(location.bucket)/.\(name)@\(digest).lock"
+        let lock = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lock >= 0 else { throw StorageError(.io, "cannot open \(lockPath): \(errorText())") }
+        defer { close(lock) }
+        let locked = try await blocking { () throws(CheckpointError) -> Int32 in flock(lock, LOCK_EX) == 0 ? 0 : errno }
+        guard locked == 0 else { throw StorageError(.io, "cannot lock \(lockPath): \(errorText(locked))") }
+        if (try? PackManifest.load(from: directory)) != nil { return directory }
         _ = try await pull(from: location, to: directory, client: client, progress: progress)
         return directory
     }

@@ -368,10 +368,37 @@ public final class S3Client: Sendable {
             xml += "<Part><PartNumber>\(index + 1)</PartNumber><ETag>\(S3ErrorBody.escape(etag))</ETag></Part>"
         }
         xml += "</CompleteMultipartUpload>"
-        let answer = try await send(
-            .POST, bucket: bucket, key: key, query: [("uploadId", uploadID)], body: Array(xml.utf8),
-            what: "completing the upload of s3://\(bucket)/\(key)")
-        return S3ErrorBody.element("ETag", in: answer.text) ?? ""
+        do {
+            let answer = try await send(
+                .POST, bucket: bucket, key: key, query: [("uploadId", uploadID)], body: Array(xml.utf8),
+                what: "completing the upload of s3://\(bucket)/\(key)")
+            return S3ErrorBody.element("ETag", in: answer.text) ?? ""
+        } catch  where error.code == .notFound && error.message.contains("NoSuchUpload") {
+            // The store completed the upload but its answer was lost, and the retry finds no upload: the object
+            // is there if it has the ETag S3 gives a multipart object, the MD5 of the parts' MD5s and their count.
+            let expected = Self.multipartETag(etags)
+            if let expected, let (_, etag) = try await head(bucket: bucket, key: key), etag == expected {
+                return etag
+            }
+            throw error
+        }
+    }
+
+    /// The ETag S3 gives the object a multipart upload of parts with `etags` (their MD5s) makes, or nil when a part's
+    /// ETag is not an MD5 (KMS or customer-key encryption).
+    static func multipartETag(_ etags: [String]) -> String? {
+        var digests: [UInt8] = []
+        for etag in etags {
+            let hex = Array(etag.utf8.filter { $0 != UInt8(ascii: "\"") })
+            guard hex.count == 32 else { return nil }
+            for index in stride(from: 0, to: 32, by: 2) {
+                guard let byte = UInt8(String(decoding: hex[index..<(index + 2)], as: UTF8.self), radix: 16) else {
+                    return nil
+                }
+                digests.append(byte)
+            }
+        }
+        return "\"" + SigV4Signer.hex(Array(Insecure.MD5.hash(data: digests))) + "-\(etags.count)\""
     }
 
     /// The keys of the multipart uploads begun and neither completed nor abandoned in `bucket` (first 1000).

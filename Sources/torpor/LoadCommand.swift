@@ -39,8 +39,8 @@ struct Load: AsyncParsableCommand {
     @Option(help: "For an s3:// pack: megabytes per ranged GET.")
     var rangeMegabytes: Int = 32
 
-    @Option(help: "For an s3:// pack: ranged GETs in flight at once.")
-    var parallelism: Int = 8
+    @Option(help: "For an s3:// pack: ranged GETs in flight at once (the read-ahead window).")
+    var parallelism: Int = 16
 
     @Flag(help: "Read the files with O_DIRECT (bypassing the page cache).")
     var direct = false

@@ -5,10 +5,10 @@
 Requests are forwarded verbatim (method, path, query, headers including Host, body), so signatures still hold.
 Faults are set with `POST /__faults` and a JSON list of rules, each
     {"match": "PUT partNumber=2", "kind": "status" | "drop-request" | "drop-response", "status": 503, "times": 1,
-     "skip": 0}
+     "skip": 0, "code": "NoSuchUpload"}
 where every word of `match` must appear in "METHOD PATH?QUERY"; the first `skip` matching requests pass, the
 next `times` fail. "status" answers with that status and an S3
-error body instead of forwarding; "drop-request" reads half of the request body and closes the connection
+error body (its code `code`, default by status) instead of forwarding; "drop-request" reads half of the request body and closes the connection
 without an answer; "drop-response" forwards, then sends the headers and half of the body and closes.
 `GET /__log` lists the requests seen as "METHOD PATH?QUERY STATUS" (the status is "dropped" for a drop).
 """
@@ -88,7 +88,7 @@ class Proxy(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else None
         if rule and rule["kind"] == "status":
             status = rule.get("status", 503)
-            code = {503: "SlowDown", 500: "InternalError", 429: "SlowDown"}.get(status, "InternalError")
+            code = rule.get("code") or {503: "SlowDown", 500: "InternalError", 429: "SlowDown"}.get(status, "InternalError")
             answer = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
             note(line, status)
             self.send_response(status)
