@@ -77,10 +77,7 @@ public final class ReadAhead: ByteRangeSource, @unchecked Sendable {
         if ahead > pieceCount { next?.start(pieces: ahead - pieceCount) }
         for (index, piece) in zip(first...last, needed) {
             piece.done.wait()
-            if let error = piece.error {
-                throw CheckpointError(
-                    error.code == .corrupt || error.code == .changed ? .corruptData : .io, error.message)
-            }
+            if let error = piece.error { throw error.checkpointError }
             let pieceStart = index * step
             let overlap = max(range.lowerBound, pieceStart)..<min(range.upperBound, pieceStart + step)
             piece.bytes!.withUnsafeReadableBytes { bytes in

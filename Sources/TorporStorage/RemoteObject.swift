@@ -88,8 +88,14 @@ public final class RemoteObject: ByteRangeSource {
             finished.signal()
         }
         finished.wait()
-        if let error = outcome.withLock({ $0 }) {
-            throw CheckpointError(error.code == .corrupt || error.code == .changed ? .corruptData : .io, error.message)
-        }
+        if let error = outcome.withLock({ $0 }) { throw error.checkpointError }
+    }
+}
+
+extension StorageError {
+    /// This failure as a `ByteRangeSource` reports it: bytes that changed or fail a check are `.corruptData`,
+    /// anything else `.io`; the message stays.
+    var checkpointError: CheckpointError {
+        CheckpointError(code == .corrupt || code == .changed ? .corruptData : .io, message)
     }
 }

@@ -9,10 +9,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-results}
 mkdir -p "$OUT" /tmp/torpor-gpu
 exec > >(tee "$OUT/bench.log") 2>&1
-xz -dc .gpu/torpor.xz > /tmp/torpor-gpu/torpor && chmod +x /tmp/torpor-gpu/torpor
-[ -d /tmp/torpor-gpu/wheel ] || python3 -m zipfile -e .gpu/nvidia_libnvcomp_cu13-6.0.0.12-*.whl /tmp/torpor-gpu/wheel
-export TORPOR_NVCOMP_PATH=/tmp/torpor-gpu/wheel/nvidia/libnvcomp/lib64
-torpor=/tmp/torpor-gpu/torpor
+source scripts/gpu/unpack.sh
 # NVRTC (for byteplane packs) comes with PyTorch's CUDA wheels; where Torpor's search misses it, point at it.
 if ! $torpor gpu info 2>/dev/null | grep -q "^NVRTC [0-9]"; then
     found=$(find / -name 'libnvrtc.so.1[23]' -not -path '*/proc/*' 2>/dev/null | head -n 1)

@@ -9,10 +9,7 @@ OUT=${OUT:-$PWD/gpu-results}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/byteplane.log") 2>&1
 mkdir -p /tmp/torpor-gpu
-[ -x /tmp/torpor-gpu/torpor ] || { xz -dc .gpu/torpor.xz > /tmp/torpor-gpu/torpor && chmod +x /tmp/torpor-gpu/torpor; }
-[ -d /tmp/torpor-gpu/wheel ] || python3 -m zipfile -e .gpu/nvidia_libnvcomp_cu13-6.0.0.12-*.whl /tmp/torpor-gpu/wheel
-export TORPOR_NVCOMP_PATH=/tmp/torpor-gpu/wheel/nvidia/libnvcomp/lib64
-torpor=/tmp/torpor-gpu/torpor
+source scripts/gpu/unpack.sh
 work=/tmp/torpor-byteplane && rm -rf "$work" && mkdir -p "$work"
 python3 scripts/gpu/make_llama_like.py "$work/model" --layers 8
 /usr/bin/time -f "byteplane CPU pack: %e s" $torpor pack -q --codec byteplane "$work/model" "$work/byteplane"

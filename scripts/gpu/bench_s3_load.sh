@@ -9,9 +9,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-results}
 mkdir -p "$OUT" /tmp/torpor-gpu
 exec > >(tee "$OUT/s3-load.log") 2>&1
-xz -dc .gpu/torpor.xz > /tmp/torpor-gpu/torpor && chmod +x /tmp/torpor-gpu/torpor
-[ -d /tmp/torpor-gpu/wheel ] || python3 -m zipfile -e .gpu/nvidia_libnvcomp_cu13-6.0.0.12-*.whl /tmp/torpor-gpu/wheel
-export TORPOR_NVCOMP_PATH=/tmp/torpor-gpu/wheel/nvidia/libnvcomp/lib64
+source scripts/gpu/unpack.sh
 [ -d /tmp/torpor-gpu/moto-site ] || tar -xJf .gpu/moto-site.tar.xz -C /tmp/torpor-gpu
 printf '#!/bin/sh\nPYTHONPATH=/tmp/torpor-gpu/moto-site exec python3 "$@"\n' > /tmp/torpor-gpu/moto-python
 chmod +x /tmp/torpor-gpu/moto-python
@@ -24,5 +22,5 @@ work=${TORPOR_BENCH_DIR:-/tmp/torpor-s3-bench}
 rm -rf "$work" && mkdir -p "$work"
 python3 scripts/gpu/make_llama_like.py "$work/model" --small --layers 32 --shard-gb 0.1
 du -sh "$work/model"
-PYTHONUNBUFFERED=1 python3 scripts/bench_s3.py /tmp/torpor-gpu/torpor /tmp/torpor-gpu/moto-python "$work/model" \
+PYTHONUNBUFFERED=1 python3 scripts/bench_s3.py "$torpor" /tmp/torpor-gpu/moto-python "$work/model" \
     "$OUT/s3-load.json" --gpu "$@"

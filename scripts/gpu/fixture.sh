@@ -7,10 +7,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-results}
 mkdir -p "$OUT" /tmp/torpor-gpu
 exec > >(tee "$OUT/fixture.log") 2>&1
-[ -x /tmp/torpor-gpu/torpor ] || { xz -dc .gpu/torpor.xz > /tmp/torpor-gpu/torpor && chmod +x /tmp/torpor-gpu/torpor; }
-[ -d /tmp/torpor-gpu/wheel ] || python3 -m zipfile -e .gpu/nvidia_libnvcomp_cu13-6.0.0.12-*.whl /tmp/torpor-gpu/wheel
-export TORPOR_NVCOMP_PATH=/tmp/torpor-gpu/wheel/nvidia/libnvcomp/lib64
-torpor=/tmp/torpor-gpu/torpor
+source scripts/gpu/unpack.sh
 work=/tmp/torpor-fixture && rm -rf "$work" && mkdir -p "$work"
 fixture=$work/minilm-l6-bf16.safetensors
 if [ -f .gpu-fixture/minilm-l6-bf16.safetensors.xz ]; then
