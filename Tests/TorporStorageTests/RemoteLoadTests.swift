@@ -125,6 +125,14 @@ struct RemoteLoadTests {
             }
             #expect(failure?.code == .corrupt)
             #expect(failure?.message.contains("s3://torpor-test/\(key) changed on the store") == true)
+            // The same through read-ahead, as a streamed load reads.
+            let streamed = await #expect(throws: StorageError.self) {
+                try await RemotePack.blocking { () throws(CheckpointError) in
+                    _ = try ReadAhead(object).bytes(0..<(2 << 20))
+                }
+            }
+            #expect(streamed?.code == .corrupt)
+            #expect(streamed?.message.contains("s3://torpor-test/\(key) changed on the store") == true)
 
             // The command line: a missing pack and options that need local files are refused by name.
             let missing = #expect(throws: CommandFailure.self) {
