@@ -34,18 +34,6 @@ public final class RemoteObject: ByteRangeSource {
         self.options = options
     }
 
-    /// Opens `key` in `bucket` (a HEAD for its size and ETag).
-    /// - Throws: `StorageError` `.notFound` when there is no such object, or as `S3Client.head`.
-    public static func open(
-        client: S3Client, bucket: String, key: String, options: TransferOptions = TransferOptions()
-    ) async throws(StorageError) -> RemoteObject {
-        try options.check()
-        guard let (size, etag) = try await client.head(bucket: bucket, key: key) else {
-            throw StorageError(.notFound, "s3://\(bucket)/\(key) does not exist")
-        }
-        return RemoteObject(client: client, bucket: bucket, key: key, size: size, etag: etag, options: options)
-    }
-
     /// Counts `bytes` more fetched (by this object's reads or a `ReadAhead` over it).
     func counted(_ bytes: Int) {
         fetchedBytes.add(bytes, ordering: .relaxed)

@@ -147,17 +147,7 @@ public enum RemotePack {
             progress?(object.size)
             return 0
         }
-        guard let (size, etag) = try await client.head(bucket: location.bucket, key: key) else {
-            throw StorageError(
-                .incomplete,
-                "\(location): the index lists \(object.path), but the store has no s3://\(location.bucket)/\(key)")
-        }
-        guard size == object.size else {
-            throw StorageError(
-                .changed,
-                "\(location): s3://\(location.bucket)/\(key) holds \(size) bytes, but the index says \(object.size) "
-                    + "(it is being pushed again?)")
-        }
+        let etag = try await openListed(object, in: location, client: client, options: options).etag
         do {
             try manager.createDirectory(
                 atPath: URL(fileURLWithPath: local).deletingLastPathComponent().path,
@@ -218,24 +208,41 @@ public enum RemotePack {
         } catch {
             throw StorageError(.corrupt, error.message)
         }
-        let sizes = Dictionary(index.objects.map { ($0.path, $0.size) }, uniquingKeysWith: { first, _ in first })
+        let listed = Dictionary(index.objects.map { ($0.path, $0) }, uniquingKeysWith: { first, _ in first })
         let packed = manifest.files.compactMap { file in file.container.map { (original: file.path, path: $0) } }
         let containers = try await inParallel(count: packed.count, width: options.parallelism) {
             number throws(StorageError) in
             let (original, path) = packed[number]
-            let key = location.key(path)
-            let object = try await RemoteObject.open(
-                client: client, bucket: location.bucket, key: key, options: options)
-            guard object.size == sizes[path] else {
+            guard let entry = listed[path] else {
                 throw StorageError(
-                    .changed,
-                    "\(location): s3://\(location.bucket)/\(key) holds \(object.size) bytes, but the index says "
-                        + "\(sizes[path].map(String.init) ?? "nothing of it") (it is being pushed again?)")
+                    .incomplete, "\(location): the manifest names \(path), which the index \(indexName) does not list")
             }
+            let object = try await openListed(entry, in: location, client: client, options: options)
             let container = try await blocking { () throws(CheckpointError) in try Container(metadataOf: object) }
             return RemoteContainer(original: original, path: path, container: container, object: object)
         }
         return (manifest, containers)
+    }
+
+    /// Opens the object the index lists as `object` (a HEAD), which must be there with the size the index gives.
+    /// - Throws: `.incomplete` when the store lacks it, `.changed` when its size differs (pushed again meanwhile).
+    static func openListed(
+        _ object: Index.Object, in location: S3Location, client: S3Client, options: TransferOptions
+    ) async throws(StorageError) -> RemoteObject {
+        let key = location.key(object.path)
+        guard let (size, etag) = try await client.head(bucket: location.bucket, key: key) else {
+            throw StorageError(
+                .incomplete,
+                "\(location): the index lists \(object.path), but the store has no s3://\(location.bucket)/\(key)")
+        }
+        guard size == object.size else {
+            throw StorageError(
+                .changed,
+                "\(location): s3://\(location.bucket)/\(key) holds \(size) bytes, but the index says \(object.size) "
+                    + "(it is being pushed again?)")
+        }
+        return RemoteObject(
+            client: client, bucket: location.bucket, key: key, size: size, etag: etag, options: options)
     }
 
     /// The index of the pack at `location`, and its bytes.

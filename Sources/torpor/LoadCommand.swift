@@ -226,7 +226,7 @@ struct Load: AsyncParsableCommand {
             chunks = 0
             // The containers of an s3:// pack are read in order with read-ahead running on from one to the next.
             // The first run's started before the GPU did.
-            let streams = run == 1 && !firstStreams.isEmpty ? firstStreams : ReadAhead.chain(remote.map(\.object))
+            let streams = run == 1 ? firstStreams : ReadAhead.chain(remote.map(\.object))
             streams.first?.start()
             for (number, file) in files.enumerated() {
                 let report: LoadReport
