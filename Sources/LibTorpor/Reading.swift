@@ -176,6 +176,7 @@ final class GPURuntime: Sendable {
     }
 
     private let state = Mutex(State())
+    private let opening = Mutex(())
 
     func driver() throws(GPUError) -> CUDADriver {
         try state.withLock { (state: inout State) throws(GPUError) -> CUDADriver in
@@ -219,13 +220,17 @@ final class GPURuntime: Sendable {
 
     /// The container's pinned host cache under `directory`, filled when missing or stale, mapped and registered
     /// once per process.
+    /// Opening is serialized, so a cache that one thread is filling or registering (torpor_host_cache_open in the
+    /// background) is waited for by a load on another, not made twice.
     func hostCache(_ container: Container, directory: String?, device: GPUDevice) throws(GPUError) -> HostCache {
         let path = HostCache.defaultPath(for: container.path, directory: directory ?? "/dev/shm")
-        let (_, rewritten) = try HostCache.prepare(container, path: path)
-        if !rewritten, let cache = state.withLock({ $0.hostCaches[path] }) { return cache }
-        let cache = try HostCache(container: container, path: path, device: device)
-        state.withLock { $0.hostCaches[path] = cache }
-        return cache
+        return try opening.withLock { _ throws(GPUError) -> HostCache in
+            let (_, rewritten) = try HostCache.prepare(container, path: path)
+            if !rewritten, let cache = state.withLock({ $0.hostCaches[path] }) { return cache }
+            let cache = try HostCache(container: container, path: path, device: device)
+            state.withLock { $0.hostCaches[path] = cache }
+            return cache
+        }
     }
 }
 
@@ -272,6 +277,26 @@ public func torpor_load_device(
             throw CheckpointError(.invalidArgument, "unknown source \(settings.source): use 0 (file) or 1 (host cache)")
         }
         _ = try loader.load(handle.container, from: source, into: .pointers(destinations))
+        return TORPOR_OK
+    } catch {
+        return fail(error)
+    }
+}
+
+@_cdecl("torpor_host_cache_open")
+public func torpor_host_cache_open(
+    _ container: OpaquePointer?, _ options: UnsafePointer<torpor_device_options>?
+) -> torpor_status {
+    guard let handle = ContainerHandle.from(container) else {
+        return fail(TORPOR_ERROR_INVALID_ARGUMENT, "torpor_host_cache_open: the container is null")
+    }
+    var settings = torpor_device_options()
+    torpor_device_options_init(&settings)
+    if let options { settings = options.pointee }
+    do {
+        let runtime = GPURuntime.shared
+        _ = try runtime.hostCache(
+            handle.container, directory: string(settings.cache_dir), device: try runtime.device(settings.device))
         return TORPOR_OK
     } catch {
         return fail(error)

@@ -111,21 +111,34 @@ class Container:
                          source: str = "file", cache_dir: Optional[str] = None, direct: bool = False) -> None:
         """Loads tensors into GPU memory at ``{name: device address}`` with the pipelined loader, after the work
         queued on ``stream`` (a CUstream handle, 0 for the default stream). ``source``: "file" or "host-cache"."""
-        if source not in ("file", "host-cache"):
-            raise TorporError(1, f"unknown source {source!r}: use 'file' or 'host-cache'")
         entries = self._entries(destinations.keys())
         count = len(entries)
         names = (ctypes.c_char_p * count)(*[entry.name.encode() for entry in entries])
         pointers = (ctypes.c_uint64 * count)(*[destinations[entry.name] for entry in entries])
         sizes = (ctypes.c_int64 * count)(*[entry.nbytes for entry in entries])
-        options = DeviceOptions()
-        library().torpor_device_options_init(ctypes.byref(options))
-        options.device = device
-        options.stream = stream or None
-        options.source = 1 if source == "host-cache" else 0
-        options.direct = 1 if direct else 0
-        options.cache_dir = cache_dir.encode() if cache_dir else None
+        options = _device_options(device, source, cache_dir, stream=stream, direct=direct)
         check(library().torpor_load_device(self._handle, names, pointers, sizes, count, ctypes.byref(options)))
+
+    def open_host_cache(self, device: int = 0, cache_dir: Optional[str] = None) -> None:
+        """Makes this container's host cache (under ``cache_dir``, default /dev/shm) current, mapped and pinned for
+        ``device`` in this process, so that later loads with source="host-cache" start at once. Releases the GIL:
+        call it on a thread of its own to do that work while the process does other things."""
+        options = _device_options(device, "host-cache", cache_dir)
+        check(library().torpor_host_cache_open(self._handle, ctypes.byref(options)))
+
+
+def _device_options(device: int, source: str, cache_dir: Optional[str], *, stream: int = 0,
+                    direct: bool = False) -> DeviceOptions:
+    if source not in ("file", "host-cache"):
+        raise TorporError(1, f"unknown source {source!r}: use 'file' or 'host-cache'")
+    options = DeviceOptions()
+    library().torpor_device_options_init(ctypes.byref(options))
+    options.device = device
+    options.stream = stream or None
+    options.source = 1 if source == "host-cache" else 0
+    options.direct = 1 if direct else 0
+    options.cache_dir = cache_dir.encode() if cache_dir else None
+    return options
 
 
 def open(path: str | os.PathLike) -> Container:  # noqa: A001 - mirrors the builtin on purpose

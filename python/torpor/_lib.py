@@ -161,6 +161,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         c.POINTER(DeviceOptions),
     ]
     lib.torpor_load_device.restype = status
+    lib.torpor_host_cache_open.argtypes = [c.c_void_p, c.POINTER(DeviceOptions)]
+    lib.torpor_host_cache_open.restype = status
     lib.torpor_host_cache_prepare.argtypes = [c.c_char_p, c.c_char_p, c.c_char_p, c.c_size_t]
     lib.torpor_host_cache_prepare.restype = status
     lib.torpor_save_options_init.argtypes = [c.POINTER(SaveOptions)]

@@ -101,6 +101,12 @@ void torpor_device_options_init(torpor_device_options *options);
 torpor_status torpor_load_device(torpor_container *container, const char *const *names, const uint64_t *pointers,
                                  const int64_t *sizes, int64_t count, const torpor_device_options *options);
 
+/* Makes the container's host cache ready for loads from TORPOR_SOURCE_HOST_CACHE in this process: created under
+ * options->cache_dir when missing or stale, mapped and registered with the driver as pinned memory for
+ * options->device, and kept. Later loads from the cache start at once; a process that calls it on a thread of its
+ * own while it does other work (the vLLM plugin, after a cold start from the file) pays neither cost later. */
+torpor_status torpor_host_cache_open(torpor_container *container, const torpor_device_options *options);
+
 /* Makes sure the container's host cache (a file under cache_dir, NULL: /dev/shm) exists and is current, copying
  * the container there when not; needs no GPU. Writes the cache file's path (NUL-terminated) into path_out. */
 torpor_status torpor_host_cache_prepare(const char *container_path, const char *cache_dir, char *path_out,

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: the L2-wake-and-load benchmark through real vLLM 0.25.1 (scripts/gpu/bench_vllm_e2e.py).
+# Carry .vk1 and .vk2 in the two calls before (scripts/gpu/vllm-kit.sh), then .vk3 and .gpu (scripts/gpu/prepare.sh)
+# with this one. SIZES (default 1b,8b) and CODECS choose the rows. Results: $OUT/vllm-e2e.json (the rows),
+# vllm-e2e.log, engine-logs.tar.xz.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/gpu-results}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/vllm-e2e.log") 2>&1
+source scripts/gpu/vllm-install.sh || exit $?
+source scripts/gpu/unpack.sh
+xz -dc .gpu/libtorpor.so.xz > /tmp/torpor-gpu/libtorpor.so
+export TORPOR_LIBRARY=/tmp/torpor-gpu/libtorpor.so PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
+free -g | head -2; df -h /tmp | tail -1
+logs=/tmp/torpor-e2e-logs && rm -rf "$logs" && mkdir -p "$logs"
+python3 scripts/gpu/bench_vllm_e2e.py --torpor "$torpor" --tokenizer .gpu/tokenizer --logs "$logs" \
+    --out "$OUT/vllm-e2e.json" --sizes "${SIZES:-1b,8b}" --codecs "${CODECS:-ans16,byteplane,zstd,raw}" \
+    ${REPEAT:+--repeat "$REPEAT"}
+status=$?
+tar -C "$logs" -cJf "$OUT/engine-logs.tar.xz" .
+echo "exit $status"
+exit $status
