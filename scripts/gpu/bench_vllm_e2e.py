@@ -35,6 +35,23 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+class Rows(list):
+    """The result rows, written to ``path`` after every row (a run cut short keeps what it measured)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def append(self, row) -> None:
+        super().append(row)
+        self.save()
+
+    def save(self) -> None:
+        with open(self.path + ".partial", "w") as handle:
+            json.dump(list(self), handle, indent=1)
+        os.replace(self.path + ".partial", self.path)
+
+
 def make_model(directory: str, size: str, tokenizer: str) -> float:
     """Writes the model; returns its weights' GB."""
     import torch
@@ -188,6 +205,7 @@ def bench_size(size: str, arguments, rows: list) -> None:
             log(f"{size}: {name} cold start answers as safetensors: {same}")
             rows[-3 + ["safetensors", "torpor-file", "torpor-host"].index(name)]["same_text"] = same
         rows[-3]["same_text"] = True
+        rows.save()
 
         safetensors = engines["safetensors"]
         for _ in range(arguments.repeat):
@@ -245,7 +263,7 @@ def main() -> None:
     arguments = parser.parse_args()
     arguments.codecs = arguments.codecs.split(",")
     os.makedirs(arguments.logs, exist_ok=True)
-    rows: list = []
+    rows = Rows(arguments.out)
     failed = None
     for size in arguments.sizes.split(","):
         try:
@@ -253,8 +271,7 @@ def main() -> None:
         except Exception as error:  # keep the rows of the sizes that ran
             failed = f"{size}: {error}"
             log(f"FAILED {failed}")
-        with open(arguments.out, "w") as handle:
-            json.dump(rows, handle, indent=1)
+        rows.save()
     sys.exit(1 if failed else 0)
 
 

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: the L2-wake-and-load benchmark through real vLLM 0.25.1 (scripts/gpu/bench_vllm_e2e.py).
-# Carry .vk1 and .vk2 in the two calls before (scripts/gpu/vllm-kit.sh), then .vk3 and .gpu (scripts/gpu/prepare.sh)
-# with this one. SIZES (default 1b,8b) and CODECS choose the rows. Results: $OUT/vllm-e2e.json (the rows),
+# Four device calls in a row while the machine is warm, each carrying at most 64 MiB: .vk1; .vk2; .vk3 with
+# .gpu/nvidia_libnvcomp_cu13-*.whl (scripts/gpu/vllm-kit.sh, prepare.sh); then .gpu/torpor.xz, .gpu/libtorpor.so.xz
+# and .gpu/tokenizer with this script. The first three calls run `bash scripts/gpu/bench_vllm_e2e.sh` too: it stores
+# their pieces and stops (exit 3) until all are there. SIZES (default 1b,8b) and CODECS choose the rows. Results: $OUT/vllm-e2e.json (the rows),
 # vllm-e2e.log, engine-logs.tar.xz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-results}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/vllm-e2e.log") 2>&1
-source scripts/gpu/vllm-install.sh || exit $?
 source scripts/gpu/unpack.sh
-xz -dc .gpu/libtorpor.so.xz > /tmp/torpor-gpu/libtorpor.so
-export TORPOR_LIBRARY=/tmp/torpor-gpu/libtorpor.so PYTHONUNBUFFERED=1
+source scripts/gpu/vllm-install.sh || exit $?
+[ -x "$torpor" ] && [ -n "${TORPOR_LIBRARY:-}" ] || { echo "bench_vllm_e2e: carry .gpu/torpor.xz and .gpu/libtorpor.so.xz"; exit 3; }
+export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
 free -g | head -2; df -h /tmp | tail -1
 logs=/tmp/torpor-e2e-logs && rm -rf "$logs" && mkdir -p "$logs"
