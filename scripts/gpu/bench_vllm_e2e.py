@@ -190,7 +190,7 @@ def bench_size(size: str, arguments, rows: list) -> None:
             engines[name] = engine
             weights = engine.log_seconds(
                 r"(?:Loading weights took|torpor: loaded [0-9.]+ GB from \S+ onto \S+ \(source \S+\) in) ([0-9.]+) s")
-            loading = engine.log_seconds(r"Model loading took [0-9.]+ GiB memory and ([0-9.]+) seconds")
+            loading = engine.log_seconds(r"Model loading took [0-9.]+ GiB (?:memory )?and ([0-9.]+) seconds")
             rows.append({"model_gb": round(model_gb, 2), "size": size, "path": "cold start", "codec":
                          "safetensors" if name == "safetensors" else f"ans16 ({name})",
                          "wake_ms": round(engine.ready_s * 1e3, 1),
