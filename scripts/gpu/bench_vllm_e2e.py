@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vllm_engine import Engine, drop_page_cache, gpu_used_mib, host_used_bytes  # noqa: E402
+from vllm_engine import Engine, drop_page_cache, gpu_used_mib, host_used_bytes, process_gpu_mib  # noqa: E402
 
 # hidden, layers, intermediate, heads, kv heads
 SHAPES = {"1b": (2048, 16, 8192, 16, 8), "8b": (4096, 32, 14336, 32, 8), "14b": (5120, 40, 13824, 40, 8)}
@@ -52,8 +52,8 @@ class Rows(list):
         os.replace(self.path + ".partial", self.path)
 
 
-def make_model(directory: str, size: str, tokenizer: str) -> float:
-    """Writes the model; returns its weights' GB."""
+def make_model(directory: str, size: str, tokenizer: str, seed: int = 17) -> float:
+    """Writes the model (weights drawn from ``seed``); returns its weights' GB."""
     import torch
     from safetensors.torch import save_file
 
@@ -72,7 +72,7 @@ def make_model(directory: str, size: str, tokenizer: str) -> float:
     with open(os.path.join(directory, "config.json"), "w") as handle:
         json.dump(config, handle, indent=2)
     vocab = config["vocab_size"]
-    generator = torch.Generator(device="cuda").manual_seed(17)
+    generator = torch.Generator(device="cuda").manual_seed(seed)
 
     def tensor(*shape, norm=False):
         values = torch.randn(shape, generator=generator, device="cuda") * (0.02 if not norm else 0.05)
@@ -134,6 +134,7 @@ class Run:
         sleep_s = engine.sleep(level)
         asleep_host = host_used_bytes() - awake_used
         asleep_gpu = gpu_used_mib()
+        asleep_engine_gpu = process_gpu_mib(engine.pids())
         if drop:
             drop_page_cache(drop)
         steps = {"sleep_ms": sleep_s * 1e3}
@@ -150,13 +151,14 @@ class Run:
         same = engine.greedy() == self.reference
         row = {"model_gb": round(self.model_gb, 2), "size": self.size, "path": path, "codec": codec,
                "wake_ms": round(wake_ms, 1), "steps": {k: round(v, 1) for k, v in steps.items()},
-               "host_ram_gb": round(asleep_host / 1e9, 2), "gpu_asleep_mib": asleep_gpu,
+               "host_ram_gb": round(asleep_host / 1e9, 2), "gpu_asleep_mib": asleep_engine_gpu,
+               "gpu_used_mib_all_engines": asleep_gpu,
                "first_token_ms": round(ttft, 1), "same_text": same}
         if note:
             row["note"] = note
         self.rows.append(row)
         log(f"{self.size} {path} {codec}: wake {wake_ms:.0f} ms {row['steps']} host {row['host_ram_gb']} GB "
-            f"gpu asleep {asleep_gpu} MiB first token {ttft:.0f} ms same {same}")
+            f"gpu asleep {asleep_engine_gpu} MiB (all engines {asleep_gpu}) first token {ttft:.0f} ms same {same}")
         return row
 
 

@@ -172,6 +172,16 @@ def gpu_used_mib() -> int:
     return int(output.split()[0])
 
 
+def process_gpu_mib(pids: list[int]) -> int | None:
+    """GPU memory the processes ``pids`` hold (nvidia-smi's compute apps), or None where it lists none of them
+    (a container whose processes it cannot see)."""
+    output = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                            capture_output=True, text=True).stdout
+    held = [int(memory) for pid, memory in (line.split(",") for line in output.splitlines() if "," in line)
+            if int(pid) in pids]
+    return sum(held) if held else None
+
+
 def drop_page_cache(directory: str) -> None:
     """Evicts ``directory``'s files from the page cache (clean pages; no privileges needed)."""
     os.sync()

@@ -52,6 +52,9 @@ public enum SimulatedFault: String, Sendable, CaseIterable {
     case failNextSleep = "fail_next_sleep"
     /// Answer the next `/wake_up` with 500.
     case failNextWake = "fail_next_wake"
+    /// Answer the next `reload_weights` with 500 and stay up, as vLLM does when the torpor plugin finds a bad chunk:
+    /// the weights stay invalid until a reload succeeds.
+    case failNextReload = "fail_next_reload"
     /// Make every wake take this many times longer (`factor`, default 10).
     case slowWake = "slow_wake"
 }
@@ -237,6 +240,15 @@ actor SimulatedEngine {
                 status: 500,
                 body: errorBody(
                     "reload_weights failed: the weights are not on the GPU (wake_up tags=weights first)",
+                    type: "InternalServerError", code: 500))
+        }
+        if faults.remove(.failNextReload) != nil {
+            weightsValid = false
+            return Reply(
+                status: 500,
+                body: errorBody(
+                    "Call to reload_weights method failed: loading the Torpor checkpoint \(path) failed: injected "
+                        + "fault: tensor \"model.layers.0.mlp.up_proj.weight\" chunk 3 fails its CRC-32",
                     type: "InternalServerError", code: 500))
         }
         try? await Task.sleep(

@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""`torpor serve` on the GPU machine with three real vLLM 0.25.1 engines, of which two fit awake
+(scripts/gpu/gateway_gpu.sh runs it).
+
+- big: an 8B-shaped Torpor pack at the host-cache tier (level 2, woken from the pinned compressed checkpoint);
+- small-a: a 1B-shaped safetensors model (level 1 while the host budget holds it);
+- small-b: another 1B-shaped model as a Torpor pack at level 2 (reloaded from the file).
+
+Checks, each a row of the JSON written to --out: the official `openai` client in several threads switching
+between the models, streaming and not, with every answer equal to the model's own before any switch; after every
+transition the scheduler's ledger against the GPU's real memory (nvidia-smi); the time from a request for the
+sleeping big model to its first token, through the gateway; a GPU lease (everything asleep, real memory freed, a
+queued request served after the release); an engine killed while it wakes (the request is still answered); at
+stop, no engine left and the host cache removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_vllm_e2e import make_model, pack  # noqa: E402
+from vllm_engine import first_token_seconds, gpu_used_mib  # noqa: E402
+
+TOKEN = "torpor-gpu-gateway-test-token"
+PROMPT = "The capital of France is"
+CHAT = [{"role": "user", "content": "Say something about sleep."}]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class Gateway:
+    def __init__(self, binary: str, config: str, log_path: str):
+        self.client_port, self.admin_port = 18080, 18081
+        environment = dict(os.environ, TORPOR_ADMIN_TOKEN=TOKEN)
+        self.output = open(log_path, "wb")
+        self.process = subprocess.Popen([binary, "serve", "--config", config], stdout=self.output,
+                                        stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+        self.base = f"http://127.0.0.1:{self.client_port}"
+
+    def admin(self, method: str, path: str, timeout: float = 600):
+        request = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method,
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
+    def states(self) -> dict[str, str]:
+        status, models = self.admin("GET", "/admin/models", timeout=10)
+        return {model["name"]: model["state"] for model in models} if status == 200 else {}
+
+    def wait(self, what: str, predicate, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the gateway exited with {self.process.returncode} while waiting for {what}")
+            try:
+                if predicate():
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}; states {self.states()}")
+            time.sleep(0.2)
+
+    def stop(self) -> float:
+        started = time.monotonic()
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        return time.monotonic() - started
+
+
+def engine_processes() -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    if b"vllm.entrypoints.openai.api_server" in handle.read():
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+def engine_pid(port: int) -> int:
+    for pid in engine_processes():
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            if f"\0{port}\0".encode() in handle.read():
+                return pid
+    raise AssertionError(f"no engine process listens on port {port}")
+
+
+def answers(client, model: str) -> dict:
+    completion = client.completions.create(model=model, prompt=PROMPT, max_tokens=8, temperature=0)
+    stream = "".join(chunk.choices[0].text for chunk in client.completions.create(
+        model=model, prompt=PROMPT, max_tokens=8, temperature=0, stream=True) if chunk.choices)
+    chat = client.chat.completions.create(model=model, messages=CHAT, max_tokens=8, temperature=0)
+    chat_stream = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+        model=model, messages=CHAT, max_tokens=8, temperature=0, stream=True) if chunk.choices)
+    return {"completion": completion.choices[0].text, "completion_stream": stream,
+            "chat": chat.choices[0].message.content, "chat_stream": chat_stream}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--torpor", required=True)
+    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--work", default="/tmp/torpor-gateway-gpu")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--logs", required=True)
+    arguments = parser.parse_args()
+    import openai
+    import shutil
+
+    shutil.rmtree(arguments.work, ignore_errors=True)
+    os.makedirs(arguments.work)
+    os.makedirs(arguments.logs, exist_ok=True)
+    rows: list = []
+
+    def record(check: str, ok: bool, **details) -> None:
+        rows.append({"check": check, "ok": bool(ok), **details})
+        with open(arguments.out, "w") as handle:
+            json.dump(rows, handle, indent=1)
+        log(f"{'ok  ' if ok else 'FAIL'} {check} {details}")
+
+    work = arguments.work
+    big_gb = make_model(f"{work}/big", "8b", arguments.tokenizer)
+    pack(arguments.torpor, f"{work}/big", f"{work}/big-pack", "ans16")
+    shutil.rmtree(f"{work}/big")
+    make_model(f"{work}/small-a", "1b", arguments.tokenizer, seed=5)
+    make_model(f"{work}/small-b-model", "1b", arguments.tokenizer, seed=6)
+    pack(arguments.torpor, f"{work}/small-b-model", f"{work}/small-b", "ans16")
+    log(f"models made ({big_gb:.1f} GB big)")
+    cache_dir = "/dev/shm/torpor-gateway-gpu"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+
+    def engine(path: str, utilization: float) -> str:
+        return (f"    engine:\n      command: [{sys.executable}, -m, vllm.entrypoints.openai.api_server, --model, "
+                f"{path}, --enable-sleep-mode, --enforce-eager, --max-model-len, \"2048\", "
+                f"--gpu-memory-utilization, \"{utilization}\"]\n      ready_timeout_seconds: 400\n")
+
+    config = f"""listen: {{client: "127.0.0.1:18080", admin: "127.0.0.1:18081"}}
+state_dir: {work}/state
+host_memory_gib: 24
+host_cache_dir: {cache_dir}
+gpus: [{{id: "0", memory_gib: 125}}]
+scheduler: {{min_residency_seconds: 0, transition_timeout_seconds: 120}}
+models:
+  - name: big
+    checkpoint: {work}/big-pack
+    sleep_level: host-cache
+    preload: true
+{engine(f"{work}/big-pack", 0.42)}    weights_gib: 13.1
+    kv_cache_gib: 46
+  - name: small-a
+    preload: true
+{engine(f"{work}/small-a", 0.30)}    weights_gib: 1.9
+    kv_cache_gib: 40.5
+  - name: small-b
+    checkpoint: {work}/small-b
+    sleep_level: 2
+{engine(f"{work}/small-b", 0.30)}    weights_gib: 1.9
+    kv_cache_gib: 40.5
+"""
+    with open(f"{work}/torpor.yaml", "w") as handle:
+        handle.write(config)
+    gateway = Gateway(arguments.torpor, f"{work}/torpor.yaml", f"{arguments.logs}/gateway.log")
+    try:
+        started = time.monotonic()
+        gateway.wait("every engine started", lambda: set(gateway.states().values()) <= {"awake", "L1", "L2"}
+                     and len(gateway.states()) == 3, timeout=560)
+        record("start", True, seconds=round(time.monotonic() - started, 1), states=gateway.states())
+
+        def ledger_check(after: str) -> None:
+            _, ledgers = gateway.admin("GET", "/admin/gpus")
+            ledger = ledgers[0]
+            claimed = (ledger["awake_bytes"] + ledger["residue_bytes"]) / 2**20
+            real = gpu_used_mib()
+            # The ledger may claim more than is used (an engine's KV cache is its reservation, filled or not),
+            # never less: less would let the scheduler wake a model into memory that is not free.
+            record(f"ledger after {after}", real <= claimed + 1024, real_mib=real, ledger_mib=round(claimed),
+                   states=gateway.states())
+
+        client = openai.OpenAI(base_url=gateway.base + "/v1", api_key="unused", max_retries=0, timeout=300)
+        reference = {}
+        for model in ("big", "small-a", "small-b"):
+            reference[model] = answers(client, model)
+            ledger_check(f"first answers of {model}")
+
+        # The openai client in three threads, each switching between the models in its own order.
+        mismatches, errors = [], []
+
+        def switching(order: list[str]) -> None:
+            try:
+                for _ in range(2):
+                    for model in order:
+                        got = answers(client, model)
+                        if got != reference[model]:
+                            mismatches.append((model, got))
+            except Exception as error:  # every request must be answered
+                errors.append(repr(error))
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=switching, args=(order,)) for order in
+                   (["big", "small-a", "small-b"], ["small-b", "big", "small-a"], ["small-a", "small-b", "big"])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        _, events = gateway.admin("GET", "/admin/events/recent")
+        wakes = [event for event in events if event["kind"] == "wake"]
+        record("openai client, 3 threads, 72 requests across three models", not mismatches and not errors,
+               seconds=round(time.monotonic() - started, 1), mismatches=mismatches[:3], errors=errors[:3],
+               wakes=len(wakes), levels=sorted({event.get("level") for event in wakes if event.get("level")}))
+        ledger_check("concurrent switching")
+
+        # The first token of a request for the sleeping big model, through the gateway.
+        for attempt in range(3):
+            client.completions.create(model="small-a", prompt=PROMPT, max_tokens=1)
+            client.completions.create(model="small-b", prompt=PROMPT, max_tokens=1)
+            state = gateway.states()["big"]
+            seconds = first_token_seconds(gateway.base, "big")
+            _, events = gateway.admin("GET", "/admin/events/recent")
+            wake = [event for event in events if event["kind"] == "wake" and event["model"] == "big"][-1]
+            record("first token of a request for the sleeping big model", state in ("L1", "L2") and seconds <= 0.5,
+                   state_before=state, first_token_ms=round(seconds * 1e3, 1),
+                   wake_ms=round(wake.get("duration_seconds", 0) * 1e3, 1), level=wake.get("level"))
+            ledger_check("a wake of big")
+        same = answers(client, "big") == reference["big"]
+        record("big answers as before after its wakes", same)
+
+        # A GPU lease: every model asleep and its memory really freed; a queued request is served after release.
+        status, body = gateway.admin("POST", "/admin/gpus/0/lease?mode=queue")
+        used_leased = gpu_used_mib()
+        queued: dict = {}
+        thread = threading.Thread(target=lambda: queued.update(answers(client, "small-a")))
+        thread.start()
+        time.sleep(2)
+        waiting = thread.is_alive()
+        release, _ = gateway.admin("DELETE", "/admin/gpus/0/lease")
+        thread.join(timeout=300)
+        record("GPU lease", status == 200 and release == 200 and waiting and queued == reference["small-a"]
+               and used_leased < 3 * 3072, lease_status=status, used_mib_while_leased=used_leased,
+               queued_request_waited=waiting, states_while_leased=body if status != 200 else None)
+
+        # An engine killed while it wakes: the watchdog (or the dead connection) fails it, it is restarted, and
+        # the request that woke it is still answered with the right text.
+        client.completions.create(model="big", prompt=PROMPT, max_tokens=1)
+        client.completions.create(model="small-a", prompt=PROMPT, max_tokens=1)
+        state_before = gateway.states()["small-b"]
+        _, models = gateway.admin("GET", "/admin/models")
+        port = int([m for m in models if m["name"] == "small-b"][0]["engine_url"].rsplit(":", 1)[1].split("/")[0])
+        victim = engine_pid(port)
+        result: dict = {}
+        thread = threading.Thread(target=lambda: result.update(answers(client, "small-b")))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while gateway.states().get("small-b") not in ("waking", "reloading"):  # a wake lasts a few hundred ms
+            if time.monotonic() > deadline:
+                raise AssertionError(f"small-b did not start waking within 60 s: {gateway.states()}")
+            time.sleep(0.005)
+        os.killpg(os.getpgid(victim), signal.SIGKILL)
+        thread.join(timeout=500)
+        _, events = gateway.admin("GET", "/admin/events/recent")
+        failed = [event for event in events if event["kind"] == "fail" and event["model"] == "small-b"]
+        record("engine killed mid-wake", result == reference["small-b"] and bool(failed), state_before=state_before,
+               fail_reason=failed[-1].get("reason") if failed else None)
+        ledger_check("the restart")
+    finally:
+        seconds = gateway.stop()
+        time.sleep(1)
+        left = engine_processes()
+        cache_left = os.path.exists(cache_dir) and os.listdir(cache_dir)
+        record("stop", not left and not cache_left, seconds=round(seconds, 1), engines_left=left,
+               host_cache_left=bool(cache_left))
+        shutil.copytree(f"{work}/state/logs", f"{arguments.logs}/engines", dirs_exist_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+    sys.exit(0 if all(row["ok"] for row in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: `torpor serve` in front of three real vLLM 0.25.1 engines (scripts/gpu/gateway_gpu.py).
+# Carries as bench_vllm_e2e.sh (vLLM's pieces in the calls before, or already installed while the machine is warm).
+# Results: $OUT/gateway-gpu.json (one row per check), gateway-gpu.log, gateway-logs.tar.xz.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/gpu-results}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gateway-gpu.log") 2>&1
+source scripts/gpu/unpack.sh
+source scripts/gpu/vllm-install.sh || exit $?
+[ -x "$torpor" ] && [ -n "${TORPOR_LIBRARY:-}" ] || { echo "gateway_gpu: carry .gpu/torpor.xz and .gpu/libtorpor.so.xz"; exit 3; }
+export PYTHONUNBUFFERED=1
+logs=/tmp/torpor-gateway-gpu-logs && rm -rf "$logs" && mkdir -p "$logs"
+timeout 560 python3 scripts/gpu/gateway_gpu.py --torpor "$torpor" --tokenizer .gpu/tokenizer --logs "$logs" \
+    --out "$OUT/gateway-gpu.json"
+status=$?
+tar -C "$logs" -cJf "$OUT/gateway-logs.tar.xz" .
+echo "exit $status"
+exit $status
