@@ -16,6 +16,7 @@ from vllm.logger import init_logger
 logger = init_logger("vllm.torpor")
 
 _work: dict[tuple[str, str], threading.Thread] = {}
+_pinned: set[tuple[str, int]] = set()
 _lock = threading.Lock()
 
 
@@ -59,8 +60,10 @@ def pin_in_background(path: str, cache_dir: str | None, device: int) -> threadin
     def pin() -> None:
         for file in torpor.containers(path):
             with torpor.open(file) as container:
-                container.open_host_cache(device=device, cache_dir=cache_dir)
-        logger.info("torpor: host cache of %s pinned for cuda:%d", path, device)
+                container.open_host_cache(device=device, cache_dir=cache_dir)  # at once when already pinned
+        if (path, device) not in _pinned:
+            _pinned.add((path, device))
+            logger.info("torpor: host cache of %s pinned for cuda:%d", path, device)
 
     return _start(path, cache_dir, "pin", pin)
 

@@ -60,18 +60,33 @@ class Gateway:
 
     def states(self) -> dict[str, str]:
         status, models = self.admin("GET", "/admin/models", timeout=10)
-        return {model["name"]: model["state"] for model in models} if status == 200 else {}
+        if status != 200:
+            return {}
+        models = models.get("models", models) if isinstance(models, dict) else models
+        return {model["name"]: model["state"] for model in models}
 
     def wait(self, what: str, predicate, timeout: float = 600) -> None:
+        """Polls ``predicate`` until it holds; fails at once when the gateway exits or a model is given up, and
+        prints the states every 15 s (a slow start shows where it stands)."""
         deadline = time.monotonic() + timeout
+        shown = time.monotonic()
         while True:
             if self.process.poll() is not None:
                 raise AssertionError(f"the gateway exited with {self.process.returncode} while waiting for {what}")
             try:
                 if predicate():
                     return
+                states = self.states()
             except OSError:
-                pass
+                states = {}
+            if "failed" in states.values():
+                _, models = self.admin("GET", "/admin/models", timeout=10)
+                errors = {m["name"]: m.get("last_error") for m in models.get("models", [])} \
+                    if isinstance(models, dict) else models
+                raise AssertionError(f"a model failed while waiting for {what}: {states}; errors {errors}")
+            if time.monotonic() - shown > 15:
+                log(f"waiting for {what}: {states}")
+                shown = time.monotonic()
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what}; states {self.states()}")
             time.sleep(0.2)
@@ -125,8 +140,11 @@ def main() -> None:
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--work", default="/tmp/torpor-gateway-gpu")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--logs", required=True)
+    parser.add_argument("--logs", required=True, help="engine logs are copied here at the end")
+    parser.add_argument("--gateway-log", required=True)
     arguments = parser.parse_args()
+    # A timeout's SIGTERM ends the run through the finally below: the gateway stopped, the logs kept.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     import openai
     import shutil
 
@@ -182,11 +200,11 @@ models:
 """
     with open(f"{work}/torpor.yaml", "w") as handle:
         handle.write(config)
-    gateway = Gateway(arguments.torpor, f"{work}/torpor.yaml", f"{arguments.logs}/gateway.log")
+    gateway = Gateway(arguments.torpor, f"{work}/torpor.yaml", arguments.gateway_log)
     try:
         started = time.monotonic()
         gateway.wait("every engine started", lambda: set(gateway.states().values()) <= {"awake", "L1", "L2"}
-                     and len(gateway.states()) == 3, timeout=560)
+                     and len(gateway.states()) == 3, timeout=360)
         record("start", True, seconds=round(time.monotonic() - started, 1), states=gateway.states())
 
         def ledger_check(after: str) -> None:
@@ -267,6 +285,7 @@ models:
         client.completions.create(model="small-a", prompt=PROMPT, max_tokens=1)
         state_before = gateway.states()["small-b"]
         _, models = gateway.admin("GET", "/admin/models")
+        models = models.get("models", models) if isinstance(models, dict) else models
         port = int([m for m in models if m["name"] == "small-b"][0]["engine_url"].rsplit(":", 1)[1].split("/")[0])
         victim = engine_pid(port)
         result: dict = {}
@@ -291,7 +310,8 @@ models:
         cache_left = os.path.exists(cache_dir) and os.listdir(cache_dir)
         record("stop", not left and not cache_left, seconds=round(seconds, 1), engines_left=left,
                host_cache_left=bool(cache_left))
-        shutil.copytree(f"{work}/state/logs", f"{arguments.logs}/engines", dirs_exist_ok=True)
+        if os.path.isdir(f"{work}/state/logs"):
+            shutil.copytree(f"{work}/state/logs", f"{arguments.logs}/engines", dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
     sys.exit(0 if all(row["ok"] for row in rows) else 1)
 

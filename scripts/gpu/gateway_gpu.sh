@@ -12,8 +12,10 @@ source scripts/gpu/vllm-install.sh || exit $?
 [ -x "$torpor" ] && [ -n "${TORPOR_LIBRARY:-}" ] || { echo "gateway_gpu: carry .gpu/torpor.xz and .gpu/libtorpor.so.xz"; exit 3; }
 export PYTHONUNBUFFERED=1
 logs=/tmp/torpor-gateway-gpu-logs && rm -rf "$logs" && mkdir -p "$logs"
-timeout 560 python3 scripts/gpu/gateway_gpu.py --torpor "$torpor" --tokenizer .gpu/tokenizer --logs "$logs" \
-    --out "$OUT/gateway-gpu.json"
+# Ends well inside the device call's limit (give the call GATEWAY_TIMEOUT + 60 s): a timeout stops the gateway and
+# keeps the logs.
+timeout "${GATEWAY_TIMEOUT:-480}" python3 scripts/gpu/gateway_gpu.py --torpor "$torpor" --tokenizer .gpu/tokenizer \
+    --logs "$logs" --gateway-log "$OUT/gateway.log" --out "$OUT/gateway-gpu.json"
 status=$?
 tar -C "$logs" -cJf "$OUT/gateway-logs.tar.xz" .
 echo "exit $status"
