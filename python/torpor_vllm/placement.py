@@ -14,6 +14,7 @@ _COPYING_LOADERS = frozenset({
     "default_weight_loader",
     "ReplicatedLinear.weight_loader",
     "RowParallelLinear.weight_loader",
+    "RowParallelLinear.weight_loader_v2",
     "VocabParallelEmbedding.weight_loader",
 })
 

@@ -274,6 +274,9 @@ def main() -> None:
             failed = f"{size}: {error}"
             log(f"FAILED {failed}")
         rows.save()
+    from e2e_table import ratios, table
+
+    print(table(rows), ratios(rows), sep="\n\n")
     sys.exit(1 if failed else 0)
 
 
