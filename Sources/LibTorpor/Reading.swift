@@ -241,6 +241,14 @@ public func torpor_device_options_init(_ options: UnsafeMutablePointer<torpor_de
     options.pointee.source = Int32(TORPOR_SOURCE_FILE.rawValue)
 }
 
+/// The caller's options, or the defaults where it passed none.
+private func deviceSettings(_ options: UnsafePointer<torpor_device_options>?) -> torpor_device_options {
+    var settings = torpor_device_options()
+    torpor_device_options_init(&settings)
+    if let options { settings = options.pointee }
+    return settings
+}
+
 @_cdecl("torpor_load_device")
 public func torpor_load_device(
     _ container: OpaquePointer?, _ names: UnsafePointer<UnsafePointer<CChar>?>?, _ pointers: UnsafePointer<UInt64>?,
@@ -249,9 +257,7 @@ public func torpor_load_device(
     guard let handle = ContainerHandle.from(container) else {
         return fail(TORPOR_ERROR_INVALID_ARGUMENT, "torpor_load_device: the container is null")
     }
-    var settings = torpor_device_options()
-    torpor_device_options_init(&settings)
-    if let options { settings = options.pointee }
+    let settings = deviceSettings(options)
     do {
         let requests = try handle.requests(names, sizes, count)
         var destinations: [String: UInt64] = [:]
@@ -290,9 +296,7 @@ public func torpor_host_cache_open(
     guard let handle = ContainerHandle.from(container) else {
         return fail(TORPOR_ERROR_INVALID_ARGUMENT, "torpor_host_cache_open: the container is null")
     }
-    var settings = torpor_device_options()
-    torpor_device_options_init(&settings)
-    if let options { settings = options.pointee }
+    let settings = deviceSettings(options)
     do {
         let runtime = GPURuntime.shared
         _ = try runtime.hostCache(

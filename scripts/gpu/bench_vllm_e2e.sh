@@ -7,13 +7,7 @@
 # vllm-e2e.log, engine-logs.tar.xz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$PWD/gpu-results}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/vllm-e2e.log") 2>&1
-source scripts/gpu/unpack.sh
-source scripts/gpu/vllm-install.sh || exit $?
-[ -x "$torpor" ] && [ -n "${TORPOR_LIBRARY:-}" ] || { echo "bench_vllm_e2e: carry .gpu/torpor.xz and .gpu/libtorpor.so.xz"; exit 3; }
-export PYTHONUNBUFFERED=1
+LOG_NAME=vllm-e2e source scripts/gpu/vllm-env.sh
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
 free -g | head -2; df -h /tmp | tail -1
 logs=/tmp/torpor-e2e-logs && rm -rf "$logs" && mkdir -p "$logs"

@@ -4,13 +4,7 @@
 # Results: $OUT/gateway-gpu.json (one row per check), gateway-gpu.log, gateway-logs.tar.xz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$PWD/gpu-results}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/gateway-gpu.log") 2>&1
-source scripts/gpu/unpack.sh
-source scripts/gpu/vllm-install.sh || exit $?
-[ -x "$torpor" ] && [ -n "${TORPOR_LIBRARY:-}" ] || { echo "gateway_gpu: carry .gpu/torpor.xz and .gpu/libtorpor.so.xz"; exit 3; }
-export PYTHONUNBUFFERED=1
+LOG_NAME=gateway-gpu source scripts/gpu/vllm-env.sh
 logs=/tmp/torpor-gateway-gpu-logs && rm -rf "$logs" && mkdir -p "$logs"
 # Ends well inside the device call's limit (give the call GATEWAY_TIMEOUT + 60 s): a timeout stops the gateway and
 # keeps the logs.

@@ -115,10 +115,7 @@ public actor Scheduler {
             guard let engine = engines[model.name] else { preconditionFailure("no engine for \(model.name)") }
             models[model.name] = ModelRuntime(
                 config: model, engine: engine,
-                wakeSeconds: [
-                    .offloadWeights: Double(model.weightsBytes) / 8e9 + 0.05,
-                    .discardWeights: Double(model.weightsBytes) / 1.5e9 + 1,
-                ],
+                wakeSeconds: WakeCostModel.initialSeconds(for: model),
                 weightsPath: model.weightsPath ?? model.checkpoint?.path ?? defaultWeightsPaths[model.name]
                     ?? model.name)
         }
