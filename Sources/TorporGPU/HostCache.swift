@@ -101,6 +101,15 @@ public final class HostCache: @unchecked Sendable {
     /// Copies the container to `path` through a temporary file renamed into place when complete.
     static func fill(_ path: String, from source: String, count: Int) throws(GPUError) {
         let temporary = "\(path).partial-\(getpid())"
+        // The cache directory (a plugin's cache_dir, the gateway's host_cache_dir) is made when it is missing.
+        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        if !directory.isEmpty, access(directory, F_OK) != 0 {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw GPUError(.io, "cannot create the host cache directory \(directory): \(error)")
+            }
+        }
         let input = open(source, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw GPUError(.io, "cannot open \(source): \(errnoText())") }
         defer { close(input) }

