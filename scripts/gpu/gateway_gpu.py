@@ -102,21 +102,23 @@ class Gateway:
         return time.monotonic() - started
 
 
-def engine_processes() -> list[int]:
+def engine_processes(work: str) -> list[int]:
+    """The vLLM servers serving a model under ``work`` (this run's, not another's on the same machine)."""
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                    if b"vllm.entrypoints.openai.api_server" in handle.read():
+                    command = handle.read()
+                    if b"vllm.entrypoints.openai.api_server" in command and work.encode() in command:
                         found.append(int(pid))
             except OSError:
                 pass
     return found
 
 
-def engine_pid(port: int) -> int:
-    for pid in engine_processes():
+def engine_pid(work: str, port: int) -> int:
+    for pid in engine_processes(work):
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             if f"\0{port}\0".encode() in handle.read():
                 return pid
@@ -265,8 +267,9 @@ models:
 
         # The first token of a request for the sleeping big model, through the gateway.
         for attempt in range(3):
-            client.completions.create(model="small-a", prompt=PROMPT, max_tokens=1)
-            client.completions.create(model="small-b", prompt=PROMPT, max_tokens=1)
+            slept, body = gateway.admin("POST", "/admin/models/big/sleep")
+            if slept != 200:
+                raise AssertionError(f"the admin sleep of big answered {slept}: {body}")
             state = gateway.states()["big"]
             seconds = first_token_seconds(gateway.base, "big")
             _, events = gateway.admin("GET", "/admin/events/recent")
@@ -300,7 +303,7 @@ models:
         _, models = gateway.admin("GET", "/admin/models")
         models = models.get("models", models) if isinstance(models, dict) else models
         port = int([m for m in models if m["name"] == "small-b"][0]["engine_url"].rsplit(":", 1)[1].split("/")[0])
-        victim = engine_pid(port)
+        victim = engine_pid(work, port)
         result: dict = {}
         thread = threading.Thread(target=lambda: result.update(answers(client, "small-b")))
         thread.start()
@@ -319,7 +322,7 @@ models:
     finally:
         seconds = gateway.stop()
         time.sleep(1)
-        left = engine_processes()
+        left = engine_processes(work)
         cache_left = os.path.exists(cache_dir) and os.listdir(cache_dir)
         record("stop", not left and not cache_left, seconds=round(seconds, 1), engines_left=left,
                host_cache_left=bool(cache_left))
