@@ -103,7 +103,7 @@ public final class HostCache: @unchecked Sendable {
         let temporary = "\(path).partial-\(getpid())"
         // The cache directory (a plugin's cache_dir, the gateway's host_cache_dir) is made when it is missing.
         let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-        if !directory.isEmpty, access(directory, F_OK) != 0 {
+        if !directory.isEmpty {
             do {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             } catch {

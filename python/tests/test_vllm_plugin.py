@@ -56,12 +56,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def call(port: int, method: str, path: str, body=None, timeout: float = 120):
+def exchange(port: int, method: str, path: str, body=None, timeout: float = 120) -> tuple[int, bytes]:
+    """One HTTP exchange with the server on ``port``: its status and body, whatever the status."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read() or b"null")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def call(port: int, method: str, path: str, body=None, timeout: float = 120):
+    """The decoded JSON answer of a call that must succeed."""
+    status, payload = exchange(port, method, path, body, timeout)
+    if status != 200:
+        raise AssertionError(f"{method} {path} answered {status}: {payload[:2000].decode(errors='replace')}")
+    return json.loads(payload or b"null")
 
 
 @contextlib.contextmanager
@@ -95,16 +107,6 @@ def served(model: Path, log: Path, *extra: str):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
             process.wait()
-
-
-def post_status(port: int, path: str, body) -> tuple[int, str]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def flip_a_bit_in_a_late_chunk(pack: Path) -> str:
@@ -191,8 +193,8 @@ class VLLMLoadsTorporCheckpoints(unittest.TestCase):
             # A reload that fails part way (a bad chunk) or at once (no such pack) answers 500 and the engine
             # stays up: the layers are back in place and the next reload gives exactly the checkpoint's answers.
             for bad, cause in ((self.corrupt_b, "failed: "), (self.directory / "nowhere", "cannot be opened")):
-                status, body = post_status(port, "/collective_rpc",
-                                           {"method": "reload_weights", "kwargs": {"weights_path": str(bad)}})
+                status, body = exchange(port, "POST", "/collective_rpc",
+                                        {"method": "reload_weights", "kwargs": {"weights_path": str(bad)}})
                 self.assertEqual(status, 500, body)
                 log = (self.directory / "pack-a.log").read_text()
                 self.assertIn(f"the Torpor checkpoint {bad}", log)
