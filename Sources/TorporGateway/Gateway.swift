@@ -8,10 +8,16 @@ import NIOPosix
 public import ServiceLifecycle
 import TorporCheckpoint
 import TorporEngine
+public import UnixSignals
 
-/// `torpor serve`: the client listener, the admin listener, one scheduler worker per GPU and the engines, run as
-/// one `Service`. Graceful shutdown stops the listeners, then every engine Torpor started.
-public final class Gateway: Service {
+/// `torpor serve`: the client listener, the admin listener, the scheduler and the engines, as services of one
+/// `ServiceGroup` (`serviceGroup(gracefulShutdownSignals:)`).
+///
+/// Graceful shutdown runs in a defined order, within `shutdownBound`: new requests are refused and queued ones
+/// answered 503 with `Retry-After`, event streams end, requests in flight get `limits.shutdown_grace_seconds` to
+/// finish (`ShutdownDrain`); the listeners close; the scheduler's workers stop (a transition in progress is
+/// cancelled); every engine Torpor started is stopped and the host caches freed (`EngineSupervision`).
+public final class Gateway: Sendable {
     /// Where the listeners ended up (ports chosen by the system when the configuration says 0).
     public struct Listening: Sendable {
         public var clientPort: Int
@@ -29,32 +35,30 @@ public final class Gateway: Service {
     public let adminTokenGenerated: Bool
     private let supervisor: Supervisor
     private let logger: Logger
+    /// The one HTTP client: proxied requests and every engine's control calls.
     private let http: HTTPClient
+    private let client: ClientAPI
     private let onListening: @Sendable (Listening) async -> Void
+    /// Each engine gets this long after SIGTERM before SIGKILL at shutdown.
+    static let engineStopGrace = Duration.seconds(10)
 
+    /// Stops engines a previous gateway on the same state directory left running, then makes the services.
     /// - Parameters:
     ///   - simulatorExecutable: the `torpor` binary that runs `sim-engine` for simulated models.
+    ///   - environment: the process environment (`TORPOR_ADMIN_TOKEN`); by default this process's.
     ///   - clock: the scheduler's time.
     ///   - onListening: called once both listeners accept connections.
     public init(
-        configuration: GatewayConfiguration, simulatorExecutable: String, clock: any SchedulerClock = SystemClock(),
+        configuration: GatewayConfiguration, simulatorExecutable: String,
+        environment: [String: String]? = nil, clock: any SchedulerClock = SystemClock(),
         logger: Logger, onListening: @escaping @Sendable (Listening) async -> Void = { _ in }
-    ) throws(ConfigurationError) {
+    ) async throws(ConfigurationError) {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
         self.onListening = onListening
-        if let token = configuration.adminToken ?? ProcessInfo.processInfo.environment["TORPOR_ADMIN_TOKEN"],
-            !token.isEmpty
-        {
-            adminToken = token
-            adminTokenGenerated = false
-        } else {
-            var generator = SystemRandomNumberGenerator()
-            adminToken = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }
-                .joined()
-            adminTokenGenerated = true
-        }
+        (adminToken, adminTokenGenerated) = Self.adminToken(
+            configuration, environment: environment ?? ProcessInfo.processInfo.environment)
         let state = configuration.stateDirectory
         do {
             supervisor = try Supervisor(
@@ -62,14 +66,24 @@ public final class Gateway: Service {
         } catch {
             throw ConfigurationError("state_dir: \(error.message)")
         }
+        for name in await supervisor.cleanUpPredecessors() {
+            logger.info("stopped an engine a previous gateway left running", metadata: ["engine.name": "\(name)"])
+        }
+        var httpConfiguration = HTTPClient.Configuration()
+        httpConfiguration.timeout.connect = .seconds(5)
+        httpConfiguration.timeout.read = .milliseconds(Int64(configuration.limits.upstreamReadTimeoutSeconds * 1000))
+        httpConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 1024
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
         var engines: [String: any ModelEngine] = [:]
         var defaultPaths: [String: String] = [:]
+        let timeout = configuration.scheduler.transitionTimeoutSeconds
         for model in configuration.models {
-            let gpu = configuration.gpus.first { $0.id == model.gpu }!
-            let timeout = configuration.scheduler.transitionTimeoutSeconds
+            guard let gpu = configuration.gpus.first(where: { $0.id == model.gpu }) else {
+                throw ConfigurationError("models.\(model.name).gpu: no GPU `\(model.gpu)` is configured")
+            }
             if case .external(let url) = model.engine {
                 engines[model.name] = ExternalEngine(
-                    url: url, servedName: model.name, transitionTimeoutSeconds: timeout, logger: logger)
+                    url: url, servedName: model.name, http: http, transitionTimeoutSeconds: timeout, logger: logger)
                 continue
             }
             let port: Int
@@ -78,41 +92,52 @@ public final class Gateway: Service {
             } catch {
                 throw ConfigurationError("models.\(model.name): \(error.message)")
             }
-            let spec = model.engineSpec(
-                port: port, gpu: gpu, stateDirectory: state, simulator: simulatorExecutable,
-                hostCacheDirectory: configuration.hostCacheDirectory)!
+            guard
+                let spec = model.engineSpec(
+                    port: port, gpu: gpu, stateDirectory: state, simulator: simulatorExecutable,
+                    hostCacheDirectory: configuration.hostCacheDirectory)
+            else { continue }
             defaultPaths[model.name] = spec.model
             engines[model.name] = ManagedEngine(
-                spec: spec, servedName: model.name, supervisor: supervisor, transitionTimeoutSeconds: timeout,
-                logger: logger)
+                spec: spec, servedName: model.name, supervisor: supervisor, http: http,
+                transitionTimeoutSeconds: timeout, logger: logger)
         }
-        scheduler = Scheduler(
+        scheduler = try Scheduler(
             configuration: configuration, engines: engines, defaultWeightsPaths: defaultPaths, clock: clock,
             metrics: metrics, events: events, logger: logger)
-        var httpConfiguration = HTTPClient.Configuration()
-        httpConfiguration.timeout.connect = .seconds(5)
-        httpConfiguration.timeout.read = .milliseconds(Int64(configuration.limits.upstreamReadTimeoutSeconds * 1000))
-        httpConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 1024
-        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+        client = ClientAPI(
+            configuration: configuration, scheduler: scheduler, metrics: metrics,
+            keys: APIKeyTable(configuration.apiKeys), http: http, logger: logger)
     }
 
-    public func run() async throws {
-        for name in await supervisor.cleanUpPredecessors() {
-            logger.info("stopped an engine a previous gateway left running", metadata: ["engine.name": "\(name)"])
-        }
+    /// The longest a graceful shutdown takes: the grace for requests in flight, then the engines' stop grace and a
+    /// second for the rest. Past it the service group cancels what is left.
+    public var shutdownBound: Duration {
+        .seconds(configuration.limits.shutdownGraceSeconds) + Self.engineStopGrace + .seconds(1)
+    }
+
+    /// One group for the whole gateway, shut down gracefully on `gracefulShutdownSignals`.
+    public func serviceGroup(gracefulShutdownSignals: [UnixSignal] = []) -> ServiceGroup {
+        var group = ServiceGroupConfiguration(
+            services: services(), gracefulShutdownSignals: gracefulShutdownSignals, logger: logger)
+        group.maximumGracefulShutdownDuration = shutdownBound
+        group.maximumCancellationDuration = .seconds(5)
+        return ServiceGroup(configuration: group)
+    }
+
+    /// The services in start order; graceful shutdown tells them in reverse, each once the later ones have ended.
+    private func services() -> [ServiceGroupConfiguration.ServiceConfiguration] {
         let (listeningStream, listeningContinuation) = AsyncStream<Listening>.makeStream()
         let ports = PortCollector(token: adminToken) { listeningContinuation.yield($0) }
-        let onListening = self.onListening
-        let client = ClientAPI(
-            configuration: configuration, scheduler: scheduler, metrics: metrics,
-            keys: APIKeyTable(configuration.apiKeys),
-            http: http, logger: logger)
+        let client = self.client
         let clientServer = Server(
             childChannelSetup: HTTP1Channel(
                 responder: { request, writer, channel in
                     try await client.respond(to: request, writer: writer, channel: channel)
                 },
-                configuration: .init(idleTimeout: .seconds(300))),
+                configuration: .init(
+                    additionalChannelHandlers: [InboundCloseHandler(watch: client.connections)],
+                    idleTimeout: .seconds(300))),
             configuration: ServerConfiguration(
                 address: .hostname(configuration.listen.client.host, port: configuration.listen.client.port),
                 serverName: "torpor"),
@@ -127,56 +152,48 @@ public final class Gateway: Service {
                 serverName: "torpor-admin"),
             onServerRunning: { channel in await ports.admin(channel.localAddress?.port ?? 0) },
             logger: logger)
-        let scheduler = self.scheduler
-        let gpus = configuration.gpus.map(\.id)
-        let supervisor = self.supervisor
-        do {
-            try await withThrowingDiscardingTaskGroup { group in
-                // Reported from here, not from the servers' start callbacks: they accept nothing until those return.
-                group.addTask {
-                    await cancelWhenGracefulShutdown {
-                        for await listening in listeningStream {
-                            await onListening(listening)
-                            break
-                        }
-                    }
-                }
-                group.addTask { try await clientServer.run() }
-                group.addTask { try await adminServer.run() }
-                for gpu in gpus {
-                    group.addTask { await cancelWhenGracefulShutdown { await scheduler.runGPU(gpu) } }
-                }
-                group.addTask {
-                    await cancelWhenGracefulShutdown {
-                        var ticks = 0
-                        while !Task.isCancelled {
-                            try? await Task.sleep(for: .milliseconds(100))
-                            await scheduler.tick()
-                            ticks += 1
-                            if ticks % 10 == 0 { await scheduler.checkEngines() }
-                        }
-                    }
-                }
-            }
-        } catch {
-            await supervisor.stopAll()
-            removeHostCaches()
-            try? await http.shutdown()
-            throw error
-        }
-        await supervisor.stopAll()
-        removeHostCaches()
-        try? await http.shutdown()
+        return [
+            .init(
+                service: EngineSupervision(
+                    supervisor: supervisor, http: http, configuration: configuration, stopGrace: Self.engineStopGrace,
+                    logger: logger)),
+            .init(service: scheduler),
+            .init(service: adminServer),
+            .init(service: clientServer),
+            .init(
+                service: ListeningReporter(listening: listeningStream, onListening: onListening),
+                successTerminationBehavior: .ignore),
+            .init(
+                service: ShutdownDrain(
+                    scheduler: scheduler, events: events, connections: client.connections,
+                    graceSeconds: configuration.limits.shutdownGraceSeconds, logger: logger)),
+        ]
     }
 
-    /// Frees the host RAM the host-cache models' checkpoints held, once their engines are gone.
-    private func removeHostCaches() {
-        for model in configuration.models where model.sleepLevel == .hostCache {
-            for container in model.checkpoint?.containers ?? [] {
-                let path = HostCachePath.for(container: container, directory: configuration.hostCacheDirectory)
-                if unlink(path) == 0 {
-                    logger.info("removed a host cache", metadata: ["model": "\(model.name)", "path": "\(path)"])
-                }
+    private static func adminToken(
+        _ configuration: GatewayConfiguration, environment: [String: String]
+    ) -> (token: String, generated: Bool) {
+        if let token = configuration.adminToken ?? environment["TORPOR_ADMIN_TOKEN"], !token.isEmpty {
+            return (token, false)
+        }
+        var generator = SystemRandomNumberGenerator()
+        let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }
+            .joined()
+        return (token, true)
+    }
+}
+
+/// Tells the caller where the listeners are, once both accept connections (the servers' start callbacks run
+/// before they accept anything, so the report comes from here).
+private struct ListeningReporter: Service {
+    let listening: AsyncStream<Gateway.Listening>
+    let onListening: @Sendable (Gateway.Listening) async -> Void
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            for await listening in listening {
+                await onListening(listening)
+                break
             }
         }
     }

@@ -12,7 +12,8 @@ struct Serve: AsyncParsableCommand {
             The configuration is a YAML file documented key by key in docs/gateway-config.md. The client API \
             listens on listen.client (default 0.0.0.0:8080), the admin API on listen.admin (default \
             127.0.0.1:8081) with a bearer token from admin_token or TORPOR_ADMIN_TOKEN; without either a token is \
-            generated and printed once. SIGINT or SIGTERM stops the listeners and then every engine.
+            generated and printed once. SIGINT or SIGTERM answers queued requests with 503, lets those in flight \
+            finish (limits.shutdown_grace_seconds), closes the listeners and then stops every engine.
             """)
 
     @Option(help: "The YAML configuration file.")
@@ -64,7 +65,7 @@ func runGateway(
     let box = GatewayBox()
     let gateway: Gateway
     do {
-        gateway = try Gateway(
+        gateway = try await Gateway(
             configuration: configuration, simulatorExecutable: currentExecutable(), logger: logger
         ) { listening in
             guard let gateway = box.gateway else { return }
@@ -75,9 +76,7 @@ func runGateway(
         throw ExitCode.failure
     }
     box.gateway = gateway
-    let group = ServiceGroup(
-        configuration: .init(
-            services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    let group = gateway.serviceGroup(gracefulShutdownSignals: [.sigterm, .sigint])
     do {
         try await group.run()
     } catch {

@@ -21,6 +21,7 @@ import TorporEngine
           queue_timeout_seconds: 30
           retry_after_seconds: 5
           upstream_read_timeout_seconds: 60
+          shutdown_grace_seconds: 5
         scheduler:
           min_residency_seconds: 3
           starvation_bound_seconds: 20
@@ -65,6 +66,7 @@ import TorporEngine
         #expect(configuration.limits.maxRequestBytes == 1024)
         #expect(configuration.limits.queueDepth == 8)
         #expect(configuration.limits.retryAfterSeconds == 5)
+        #expect(configuration.limits.shutdownGraceSeconds == 5)
         #expect(configuration.scheduler.drainTimeoutSeconds == nil)
         #expect(configuration.scheduler.maxConsecutiveFailures == 2)
         #expect(configuration.hostMemoryBytes == 32 << 30)

@@ -42,11 +42,10 @@ final class GatewayUnderTest: Sendable {
             """ + yaml
         let configuration = try GatewayConfiguration.parse(yaml: full)
         let (ports, continuation) = AsyncStream<Gateway.Listening>.makeStream()
-        let gateway = try Gateway(
+        let gateway = try await Gateway(
             configuration: configuration, simulatorExecutable: torporBinary, logger: quietLogger
         ) { listening in continuation.yield(listening) }
-        let group = ServiceGroup(
-            configuration: .init(services: [.init(service: gateway)], logger: quietLogger))
+        let group = gateway.serviceGroup()
         let running = Task {
             // A gateway that stops (or never starts) ends the wait for its ports.
             defer { continuation.finish() }

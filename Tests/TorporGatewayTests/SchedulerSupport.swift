@@ -140,12 +140,15 @@ final class SchedulerRig: Sendable {
     let clock = ManualClock()
     let engines: [String: FakeEngine]
     private let workers: Task<Void, Never>
+    /// Requests admitted by `acquire` and not yet released, by model.
+    private let uses = Mutex<[String: [Scheduler.EngineUse]]>([:])
 
     init(_ configuration: GatewayConfiguration) {
         var engines: [String: FakeEngine] = [:]
         for model in configuration.models { engines[model.name] = FakeEngine(name: model.name) }
         self.engines = engines
-        scheduler = Scheduler(
+        // Every configured model has an engine here, so this cannot throw.
+        scheduler = try! Scheduler(
             configuration: configuration, engines: engines, clock: clock, metrics: GatewayMetrics(),
             events: EventBus(), logger: quietLogger)
         let scheduler = self.scheduler
@@ -158,6 +161,23 @@ final class SchedulerRig: Sendable {
     }
 
     func stop() { workers.cancel() }
+
+    /// Admits one request for `name` (waiting for its wake) and holds it until `release(name)`.
+    /// - Returns: the engine's base URL.
+    func acquire(_ name: String) async throws -> String {
+        let use = try await scheduler.admit(name)
+        uses.withLock { $0[name, default: []].append(use) }
+        return use.baseURL
+    }
+
+    /// Ends one request on `name` that `acquire` admitted.
+    func release(_ name: String) async {
+        guard let use = uses.withLock({ $0[name]?.popLast() }) else {
+            Issue.record("release(\(name)) without an acquire")
+            return
+        }
+        await scheduler.release(use)
+    }
 
     /// Advances the clock and lets the scheduler act on it.
     func advance(seconds: Double) async {

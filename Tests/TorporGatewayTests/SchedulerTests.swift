@@ -5,14 +5,14 @@ import TorporEngine
 
 /// The scheduler's decisions on fake engines and a manual clock: no process, no real time.
 @Suite struct SchedulerTests {
-    @Test func startsEveryEngineAndPutsTheNotPreloadedToSleep() async {
+    @Test func startsEveryEngineAndPutsTheNotPreloadedToSleep() async throws {
         let rig = SchedulerRig(rigConfiguration(models: 3, gpuGiB: 24, preload: 1))
         defer { rig.stop() }
         await rig.untilStartedUp { await rig.phases("m2", "m0") == ["L1", "awake"] }
         #expect(await rig.phase("m1") == "L1")
         #expect(rig.engines["m0"]!.calls == [.start])
         #expect(rig.engines["m1"]!.calls == [.start, .sleep(.offloadWeights, .wait)])
-        let ledger = await rig.scheduler.ledger(gpu: "0")
+        let ledger = try #require(await rig.scheduler.ledger(gpu: "0"))
         #expect(ledger.awakeBytes == 10 << 30)
         #expect(ledger.residueBytes == 4 << 30)
         #expect(await rig.scheduler.hostMemoryInUse() == 8 << 30)
@@ -23,7 +23,7 @@ import TorporEngine
         defer { rig.stop() }
         await rig.untilStartedUp { await rig.phase("m1") == "L1" }
         let urls = try await withThrowingTaskGroup(of: String.self) { group in
-            for _ in 0..<8 { group.addTask { try await rig.scheduler.acquire("m0") } }
+            for _ in 0..<8 { group.addTask { try await rig.acquire("m0") } }
             return try await group.reduce(into: []) { $0.append($1) }
         }
         #expect(urls == Array(repeating: "http://fake/m0", count: 8))
@@ -37,12 +37,12 @@ import TorporEngine
         defer { rig.stop() }
         await rig.untilStartedUp { await rig.phases("m1", "m2") == ["awake", "L1"] }
         for _ in 0..<20 {
-            _ = try await rig.scheduler.acquire("m0")
-            await rig.scheduler.release("m0")
+            _ = try await rig.acquire("m0")
+            await rig.release("m0")
         }
-        _ = try await rig.scheduler.acquire("m1")
-        await rig.scheduler.release("m1")
-        _ = try await rig.scheduler.acquire("m2")
+        _ = try await rig.acquire("m1")
+        await rig.release("m1")
+        _ = try await rig.acquire("m2")
         #expect(await rig.phase("m1") == "L1")
         #expect(await rig.phase("m0") == "awake")
         #expect(await rig.phase("m2") == "awake")
@@ -57,8 +57,8 @@ import TorporEngine
         // m1 took the host budget at start-up; m2 had to sleep at level 2.
         #expect(await rig.phase("m1") == "L1")
         #expect(await rig.phase("m2") == "L2")
-        _ = try await rig.scheduler.acquire("m2")
-        await rig.scheduler.release("m2")
+        _ = try await rig.acquire("m2")
+        await rig.release("m2")
         // m0 made room for m2, at level 2: m1 still holds the host budget.
         #expect(await rig.phase("m0") == "L2")
         #expect(rig.engines["m2"]!.calls.contains(.wake(.discardWeights, "m2")))
@@ -82,8 +82,8 @@ import TorporEngine
         #expect(rig.engines["m2"]!.calls.contains(.sleep(.discardWeights, .wait)))
         #expect(await rig.scheduler.hostMemoryInUse() == 2_900_000_000)
         // A wake reloads from the checkpoint (the default weights path), and the cache stays counted while awake.
-        _ = try await rig.scheduler.acquire("m2")
-        await rig.scheduler.release("m2")
+        _ = try await rig.acquire("m2")
+        await rig.release("m2")
         #expect(rig.engines["m2"]!.calls.contains(.wake(.discardWeights, "/packs/m2")))
         #expect(await rig.scheduler.hostMemoryInUse() == 2_900_000_000)
         let status = await rig.scheduler.state(of: "m2")
@@ -99,8 +99,8 @@ import TorporEngine
         defer { rig.stop() }
         await rig.untilStartedUp { await rig.phases("m0", "m1") == ["awake", "L1"] }
         // m0 is busy (a request in flight that never ends) and resident: m1 must wait, but not for ever.
-        _ = try await rig.scheduler.acquire("m0")
-        let waiting = Task { try await rig.scheduler.acquire("m1") }
+        _ = try await rig.acquire("m0")
+        let waiting = Task { try await rig.acquire("m1") }
         await rig.until("m1 queued") { await rig.scheduler.statuses().first { $0.name == "m1" }?.queued == 1 }
         await rig.advance(seconds: 9)
         #expect(await rig.phase("m0") == "awake")
@@ -119,7 +119,7 @@ import TorporEngine
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
         await rig.untilStartedUp { await rig.phase("m1") == "L1" }
-        let waiting = Task { try await rig.scheduler.acquire("m1") }
+        let waiting = Task { try await rig.acquire("m1") }
         await rig.until("m1 queued") { await rig.scheduler.statuses().first { $0.name == "m1" }?.queued == 1 }
         await rig.advance(seconds: 31)
         let error = await #expect(throws: GatewayError.self) { try await rig.result(of: waiting) }
@@ -135,10 +135,10 @@ import TorporEngine
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
         await rig.untilStartedUp { await rig.phase("m1") == "L1" }
-        let first = Task { try await rig.scheduler.acquire("m1") }
-        let second = Task { try await rig.scheduler.acquire("m1") }
+        let first = Task { try await rig.acquire("m1") }
+        let second = Task { try await rig.acquire("m1") }
         await rig.until("two queued") { await rig.scheduler.statuses().first { $0.name == "m1" }?.queued == 2 }
-        let error = await #expect(throws: GatewayError.self) { try await rig.scheduler.acquire("m1") }
+        let error = await #expect(throws: GatewayError.self) { try await rig.acquire("m1") }
         #expect(error?.status == 429)
         first.cancel()
         second.cancel()
@@ -153,14 +153,14 @@ import TorporEngine
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
         await rig.untilStartedUp { await rig.phase("m0") == "awake" }
-        _ = try await rig.scheduler.acquire("m0")
-        await rig.scheduler.release("m0")
+        _ = try await rig.acquire("m0")
+        await rig.release("m0")
         await rig.advance(seconds: 59)
         #expect(await rig.phase("m0") == "awake")
         await rig.advance(seconds: 2)
         await rig.until("idle sleep") { await rig.phase("m0") == "L1" }
         // The next request wakes it again.
-        #expect(try await rig.scheduler.acquire("m0") == "http://fake/m0")
+        #expect(try await rig.acquire("m0") == "http://fake/m0")
     }
 
     @Test func aHungWakeIsStoppedByTheWatchdogAndTheEngineRestarted() async throws {
@@ -168,7 +168,7 @@ import TorporEngine
         defer { rig.stop() }
         await rig.untilStartedUp { await rig.phase("m0") == "L1" }
         rig.engines["m0"]!.hangNextWake()
-        let waiting = Task { try await rig.scheduler.acquire("m0") }
+        let waiting = Task { try await rig.acquire("m0") }
         await rig.until("waking") { await rig.phase("m0") == "waking" }
         // Past the transition timeout (advanced until the watchdog, which starts with the wake call, sees it).
         await rig.until("the watchdog") {
@@ -190,12 +190,12 @@ import TorporEngine
         defer { rig.stop() }
         await rig.untilStartedUp { await rig.phase("m0") == "L1" }
         rig.engines["m0"]!.failNextWake()
-        let error = await #expect(throws: GatewayError.self) { try await rig.scheduler.acquire("m0") }
+        let error = await #expect(throws: GatewayError.self) { try await rig.acquire("m0") }
         #expect(error?.status == 503)
         #expect(error?.message.contains("wake failed with HTTP 500") == true)
         #expect(await rig.phase("m0") == "failed")
         // Further requests are refused at once; an admin wake restarts it.
-        await #expect(throws: GatewayError.self) { try await rig.scheduler.acquire("m0") }
+        await #expect(throws: GatewayError.self) { try await rig.acquire("m0") }
         #expect(try await rig.scheduler.wake("m0") == .awake)
     }
 
@@ -207,15 +207,15 @@ import TorporEngine
         #expect(ledgers.first?.awakeBytes == 0)
         #expect(await rig.phase("m0") == "L1")
         // A request waits during the lease and is served after the release.
-        let waiting = Task { try await rig.scheduler.acquire("m0") }
+        let waiting = Task { try await rig.acquire("m0") }
         await rig.until("queued") { await rig.scheduler.statuses().first { $0.name == "m0" }?.queued == 1 }
         _ = try await rig.scheduler.releaseLease(gpu: "0")
         #expect(try await rig.result(of: waiting) == "http://fake/m0")
-        await rig.scheduler.release("m0")
+        await rig.release("m0")
         await rig.until("both awake again") { await rig.phase("m1") == "awake" }
         // In refuse mode a request is answered 503 at once.
         _ = try await rig.scheduler.lease(gpu: nil, mode: .refuse)
-        let error = await #expect(throws: GatewayError.self) { try await rig.scheduler.acquire("m1") }
+        let error = await #expect(throws: GatewayError.self) { try await rig.acquire("m1") }
         #expect(error?.status == 503)
     }
 
@@ -225,8 +225,8 @@ import TorporEngine
         let rig = SchedulerRig(configuration)
         defer { rig.stop() }
         await rig.untilStartedUp { await rig.phase("m1") == "L1" }
-        _ = try await rig.scheduler.acquire("m0")
-        let waiting = Task { try await rig.scheduler.acquire("m1") }
+        _ = try await rig.acquire("m0")
+        let waiting = Task { try await rig.acquire("m1") }
         await rig.until("m0 draining for m1") { await rig.phase("m0") == "draining" }
         waiting.cancel()
         await rig.until("drain cancelled") { await rig.phase("m0") == "awake" }
@@ -242,17 +242,17 @@ import TorporEngine
         defer { rig.stop() }
         await rig.untilStartedUp { await rig.phases("m1", "m3") == ["L1", "L1"] }
         // One awake per GPU: m0 on GPU 0 and m2 on GPU 1 can be awake together.
-        _ = try await rig.result(of: Task { try await rig.scheduler.acquire("m0") })
-        _ = try await rig.result(of: Task { try await rig.scheduler.acquire("m2") })
+        _ = try await rig.result(of: Task { try await rig.acquire("m0") })
+        _ = try await rig.result(of: Task { try await rig.acquire("m2") })
         #expect(await rig.phases("m0", "m2") == ["awake", "awake"])
         // Leasing GPU 1 leaves GPU 0 serving.
-        await rig.scheduler.release("m2")
+        await rig.release("m2")
         _ = try await rig.scheduler.lease(gpu: "1", mode: .refuse)
         #expect(await rig.phase("m2") == "L1")
         #expect(await rig.phase("m0") == "awake")
-        #expect(try await rig.scheduler.acquire("m0") == "http://fake/m0")
-        await #expect(throws: GatewayError.self) { try await rig.scheduler.acquire("m3") }
-        #expect(await rig.scheduler.ledger(gpu: "0").awakeBytes == 10 << 30)
-        #expect(await rig.scheduler.ledger(gpu: "1").awakeBytes == 0)
+        #expect(try await rig.acquire("m0") == "http://fake/m0")
+        await #expect(throws: GatewayError.self) { try await rig.acquire("m3") }
+        #expect(await rig.scheduler.ledger(gpu: "0")?.awakeBytes == 10 << 30)
+        #expect(await rig.scheduler.ledger(gpu: "1")?.awakeBytes == 0)
     }
 }

@@ -53,36 +53,20 @@ public struct EngineSpec: Sendable, Equatable {
     }
 }
 
-/// When and how often a crashed engine is restarted.
-public struct RestartPolicy: Sendable {
-    public var initialDelay: Duration = .seconds(1)
-    public var maximumDelay: Duration = .seconds(60)
-    /// Restarts allowed in a row before the engine is given up as failed.
-    public var maximumRestarts = 5
-
-    public init() {}
-
-    func delay(afterFailures failures: Int) -> Duration {
-        min(maximumDelay, initialDelay * Double(1 << min(failures, 20)))
-    }
-}
-
 /// What the supervisor reports about its engines.
 public enum SupervisorEvent: Sendable, Equatable {
     case started(name: String, port: Int, pid: Int32)
-    case exited(name: String, status: Int32)
-    case restarting(name: String, after: Duration)
-    case failed(name: String, reason: String)
     case stopped(name: String)
     /// An engine left running by a predecessor that was killed, and is now stopped.
     case cleanedUp(name: String, pid: Int32)
 }
 
-/// Starts, watches, restarts and stops engine servers.
+/// Starts and stops engine servers.
 ///
 /// Each engine runs in its own session; stopping it signals the whole process group. A record per running engine
-/// in `stateDirectory` lets the next supervisor stop engines that a killed predecessor left running. Run it as a
-/// `Service`: `run()` watches the engines until graceful shutdown, then stops them all.
+/// in `stateDirectory` lets the next supervisor stop engines that a killed predecessor left running. Whether and
+/// when a dead engine is started again is its owner's decision (the gateway's restart policy). Run it as a
+/// `Service`: `run()` waits for graceful shutdown, then stops every engine.
 public actor Supervisor: Service {
     public struct RunningEngine: Sendable {
         public let spec: EngineSpec
@@ -103,18 +87,12 @@ public actor Supervisor: Service {
     private let stateDirectory: String
     private let logDirectory: String
     private let logger: Logger
-    private let policy: RestartPolicy
     private var engines: [String: RunningEngine] = [:]
-    private var stopping: Set<String> = []
-    private var failures: [String: Int] = [:]
-    /// Set by `stopAll()` until the next `start`: no restart happens meanwhile.
-    private var shuttingDown = false
     private let events: AsyncStream<SupervisorEvent>.Continuation
     /// Everything the supervisor does, in order.
     public nonisolated let eventStream: AsyncStream<SupervisorEvent>
 
-    public init(stateDirectory: String, logDirectory: String, policy: RestartPolicy = RestartPolicy(), logger: Logger)
-        throws(EngineError)
+    public init(stateDirectory: String, logDirectory: String, logger: Logger) throws(EngineError)
     {
         for directory in [stateDirectory, logDirectory] {
             do {
@@ -125,7 +103,6 @@ public actor Supervisor: Service {
         }
         self.stateDirectory = stateDirectory
         self.logDirectory = logDirectory
-        self.policy = policy
         self.logger = logger
         (eventStream, events) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1000))
     }
@@ -162,13 +139,14 @@ public actor Supervisor: Service {
     }
 
     /// Starts `spec` and waits until it answers `/health`.
+    /// - Parameters:
+    ///   - client: the client its owner talks to it with (one per engine); by default one on the shared HTTP client.
     /// - Throws: `EngineError` when it cannot start, exits or is not ready in time (it is stopped then).
     @discardableResult
-    public func start(_ spec: EngineSpec) async throws(EngineError) -> RunningEngine {
+    public func start(_ spec: EngineSpec, client: EngineClient? = nil) async throws(EngineError) -> RunningEngine {
         guard engines[spec.name] == nil else {
             throw EngineError(.invalidArgument, "an engine named \(spec.name) is already running")
         }
-        shuttingDown = false
         let port: Int
         if spec.unixSocketPath != nil {
             port = 0
@@ -177,9 +155,7 @@ public actor Supervisor: Service {
         } else {
             port = try EngineProcess.freePort()
         }
-        let engine = try await launch(spec, port: port)
-        failures[spec.name] = 0
-        return engine
+        return try await launch(spec, port: port, client: client)
     }
 
     /// The running engine called `name`.
@@ -188,69 +164,30 @@ public actor Supervisor: Service {
     /// Stops the engine called `name` and its whole process group: SIGTERM, then SIGKILL after `grace` (a hung
     /// engine may never finish a graceful shutdown).
     public func stop(_ name: String, grace: Duration = .seconds(10)) async {
-        guard let engine = engines[name] else { return }
-        stopping.insert(name)
+        guard let engine = engines.removeValue(forKey: name) else { return }
         await engine.process.stop(grace: grace)
-        engines[name] = nil
-        stopping.remove(name)
         unlink(recordPath(name))
         events.yield(.stopped(name: name))
     }
 
-    /// Stops every engine.
-    public func stopAll() async {
-        shuttingDown = true
-        for name in engines.keys.sorted() { await stop(name) }
+    /// Stops every engine at once, each with `grace` to exit before SIGKILL: done within `grace` and a moment.
+    public func stopAll(grace: Duration = .seconds(10)) async {
+        let names = engines.keys.sorted()
+        await withDiscardingTaskGroup { group in
+            for name in names { group.addTask { await self.stop(name, grace: grace) } }
+        }
     }
 
-    /// Watches the engines, restarting crashed ones with backoff, until graceful shutdown or cancellation; then
-    /// stops them all.
+    /// Waits for graceful shutdown (or cancellation), then stops every engine.
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                await self.checkEngines()
-                try? await Task.sleep(for: .milliseconds(200))
-            }
-        }
+        try? await gracefulShutdown()
         await stopAll()
         events.finish()
     }
 
-    /// One pass of the watchdog: restarts engines whose process has exited.
-    public func checkEngines() async {
-        for (name, engine) in engines where !stopping.contains(name) {
-            guard let status = engine.process.exitStatus() else { continue }
-            engines[name] = nil
-            unlink(recordPath(name))
-            events.yield(.exited(name: name, status: status))
-            let count = failures[name, default: 0]
-            guard count < policy.maximumRestarts else {
-                let reason =
-                    "exited with status \(status) after \(count) restarts; giving up. Log: \(engine.process.logPath)"
-                logger.error("engine failed", metadata: ["engine.name": "\(name)", "engine.status": "\(status)"])
-                events.yield(.failed(name: name, reason: reason))
-                continue
-            }
-            let delay = policy.delay(afterFailures: count)
-            failures[name] = count + 1
-            logger.warning(
-                "engine exited; restarting",
-                metadata: ["engine.name": "\(name)", "engine.status": "\(status)", "engine.restart_in": "\(delay)"])
-            events.yield(.restarting(name: name, after: delay))
-            try? await Task.sleep(for: delay)
-            // Stopped, shut down or started again by someone else while this restart waited.
-            guard !Task.isCancelled, !shuttingDown, !stopping.contains(name), engines[name] == nil else { continue }
-            do {
-                _ = try await launch(engine.spec, port: engine.port)
-            } catch {
-                events.yield(.failed(name: name, reason: error.message))
-                logger.error(
-                    "engine restart failed", metadata: ["engine.name": "\(name)", "error": "\(error.message)"])
-            }
-        }
-    }
-
-    private func launch(_ spec: EngineSpec, port: Int) async throws(EngineError) -> RunningEngine {
+    private func launch(_ spec: EngineSpec, port: Int, client: EngineClient?) async throws(EngineError)
+        -> RunningEngine
+    {
         let arguments = spec.commandArguments(port: port)
         let logPath = logDirectory + "/\(spec.name).log"
         let baseURL: String
@@ -269,7 +206,7 @@ public actor Supervisor: Service {
         if let data = try? JSONEncoder().encode(record) {
             _ = FileManager.default.createFile(atPath: recordPath(spec.name), contents: data)
         }
-        let client = EngineClient(name: spec.name, baseURL: baseURL, logger: logger)
+        let client = client ?? EngineClient(name: spec.name, baseURL: baseURL, logger: logger)
         do {
             try await process.waitUntilReady(client, deadline: spec.readinessDeadline)
         } catch {

@@ -77,6 +77,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var retryAfterSeconds = 2
         /// The longest gap between two chunks of an engine's answer.
         public var upstreamReadTimeoutSeconds = 300.0
+        /// At shutdown, how long requests in flight may finish before they are cut off.
+        public var shutdownGraceSeconds = 30.0
         public init() {}
     }
 
@@ -465,7 +467,7 @@ struct ConfigReader {
         if let limits = child(fields, "limits") {
             let values = try limits.mapping(allowed: [
                 "max_request_bytes", "queue_depth", "queue_timeout_seconds", "retry_after_seconds",
-                "upstream_read_timeout_seconds",
+                "upstream_read_timeout_seconds", "shutdown_grace_seconds",
             ])
             var value = result.limits
             value.maxRequestBytes = try limits.int(values, "max_request_bytes", minimum: 1) ?? value.maxRequestBytes
@@ -477,6 +479,8 @@ struct ConfigReader {
             value.upstreamReadTimeoutSeconds =
                 try limits.double(values, "upstream_read_timeout_seconds", minimum: 0.001)
                 ?? value.upstreamReadTimeoutSeconds
+            value.shutdownGraceSeconds =
+                try limits.double(values, "shutdown_grace_seconds", minimum: 0) ?? value.shutdownGraceSeconds
             result.limits = value
         }
         if let scheduler = child(fields, "scheduler") {

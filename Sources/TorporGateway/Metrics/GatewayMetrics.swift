@@ -157,6 +157,8 @@ public final class EventBus: Sendable {
         var nextID: UInt64 = 0
         /// The last events, for subscribers that ask for what already happened.
         var recent: [TransitionEvent] = []
+        /// Set by `finish()`: every stream has ended and new ones end at once.
+        var finished = false
     }
     private let state = Mutex(State())
 
@@ -174,16 +176,31 @@ public final class EventBus: Sendable {
     /// A stream of events from now on (and the recent ones first when `replay`), ending when the caller stops.
     public func subscribe(replay: Bool = false) -> AsyncStream<TransitionEvent> {
         let (stream, continuation) = AsyncStream<TransitionEvent>.makeStream(bufferingPolicy: .bufferingNewest(1000))
-        let id = state.withLock { state in
+        let id = state.withLock { state -> UInt64? in
+            if replay { for event in state.recent { continuation.yield(event) } }
+            guard !state.finished else { return nil }
             state.nextID += 1
             state.subscribers[state.nextID] = continuation
-            if replay { for event in state.recent { continuation.yield(event) } }
             return state.nextID
+        }
+        guard let id else {
+            continuation.finish()
+            return stream
         }
         continuation.onTermination = { [weak self] _ in
             _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) }
         }
         return stream
+    }
+
+    /// Ends every stream (at shutdown); later subscribers get the recent events they ask for, then the end.
+    func finish() {
+        let subscribers = state.withLock { state in
+            state.finished = true
+            defer { state.subscribers = [:] }
+            return Array(state.subscribers.values)
+        }
+        for subscriber in subscribers { subscriber.finish() }
     }
 
     /// The recent events, oldest first.

@@ -6,15 +6,14 @@ import Logging
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
-import Synchronization
 
 /// The OpenAI-compatible listener: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
 ///
 /// Built on HummingbirdCore's responder so that one request is watched for its client leaving from the moment it
 /// arrives until the last token: waiting in a queue, waiting for the engine's first byte, and streaming. A client
-/// that leaves cancels the upstream request (vLLM then aborts it), while kept-alive connections stay open (see
-/// `ConnectionWatch`). Nothing else exists here: vLLM's dev paths (`/sleep`, `/wake_up`, `/collective_rpc`, ...)
-/// answer 404.
+/// that leaves — closing its connection or only its sending side — cancels the upstream request (vLLM then aborts
+/// it), while kept-alive connections stay open (see `ConnectionWatch`). Nothing else exists here: vLLM's dev paths
+/// (`/sleep`, `/wake_up`, `/collective_rpc`, ...) answer 404.
 struct ClientAPI: Sendable {
     static let proxiedPaths: Set<String> = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
 
@@ -152,57 +151,64 @@ struct ClientAPI: Sendable {
         do {
             try await connections.run(on: channel) {
                 let waitStarted = ContinuousClock.now
-                let baseURL = try await scheduler.acquire(model)
-                let waited = ContinuousClock.now - waitStarted
-                var released = false
-                defer { if !released { Task { await scheduler.release(model) } } }
-                var upstream = HTTPClientRequest(url: baseURL + path)
-                upstream.method = .POST
-                upstream.headers.add(name: "Content-Type", value: "application/json")
-                upstream.headers.add(name: "Accept", value: stream ? "text/event-stream" : "application/json")
-                upstream.body = .bytes(body)
-                let response: HTTPClientResponse
-                do {
-                    response = try await http.execute(upstream, timeout: .seconds(Int64(readTimeout)))
-                } catch is CancellationError {
-                    throw CancellationError()
-                } catch {
-                    throw GatewayError(
-                        .upstream, "The engine of `\(model)` did not answer: \(error). Try again.",
-                        retryAfterSeconds: 1)
-                }
-                metrics.observeProxyLatency(seconds: (ContinuousClock.now - arrived - waited).seconds)
-                var head = HTTPResponse(status: .init(code: Int(response.status.code)))
-                for name in ["Content-Type", "Content-Length", "Cache-Control"] {
-                    if let value = response.headers.first(name: name), let field = HTTPField.Name(name) {
-                        head.headerFields[field] = value
+                try await scheduler.withEngine(model) { engine in
+                    let waited = ContinuousClock.now - waitStarted
+                    var upstream = HTTPClientRequest(url: engine.baseURL + path)
+                    upstream.method = .POST
+                    upstream.headers.add(name: "Content-Type", value: "application/json")
+                    upstream.headers.add(name: "Accept", value: stream ? "text/event-stream" : "application/json")
+                    upstream.body = .bytes(body)
+                    let response: HTTPClientResponse
+                    do {
+                        response = try await http.execute(upstream, timeout: .seconds(Int64(readTimeout)))
+                    } catch is CancellationError {
+                        throw CancellationError()
+                    } catch {
+                        throw GatewayError(
+                            .upstream, "The engine of `\(model)` did not answer: \(error). Try again.",
+                            retryAfterSeconds: 1)
                     }
-                }
-                var bodyWriter = try await slot.writer.take()!.writeHead(head)
-                do {
-                    for try await chunk in response.body {
-                        try await bodyWriter.write(chunk)
+                    metrics.observeProxyLatency(seconds: (ContinuousClock.now - arrived - waited).seconds)
+                    var head = HTTPResponse(status: .init(code: Int(response.status.code)))
+                    for name in ["Content-Type", "Content-Length", "Cache-Control"] {
+                        if let value = response.headers.first(name: name), let field = HTTPField.Name(name) {
+                            head.headerFields[field] = value
+                        }
                     }
-                } catch is CancellationError {
-                    throw CancellationError()
-                } catch {
-                    logger.warning(
-                        "the engine's answer broke off", metadata: ["model": "\(model)", "error": "\(error)"])
-                    if stream {
-                        let failure = GatewayError(.upstream, "The engine of `\(model)` stopped answering: \(error)")
-                        try? await bodyWriter.write(
-                            ByteBuffer(bytes: Array("data: ".utf8) + failure.body() + [10, 10]))
+                    guard let writer = slot.writer.take() else { throw CancellationError() }
+                    var bodyWriter = try await writer.writeHead(head)
+                    do {
+                        for try await chunk in response.body {
+                            try await bodyWriter.write(chunk)
+                        }
+                    } catch is CancellationError {
+                        throw CancellationError()
+                    } catch {
+                        logger.warning(
+                            "the engine's answer broke off", metadata: ["model": "\(model)", "error": "\(error)"])
+                        if stream {
+                            let failure = GatewayError(
+                                .upstream, "The engine of `\(model)` stopped answering: \(error)")
+                            try? await bodyWriter.write(
+                                ByteBuffer(bytes: Array("data: ".utf8) + failure.body() + [10, 10]))
+                        }
                     }
+                    try await bodyWriter.finish(nil)
+                    metrics.countRequest(model: model, status: Int(response.status.code))
                 }
-                try await bodyWriter.finish(nil)
-                released = true
-                await scheduler.release(model)
-                metrics.countRequest(model: model, status: Int(response.status.code))
             }
             return .success(())
         } catch let error as GatewayError {
             return .failure(error)
         } catch {
+            // Cut off at shutdown: answered, when nothing has been written yet.
+            if connections.isCutOff {
+                metrics.countRequest(model: model, status: 503)
+                return .failure(
+                    GatewayError(
+                        .unavailable, "The gateway is shutting down.",
+                        retryAfterSeconds: configuration.limits.retryAfterSeconds))
+            }
             // The client left: nothing to answer.
             metrics.countRequest(model: model, status: 499)
             return .success(())
@@ -232,69 +238,6 @@ struct ClientAPI: Sendable {
         var bodyWriter = try await writer.writeHead(head)
         try await bodyWriter.write(ByteBuffer(bytes: body))
         try await bodyWriter.finish(nil)
-    }
-}
-
-/// Cancels the request in progress on a connection when its client closes the connection.
-///
-/// HummingbirdCore's `consumeWithCancellationOnInboundClose` would close every kept-alive connection after one
-/// answer; watching the channel's close instead keeps connections reusable. HTTP/1.1 has at most one request in
-/// progress per connection, so one close callback per connection cancels whichever request is current.
-final class ConnectionWatch: Sendable {
-    private final class Connection: Sendable {
-        struct State {
-            var closed = false
-            var cancelCurrent: (@Sendable () -> Void)?
-        }
-        let state = Mutex(State())
-
-        func close() {
-            let cancel = state.withLock { state in
-                state.closed = true
-                defer { state.cancelCurrent = nil }
-                return state.cancelCurrent
-            }
-            cancel?()
-        }
-    }
-
-    private let connections = Mutex<[ObjectIdentifier: Connection]>([:])
-
-    /// Runs `operation` as its own task, cancelled when `channel` closes (the client left).
-    func run<T: Sendable>(
-        on channel: any Channel, _ operation: @escaping @Sendable () async throws -> T
-    ) async throws -> T {
-        let connection = self.connection(for: channel)
-        let task = Task { try await operation() }
-        let open = connection.state.withLock { state in
-            guard !state.closed else { return false }
-            state.cancelCurrent = { task.cancel() }
-            return true
-        }
-        if !open { task.cancel() }
-        defer { connection.state.withLock { $0.cancelCurrent = nil } }
-        return try await withTaskCancellationHandler {
-            try await task.value
-        } onCancel: {
-            task.cancel()
-        }
-    }
-
-    private func connection(for channel: any Channel) -> Connection {
-        let key = ObjectIdentifier(channel)
-        let (connection, isNew) = connections.withLock { connections in
-            if let existing = connections[key] { return (existing, false) }
-            let created = Connection()
-            connections[key] = created
-            return (created, true)
-        }
-        if isNew {
-            channel.closeFuture.whenComplete { [weak self] _ in
-                connection.close()
-                _ = self?.connections.withLock { $0.removeValue(forKey: key) }
-            }
-        }
-        return connection
     }
 }
 

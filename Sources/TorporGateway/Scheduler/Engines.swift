@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Logging
 import TorporEngine
@@ -11,8 +12,10 @@ final class ManagedEngine: ClientBackedEngine {
     let client: EngineClient
     private let supervisor: Supervisor
 
-    init(spec: EngineSpec, servedName: String, supervisor: Supervisor, transitionTimeoutSeconds: Double, logger: Logger)
-    {
+    init(
+        spec: EngineSpec, servedName: String, supervisor: Supervisor, http: HTTPClient,
+        transitionTimeoutSeconds: Double, logger: Logger
+    ) {
         self.spec = spec
         self.servedName = servedName
         self.supervisor = supervisor
@@ -24,12 +27,13 @@ final class ManagedEngine: ClientBackedEngine {
         timeouts.rpc = bound
         timeouts.generate = bound
         client = EngineClient(
-            name: spec.name, baseURL: "http://127.0.0.1:\(spec.port ?? 0)", timeouts: timeouts, logger: logger)
+            name: spec.name, baseURL: "http://127.0.0.1:\(spec.port ?? 0)", http: http, timeouts: timeouts,
+            logger: logger)
     }
 
     func start() async throws(EngineError) {
         await supervisor.stop(spec.name)
-        try await supervisor.start(spec)
+        try await supervisor.start(spec, client: client)
     }
 
     /// Stops a failed engine: it may be hung, so it gets two seconds to exit before SIGKILL.
@@ -48,13 +52,13 @@ final class ExternalEngine: ClientBackedEngine {
     let servedName: String
     private let readyTimeout: Duration
 
-    init(url: String, servedName: String, transitionTimeoutSeconds: Double, logger: Logger) {
+    init(url: String, servedName: String, http: HTTPClient, transitionTimeoutSeconds: Double, logger: Logger) {
         var timeouts = EngineClient.Timeouts()
         let bound = Duration.seconds(transitionTimeoutSeconds + 5)
         timeouts.sleep = bound
         timeouts.wake = bound
         timeouts.rpc = bound
-        client = EngineClient(name: servedName, baseURL: url, timeouts: timeouts, logger: logger)
+        client = EngineClient(name: servedName, baseURL: url, http: http, timeouts: timeouts, logger: logger)
         self.servedName = servedName
         readyTimeout = bound
     }
