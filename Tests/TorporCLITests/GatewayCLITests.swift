@@ -123,4 +123,108 @@ import Testing
         #expect(reply.contains("\"text\""), "\(reply)")
         #expect(await serve.terminate() == 0)
     }
+
+    /// `curl` started in the background, its output (with headers) in a file.
+    final class BackgroundCurl {
+        let process = Process()
+        let scratch = Scratch()
+        var outPath: String { scratch.path + "/out" }
+
+        init(_ arguments: [String]) throws {
+            _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+            process.arguments = ["-s", "-i", "--max-time", "120"] + arguments
+            process.standardOutput = FileHandle(forWritingAtPath: outPath)
+            try process.run()
+        }
+
+        var output: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
+
+        func waitUntilExit(timeout: Duration = .seconds(30)) async -> Bool {
+            let end = ContinuousClock.now + timeout
+            while process.isRunning && ContinuousClock.now < end { try? await Task.sleep(for: .milliseconds(20)) }
+            return !process.isRunning
+        }
+    }
+
+    @Test("SIGTERM with queued requests, one streaming and an open event stream: 503s, a bounded exit, no engine left")
+    func sigtermWithQueuedRequests() async throws {
+        let scratch = Scratch()
+        let path = scratch.path + "/torpor.yaml"
+        let grace = 2.0
+        try """
+        listen: {client: "127.0.0.1:0", admin: "127.0.0.1:0"}
+        state_dir: \(scratch.path)/state
+        limits: {shutdown_grace_seconds: \(grace)}
+        gpus: [{id: "0", memory_gib: 9}]
+        models:
+          - {name: a, preload: true, engine: {simulated: true, time_scale: 0.01, tokens_per_second: 5}, weights_gib: 3, kv_cache_gib: 3}
+          - {name: b, engine: {simulated: true, time_scale: 0.01}, weights_gib: 3, kv_cache_gib: 3}
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let serve = try Running(["serve", "--config", path])
+        #expect(await serve.waitFor("admin token (shown once)"), "stderr: \(serve.stderr)")
+        let client = try #require(serve.stdout.firstMatch(of: /client API on http:\/\/127\.0\.0\.1:(\d+)/)?.1)
+        let admin = try #require(serve.stdout.firstMatch(of: /admin API on http:\/\/127\.0\.0\.1:(\d+)/)?.1)
+        let token = try #require(serve.stdout.firstMatch(of: /admin token \(shown once\): ([0-9a-f]{64})/)?.1)
+        let auth = "Authorization: Bearer \(token)"
+        func models() async throws -> [[String: Any]] {
+            let body = try await curl("http://127.0.0.1:\(admin)/admin/models", "-H", auth)
+            let json = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+            return json?["models"] as? [[String: Any]] ?? []
+        }
+        var states: [String] = []
+        for _ in 0..<1000 where states != ["awake", "L1"] {
+            states = try await models().compactMap { $0["state"] as? String }
+            if states != ["awake", "L1"] { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(states == ["awake", "L1"])
+        let engineB = try #require(try await models().last?["engine_url"] as? String)
+        // b wakes for ever: requests for it stay queued.
+        _ = try await curl("-X", "POST", engineB + "/sim/fault?kind=slow_wake&factor=100000")
+        let completions = "http://127.0.0.1:\(client)/v1/completions"
+        let streaming = try BackgroundCurl([
+            "-N", completions, "-H", "Content-Type: application/json", "-d",
+            #"{"model": "a", "prompt": "hi", "max_tokens": 1000, "stream": true}"#,
+        ])
+        // The stream is under way before b's requests queue (they would otherwise drain a first).
+        for _ in 0..<1000 where !streaming.output.contains("data: ") { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(streaming.output.contains("data: "), "\(streaming.output)")
+        let queued = try (0..<3).map { _ in
+            try BackgroundCurl([
+                completions, "-H", "Content-Type: application/json", "-d",
+                #"{"model": "b", "prompt": "hi", "max_tokens": 3}"#,
+            ])
+        }
+        let events = try BackgroundCurl(["-N", "http://127.0.0.1:\(admin)/admin/events", "-H", auth])
+        var waiting = 0
+        for _ in 0..<1000 where waiting < 3 {
+            waiting = try await models().last?["queued"] as? Int ?? 0
+            if waiting < 3 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(waiting == 3)
+        let records = try FileManager.default.contentsOfDirectory(atPath: scratch.path + "/state/engines")
+        let pids: [Int32] = records.compactMap { file in
+            let data = FileManager.default.contents(atPath: scratch.path + "/state/engines/" + file)
+            let record = data.flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+            return (record?["pid"] as? Int).map(Int32.init)
+        }
+        #expect(pids.count == 2)
+
+        let signalled = ContinuousClock.now
+        // The bound the docs state: the grace for requests in flight, plus 11 s.
+        let bound = Duration.seconds(grace + 11)
+        #expect(await serve.terminate(timeout: bound + .seconds(5)) == 0, "stderr: \(serve.stderr)")
+        let took = ContinuousClock.now - signalled
+        #expect(took < bound, "exit took \(took); log: \(serve.stderr.suffix(3000))")
+        for request in queued {
+            #expect(await request.waitUntilExit())
+            #expect(request.output.contains("HTTP/1.1 503"), "\(request.output)")
+            #expect(request.output.lowercased().contains("retry-after: 2"))
+            #expect(request.output.contains("shutting down"))
+        }
+        #expect(await streaming.waitUntilExit())
+        #expect(streaming.output.contains("shutting down"), "\(streaming.output.suffix(500))")
+        #expect(await events.waitUntilExit())
+        for pid in pids { #expect(kill(pid, 0) != 0, "engine \(pid) is still running") }
+    }
 }

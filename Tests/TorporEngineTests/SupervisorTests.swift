@@ -118,9 +118,10 @@ struct SupervisorTests {
             seen.append(event)
             if seen.count == 4 { break }
         }
-        #expect(seen.map { if case .started = $0 { "started" } else { "stopped" } } == [
-            "started", "stopped", "started", "stopped",
-        ])
+        #expect(
+            seen.map { if case .started = $0 { "started" } else { "stopped" } } == [
+                "started", "stopped", "started", "stopped",
+            ])
     }
 
     @Test("a new supervisor stops the engines a killed predecessor left running")

@@ -27,9 +27,10 @@ final class GatewayUnderTest: Sendable {
     }
 
     /// Starts a gateway; `yaml` holds everything but listeners and the state directory. Waits until every model
-    /// has left `starting`.
+    /// has left `starting` (unless `waitForEngines` is false: then only until it listens).
     static func start(
-        _ yaml: String, token: String = "test-admin-token-0123456789", startTimeout: Duration = .seconds(120)
+        _ yaml: String, token: String = "test-admin-token-0123456789", startTimeout: Duration = .seconds(120),
+        waitForEngines: Bool = true
     ) async throws -> GatewayUnderTest {
         let state = NSTemporaryDirectory() + "/torpor-gateway-test-\(getpid())-\(UUID().uuidString.prefix(8))"
         let full = """
@@ -60,6 +61,7 @@ final class GatewayUnderTest: Sendable {
             gateway: gateway, client: "http://127.0.0.1:\(listening.clientPort)",
             admin: "http://127.0.0.1:\(listening.adminPort)", token: listening.adminToken, state: state, group: group,
             running: running)
+        guard waitForEngines else { return result }
         do {
             try await result.waitUntil("every engine started", timeout: startTimeout) {
                 let statuses = await gateway.scheduler.statuses()

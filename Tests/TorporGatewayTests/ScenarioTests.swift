@@ -285,13 +285,83 @@ import TorporEngine
         }
     }
 
+    @Test func aClientThatClosesOnlyItsSendingSideCancelsItsRequestQueuedOrStreaming() async throws {
+        try await withGateway(
+            simulatedModels(2, awake: 1, tokensPerSecond: 20) + "scheduler: {min_residency_seconds: 0}\n"
+        ) { gateway in
+            let port = try #require(Int(gateway.client.split(separator: ":").last ?? ""))
+            let url = await gateway.engineURL("m0")
+            func running() async throws -> Double? {
+                let metrics = try await HTTPAnswer.send("GET", url + "/metrics").body
+                let line = metrics.split(separator: "\n").first { $0.hasPrefix("vllm:num_requests_running{") }
+                return line.flatMap { Double($0.split(separator: " ").last ?? "") }
+            }
+            // Mid-stream: FIN after the first bytes; the engine aborts the generation.
+            let streaming = try HalfClosingClient(
+                port: port, path: "/v1/completions",
+                json: #"{"model": "m0", "prompt": "hi", "max_tokens": 2000, "stream": true}"#)
+            #expect(streaming.waitForBytes())
+            #expect(try await running() == 1)
+            streaming.closeSendingSide()
+            try await gateway.waitUntil("the engine aborted the request") { try await running() == 0 }
+            // Queued for a slow wake: FIN frees its queue slot.
+            _ = try await HTTPAnswer.send(
+                "POST", await gateway.engineURL("m1") + "/sim/fault?kind=slow_wake&factor=2000")
+            let queued = try HalfClosingClient(
+                port: port, path: "/v1/completions", json: #"{"model": "m1", "prompt": "hi", "max_tokens": 5}"#)
+            try await gateway.waitUntil("queued for m1") {
+                await gateway.gateway.scheduler.statuses().first { $0.name == "m1" }?.queued == 1
+            }
+            queued.closeSendingSide()
+            try await gateway.waitUntil("the queue emptied") {
+                await gateway.gateway.scheduler.statuses().first { $0.name == "m1" }?.queued == 0
+            }
+            let metrics = try await gateway.adminCall("GET", "/metrics").body
+            #expect(metrics.contains("torpor_requests_total{model=\"m0\",status=\"499\"} 1"), "\(metrics)")
+            #expect(metrics.contains("torpor_requests_total{model=\"m1\",status=\"499\"} 1"))
+        }
+    }
+
+    @Test func aStartUnderTrafficWithPreloadsEndsWithEveryModelServing() async throws {
+        // Two preloaded of three that fit two awake; requests for the third arrive from the first moment, so it is
+        // awake when the preloads want their room: they wait for it instead of failing with out-of-memory.
+        let yaml = simulatedModels(3, awake: 2) + "scheduler: {min_residency_seconds: 0.2}\n"
+        let gateway = try await GatewayUnderTest.start(yaml, waitForEngines: false)
+        do {
+            let early = try await withThrowingTaskGroup(of: HTTPAnswer.self) { group in
+                for index in 0..<6 {
+                    group.addTask { try await gateway.complete("m2", prompt: "early \(index)") }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            for answer in early { #expect(answer.status == 200, "\(answer.body)") }
+            try await gateway.waitUntil("start-up done", timeout: .seconds(60)) {
+                await gateway.gateway.scheduler.isStartedUp
+            }
+            for model in ["m0", "m1", "m2"] {
+                let answer = try await gateway.complete(model)
+                #expect(answer.status == 200, "\(model): \(answer.body)")
+            }
+            #expect(
+                !gateway.events().contains { $0.kind == "fail" }, "\(gateway.events().filter { $0.kind == "fail" })")
+            for status in await gateway.gateway.scheduler.statuses() { #expect(status.state != "failed") }
+        } catch {
+            await gateway.stop()
+            throw error
+        }
+        await gateway.stop()
+    }
+
     @Test func anAwakeEngineThatDiesIsNoticedAndRestartedOnTheNextRequest() async throws {
         try await withGateway(simulatedModels(2, awake: 1)) { gateway in
             _ = try? await HTTPAnswer.send(
                 "POST", await gateway.engineURL("m0") + "/sim/fault?kind=crash", timeout: .seconds(2))
+            let before = await gateway.engineURL("m0")
             try await gateway.waitUntil("the crash noticed") { await gateway.state("m0") == "stopped" }
             let answer = try await gateway.complete("m0")
             #expect(answer.status == 200, "\(answer.body)")
+            // Restarted on the same address.
+            #expect(await gateway.engineURL("m0") == before)
             let failure = try #require(gateway.events().first { $0.kind == "fail" && $0.model == "m0" })
             #expect(failure.reason?.contains("exited") == true)
         }

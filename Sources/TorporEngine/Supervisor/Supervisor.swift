@@ -92,8 +92,7 @@ public actor Supervisor: Service {
     /// Everything the supervisor does, in order.
     public nonisolated let eventStream: AsyncStream<SupervisorEvent>
 
-    public init(stateDirectory: String, logDirectory: String, logger: Logger) throws(EngineError)
-    {
+    public init(stateDirectory: String, logDirectory: String, logger: Logger) throws(EngineError) {
         for directory in [stateDirectory, logDirectory] {
             do {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

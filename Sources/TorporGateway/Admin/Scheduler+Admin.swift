@@ -158,7 +158,8 @@ extension Scheduler {
                     retryAfterSeconds: configuration.limits.retryAfterSeconds)
             }
             guard clock.now < deadline, !Task.isCancelled else {
-                throw GatewayError(.unavailable, "`\(name)` is not \(goal) after \(Int(limit)) s; it is \(model.phase.name)")
+                throw GatewayError(
+                    .unavailable, "`\(name)` is not \(goal) after \(Int(limit)) s; it is \(model.phase.name)")
             }
             await nextChange()
         }

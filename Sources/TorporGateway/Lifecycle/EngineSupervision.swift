@@ -7,7 +7,7 @@ import TorporEngine
 
 /// The last step of graceful shutdown (the first service of the gateway's group): once the listeners and the
 /// scheduler have stopped, every engine Torpor started is stopped (all at once, each SIGTERM then SIGKILL after
-/// `stopGrace`), the host caches' RAM is freed and the HTTP client is shut down.
+/// `stopGrace`) after the HTTP client is shut down, and the host caches' RAM is freed.
 struct EngineSupervision: Service {
     let supervisor: Supervisor
     let http: HTTPClient
@@ -17,9 +17,11 @@ struct EngineSupervision: Service {
 
     func run() async throws {
         try? await gracefulShutdown()
+        // Nothing calls an engine any more: closing the pooled connections first lets each engine's own graceful
+        // shutdown end at once instead of waiting for idle keep-alive connections.
+        try? await http.shutdown()
         await supervisor.stopAll(grace: stopGrace)
         removeHostCaches()
-        try? await http.shutdown()
     }
 
     /// Frees the host RAM the host-cache models' checkpoints held, once their engines are gone.

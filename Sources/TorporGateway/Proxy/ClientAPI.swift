@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import NIOHTTPTypes
 
 /// The OpenAI-compatible listener: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
 ///
@@ -134,7 +135,13 @@ struct ClientAPI: Sendable {
             // Names of models that do not exist come from clients: they are not metric labels.
             metrics.countRequest(model: error.code == .notFound ? "" : model, status: error.status)
             // A client that left gets no answer: there is no one to read it.
-            if error.code != .cancelled, let writer = slot.writer.take() { try await write(error, to: writer) }
+            if error.code != .cancelled, let writer = slot.writer.take() {
+                try await write(error, to: writer)
+            } else if connections.isCutOff {
+                // Cut off at shutdown with the answer begun: it cannot be completed, so the connection ends it
+                // (the client sees a truncated answer instead of waiting for the rest).
+                try? await channel.close()
+            }
         }
     }
 
@@ -144,6 +151,7 @@ struct ClientAPI: Sendable {
         arrived: ContinuousClock.Instant, slot: WriterSlot
     ) async -> Result<Void, GatewayError> {
         let scheduler = self.scheduler
+        let connections = self.connections
         let metrics = self.metrics
         let http = self.http
         let logger = self.logger
@@ -182,6 +190,14 @@ struct ClientAPI: Sendable {
                             try await bodyWriter.write(chunk)
                         }
                     } catch is CancellationError {
+                        if stream && connections.isCutOff {
+                            // The stream's last event says why it ends. The cancelled task's writer takes no more
+                            // bytes, so the event goes to the channel itself (its pipeline's HTTP encoder frames
+                            // it as the next chunk); the connection is closed next.
+                            let failure = GatewayError(.unavailable, "The gateway is shutting down.")
+                            let event = ByteBuffer(bytes: Array("data: ".utf8) + failure.body() + [10, 10])
+                            try? await channel.writeAndFlush(HTTPResponsePart.body(event))
+                        }
                         throw CancellationError()
                     } catch {
                         logger.warning(
