@@ -64,12 +64,12 @@ public struct EngineClient: Sendable {
 
     // MARK: - The contract
 
-    /// `POST /sleep?level=L&mode=M`.
+    /// `POST /sleep?level=L&mode=M`. vLLM answers `{"status": "sleeping"}`, or (0.25) an empty 200 once asleep.
     public func sleep(level: SleepLevel, mode: SleepMode = .abort) async throws(EngineError) {
         let started = ContinuousClock.now
         let body = try await json(
             .POST, "/sleep?level=\(level.rawValue)&mode=\(mode.rawValue)", step: "sleep at \(level) (\(mode.rawValue))",
-            deadline: timeouts.sleep)
+            deadline: timeouts.sleep, emptyMeans: ["status": "sleeping"])
         guard body["status"] as? String == "sleeping" else {
             throw invalid("sleep at \(level)", "answered \(body) instead of {\"status\":\"sleeping\"}")
         }
@@ -78,12 +78,17 @@ public struct EngineClient: Sendable {
     }
 
     /// `POST /wake_up` with each tag as its own `tags` parameter (a comma-joined value would be one unknown tag).
+    /// vLLM answers `{"status": "awake"}` or `{"status": "sleeping", "tags": [...]}`, or (0.25) an empty 200 once
+    /// the tags are awake: then `/is_sleeping` tells whether anything still sleeps.
     /// - Parameter tags: what to restore; nil restores everything.
     public func wakeUp(tags: [WakeTag]? = nil) async throws(EngineError) -> WakeResult {
         let started = ContinuousClock.now
         let query = tags.map { "?" + $0.map { "tags=\($0.rawValue)" }.joined(separator: "&") } ?? ""
         let step = "wake up" + (tags.map { " (\($0.map(\.rawValue).joined(separator: ", ")))" } ?? "")
-        let body = try await json(.POST, "/wake_up" + query, step: step, deadline: timeouts.wake)
+        var body = try await json(.POST, "/wake_up" + query, step: step, deadline: timeouts.wake, emptyMeans: [:])
+        if body.isEmpty {
+            body = ["status": try await isSleeping() ? "sleeping" : "awake"]
+        }
         let result: WakeResult
         switch body["status"] as? String {
         case "awake": result = .awake
@@ -109,8 +114,10 @@ public struct EngineClient: Sendable {
     ) async throws(EngineError) -> [Any] {
         var payload: [String: Any] = ["method": method, "args": args, "kwargs": kwargs]
         if let timeoutSeconds { payload["timeout"] = timeoutSeconds }
+        // vLLM answers an empty 200 when the call returned nothing at all.
         let body = try await json(
-            .POST, "/collective_rpc", body: payload, step: "collective_rpc \(method)", deadline: timeouts.rpc)
+            .POST, "/collective_rpc", body: payload, step: "collective_rpc \(method)", deadline: timeouts.rpc,
+            emptyMeans: ["results": [Any]()])
         guard let results = body["results"] as? [Any] else {
             throw invalid("collective_rpc \(method)", "answered \(body) without \"results\"")
         }
@@ -125,12 +132,14 @@ public struct EngineClient: Sendable {
     }
 
     /// `POST /reset_prefix_cache`, retried while the engine answers false (blocks still held), until `deadline`.
+    /// vLLM 0.25 answers an empty 200 and does not say whether the reset happened: that counts as done.
     public func resetPrefixCache(deadline: Duration = .seconds(10)) async throws(EngineError) {
         let end = ContinuousClock.now + deadline
         var delay = Duration.milliseconds(10)
         while true {
             let body = try await json(
-                .POST, "/reset_prefix_cache", step: "reset_prefix_cache", deadline: timeouts.probe)
+                .POST, "/reset_prefix_cache", step: "reset_prefix_cache", deadline: timeouts.probe,
+                emptyMeans: ["success": true])
             if body["success"] as? Bool == true { return }
             guard ContinuousClock.now + delay < end, !Task.isCancelled else {
                 throw EngineError(.timeout, "engine \(name): reset_prefix_cache still answered false after \(deadline)")
@@ -234,11 +243,13 @@ public struct EngineClient: Sendable {
         EngineError(.invalidResponse, "engine \(name): \(step) \(reason)")
     }
 
-    /// Sends a request and decodes a JSON object answer.
+    /// Sends a request and decodes a JSON object answer; an empty answer is `emptyMeans` where one is given.
     private func json(
-        _ method: HTTPMethod, _ path: String, body: [String: Any]? = nil, step: String, deadline: Duration
+        _ method: HTTPMethod, _ path: String, body: [String: Any]? = nil, step: String, deadline: Duration,
+        emptyMeans: [String: Any]? = nil
     ) async throws(EngineError) -> [String: Any] {
         let (_, bytes) = try await raw(method, path, body: body, step: step, deadline: deadline, expect: [200])
+        if let emptyMeans, bytes.isEmpty { return emptyMeans }
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
             throw invalid(
                 step,

@@ -58,6 +58,9 @@ struct SimEngine: AsyncParsableCommand {
     @Option(help: "Require this bearer token on /sim/fault.")
     var adminToken: String?
 
+    @Flag(help: "Answer a successful /sleep and /wake_up with an empty 200, as vLLM 0.25 does.")
+    var emptyLifecycleAnswers = false
+
     @Option(
         name: .customLong("fault"),
         help: "Inject a fault at start: \(SimulatedFault.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -94,6 +97,7 @@ struct SimEngine: AsyncParsableCommand {
         configuration.timeScale = timeScale
         configuration.adminToken = adminToken
         configuration.initialFaults = faults.compactMap(SimulatedFault.init(rawValue:))
+        configuration.emptyLifecycleAnswers = emptyLifecycleAnswers
         let server = SimulatedEngineServer(configuration: configuration)
         let host = self.host
         do {

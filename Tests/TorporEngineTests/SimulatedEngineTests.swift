@@ -86,6 +86,26 @@ struct SimulatedEngineTests {
         await b.stop()
     }
 
+    @Test("an engine answering sleep and wake with an empty 200, as vLLM 0.25 does, goes through both levels")
+    func emptyLifecycleAnswers() async throws {
+        let ledger = freshLedger()
+        defer { unlink(ledger) }
+        let engine = try await SimulatedEngineProcess(
+            model: "model-a", ledger: ledger, arguments: Self.small + ["--empty-lifecycle-answers"])
+        let (_, body) = try await RawHTTP.send("POST", engine.client.baseURL + "/sleep?level=1")
+        #expect(body.isEmpty, "the engine answered \(body)")
+        #expect(try await engine.client.isSleeping())
+        #expect(try await engine.client.wakeUp() == .awake)
+        try await engine.client.sleep(level: .discardWeights)
+        #expect(try await engine.client.isSleeping())
+        #expect(try await engine.client.wakeUp(tags: [.weights]) == .partial(tags: []))
+        #expect(try await engine.client.wakeUp(tags: [.kvCache]) == .awake)
+        try await engine.client.sleep(level: .discardWeights)
+        try await engine.client.wakeFromDiscard(model: "model-a", weightsPath: "model-a")
+        #expect(try await !engine.client.isSleeping())
+        await engine.stop()
+    }
+
     @Test("a cold start without room fails with the reason in the engine's log")
     func coldStartWithoutRoom() async throws {
         let ledger = freshLedger()

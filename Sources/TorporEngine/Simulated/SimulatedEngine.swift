@@ -28,6 +28,9 @@ public struct SimulatedEngineConfiguration: Sendable {
     public var adminToken: String?
     /// Faults armed from the start (as if injected through `/sim/fault`).
     public var initialFaults: [SimulatedFault] = []
+    /// Answer a successful `/sleep` and `/wake_up` with an empty 200, as vLLM 0.25 does (later releases answer
+    /// `{"status": ...}`).
+    public var emptyLifecycleAnswers = false
 
     public init(model: String) { self.model = model }
 

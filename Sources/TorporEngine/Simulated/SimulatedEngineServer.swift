@@ -47,6 +47,11 @@ public struct SimulatedEngineServer: Sendable {
             await engine.setPaused(false)
             return json(["status": "resumed"])
         }
+        /// A sleep's, wake's or prefix-cache reset's answer: JSON, or an empty 200 where the engine answers as vLLM 0.25.
+        let emptyLifecycleAnswers = configuration.emptyLifecycleAnswers
+        @Sendable func lifecycleAnswer(_ body: [String: any Sendable], status: Int) -> Response {
+            status == 200 && emptyLifecycleAnswers ? Response(status: .ok) : json(body, status: .init(code: status))
+        }
         router.post("/sleep") { request, _ in
             let query = request.uri.queryParameters
             let levelText = query["level"].map(String.init) ?? "1"
@@ -66,12 +71,12 @@ public struct SimulatedEngineServer: Sendable {
                     status: .badRequest)
             }
             let reply = await engine.sleep(level: level, mode: mode)
-            return json(reply.body, status: .init(code: reply.status))
+            return lifecycleAnswer(reply.body, status: reply.status)
         }
         router.post("/wake_up") { request, _ in
             let tags = request.uri.queryParameters[values: "tags"].map(String.init)
             let reply = await engine.wakeUp(tags: tags)
-            return json(reply.body, status: .init(code: reply.status))
+            return lifecycleAnswer(reply.body, status: reply.status)
         }
         router.post("/collective_rpc") { request, _ in
             let body = try await jsonObject(request)
@@ -89,7 +94,9 @@ public struct SimulatedEngineServer: Sendable {
             let reply = await engine.reloadWeights(path: path)
             return json(reply.body, status: .init(code: reply.status))
         }
-        router.post("/reset_prefix_cache") { _, _ in json(["success": await engine.resetPrefixCache()]) }
+        router.post("/reset_prefix_cache") { _, _ in
+            lifecycleAnswer(["success": await engine.resetPrefixCache()], status: 200)
+        }
         router.get("/metrics") { _, _ in
             let state = await engine.sleepState
             var text = "# HELP vllm:engine_sleep_state Engine sleep state; awake = 0 means engine is sleeping; "
