@@ -117,6 +117,12 @@ private func saveInput(_ tensors: UnsafePointer<torpor_tensor>?, _ count: Int64,
     return input
 }
 
+/// The staged file's memory, which the device copies write into (registered with the driver for them).
+private func writableMemory(of staged: StagedSafetensors) -> UnsafeMutableRawBufferPointer {
+    UnsafeMutableRawBufferPointer(
+        start: UnsafeMutableRawPointer(mutating: staged.mapping.bytes.baseAddress!), count: staged.mapping.count)
+}
+
 @_cdecl("torpor_save_start")
 public func torpor_save_start(
     _ path: UnsafePointer<CChar>?, _ tensors: UnsafePointer<torpor_tensor>?, _ count: Int64,
@@ -151,22 +157,31 @@ public func torpor_save_start(
         let input = try saveInput(tensors, count, metadata: metadata)
         let staged = input.staged
 
-        // Capture every byte before returning: host tensors on every core, device tensors at pinned speed.
+        // Capture every byte before returning: host tensors on every core, then device tensors.
         let host = UncheckedSendable(input.host)
         DispatchQueue.concurrentPerform(iterations: input.host.count) { item in
             let (source, index) = host.value[item]
             let destination = staged.destination(of: index)
             destination.baseAddress!.copyMemory(from: source, byteCount: destination.count)
         }
+        // Device tensors: a snapshot in device memory where there is room (a device-to-device copy, so the
+        // caller's next step waits milliseconds, not a copy over the host link), copied to the host in the
+        // background; else straight to the host now.
         let runtime = GPURuntime.shared
+        var snapshots: [(snapshot: DeviceSnapshot, destinations: [UnsafeMutableRawBufferPointer])] = []
         for (ordinal, pieces) in input.device.sorted(by: { $0.key < $1.key }) {
             let device = try runtime.device(ordinal)
-            try device.synchronize(externalStream: settings.stream)
-            let region = UnsafeMutableRawBufferPointer(
-                start: UnsafeMutableRawPointer(mutating: staged.mapping.bytes.baseAddress!),
-                count: staged.mapping.count)
-            try device.copyToHost(
-                pieces.map { ($0.address, staged.destination(of: $0.index)) }, through: region)
+            let destinations = pieces.map { staged.destination(of: $0.index) }
+            if let snapshot = try DeviceSnapshot(
+                device: device, pieces: zip(pieces, destinations).map { ($0.address, $1.count) },
+                after: settings.stream)
+            {
+                snapshots.append((snapshot, destinations))
+            } else {
+                try device.synchronize(externalStream: settings.stream)
+                try device.copyToHost(
+                    zip(pieces, destinations).map { ($0.address, $1) }, through: writableMemory(of: staged))
+            }
         }
 
         // Encode on the GPU when asked, or when the tensors came from one and nvCOMP is there.
@@ -184,7 +199,17 @@ public func torpor_save_start(
         }
         try packOptions.validate()
         let options = packOptions
-        let handle = SaveHandle { try staged.pack(to: path, options: options) }
+        let pending = Mutex(UncheckedSendable(snapshots))
+        let handle = SaveHandle {
+            // The snapshots reach the host first, and their device memory is freed before the encoding starts.
+            try pending.withLock { taken in
+                defer { taken = UncheckedSendable([]) }
+                for (snapshot, destinations) in taken.value {
+                    try snapshot.copyToHost(destinations, through: writableMemory(of: staged))
+                }
+            }
+            return try staged.pack(to: path, options: options)
+        }
         out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
         return TORPOR_OK
     } catch {
