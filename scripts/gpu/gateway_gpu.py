@@ -3,15 +3,18 @@
 (scripts/gpu/gateway_gpu.sh runs it).
 
 - big: an 8B-shaped Torpor pack at the host-cache tier (level 2, woken from the pinned compressed checkpoint);
-- small-a: a 1B-shaped safetensors model (level 1 while the host budget holds it);
-- small-b: another 1B-shaped model as a Torpor pack at level 2 (reloaded from the file).
+- small-a: a 1B-shaped safetensors model, and
+- small-b: another 1B-shaped model as a Torpor pack, both `sleep_level: auto`: the host-RAM budget holds the big
+  model's host cache and one small model's weights, so whichever small model sleeps second sleeps at level 2
+  (small-b then reloads from its pack through the torpor load format, small-a from safetensors).
 
 Checks, each a row of the JSON written to --out: the official `openai` client in several threads switching
 between the models, streaming and not, with every answer equal to the model's own before any switch; after every
 transition the scheduler's ledger against the GPU's real memory (nvidia-smi); the time from a request for the
 sleeping big model to its first token, through the gateway; a GPU lease (everything asleep, real memory freed, a
-queued request served after the release); an engine killed while it wakes (the request is still answered); at
-stop, no engine left and the host cache removed.
+queued request served after the release); an engine killed while it wakes and one that hangs while it wakes
+(SIGSTOP: the watchdog stops it after `transition_timeout_seconds`), each restarted with the request that woke it
+answered right; at stop, no engine left and the host cache removed.
 """
 
 from __future__ import annotations
@@ -125,6 +128,20 @@ def engine_pid(work: str, port: int) -> int:
     raise AssertionError(f"no engine process listens on port {port}")
 
 
+def asleep_at_level_2(gateway: "Gateway", client, work: str, model: str) -> tuple[str, int]:
+    """Puts ``model`` to sleep at level 2 through the admin API (a request first, so that it is awake), so that
+    the next request's wake reloads its weights and lasts long enough to be interrupted; returns the state it is
+    in and its engine's pid."""
+    client.completions.create(model=model, prompt=PROMPT, max_tokens=1)
+    status, body = gateway.admin("POST", f"/admin/models/{model}/sleep?level=2")
+    if status != 200:
+        raise AssertionError(f"the admin sleep of {model} at level 2 answered {status}: {body}")
+    _, models = gateway.admin("GET", "/admin/models")
+    models = models.get("models", models) if isinstance(models, dict) else models
+    url = [entry for entry in models if entry["name"] == model][0]["engine_url"]
+    return gateway.states()[model], engine_pid(work, int(url.rsplit(":", 1)[1].split("/")[0]))
+
+
 def answers(client, model: str) -> dict:
     completion = client.completions.create(model=model, prompt=PROMPT, max_tokens=8, temperature=0)
     stream = "".join(chunk.choices[0].text for chunk in client.completions.create(
@@ -188,31 +205,39 @@ def main() -> None:
         return (f"    engine:\n      command: [{sys.executable}, -m, vllm.entrypoints.openai.api_server, --model, "
                 f"{path}, --enforce-eager, --max-model-len, \"2048\", {memory}\n      ready_timeout_seconds: 400\n")
 
+    # GPU: the big pack's host cache (~8.6 GiB) and one small model's weights fit the host budget, two do not.
+    host_gib = 24 if cpu else 11
+    # The watchdog's bound on a sleep, wake or reload (cold starts have their own): the slowest wake here, the big
+    # model's first from its pack, takes seconds.
+    watchdog_s = 30
+    # The ledger from the card's size (an H200's 140 GiB or an H100's 80): each engine claims its
+    # --gpu-memory-utilization share; big and one small fit together (0.72), all three (1.02) do not.
+    total_gib = 140.4 if cpu else int(subprocess.run(
+        ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+        capture_output=True, text=True, check=True).stdout.split()[0]) / 1024
+
+    def ledger(utilization: float, weights_gib: float) -> str:
+        return f"    weights_gib: {weights_gib}\n    kv_cache_gib: {round(utilization * total_gib - weights_gib, 1)}\n"
+
     config = f"""listen: {{client: "127.0.0.1:18080", admin: "127.0.0.1:18081"}}
 state_dir: {work}/state
-host_memory_gib: 24
+host_memory_gib: {host_gib}
 host_cache_dir: {cache_dir}
-gpus: [{{id: "0", memory_gib: 125}}]
-scheduler: {{min_residency_seconds: 0, transition_timeout_seconds: 120}}
+gpus: [{{id: "0", memory_gib: {round(total_gib * 0.89, 1)}}}]
+scheduler: {{min_residency_seconds: 0, transition_timeout_seconds: {watchdog_s}}}
 models:
   - name: big
     checkpoint: {work}/big-pack
     sleep_level: host-cache
     preload: true
-{engine(f"{work}/big-pack", 0.42)}    weights_gib: 13.1
-    kv_cache_gib: 46
-  - name: small-a
+{engine(f"{work}/big-pack", 0.42)}{ledger(0.42, 13.1)}  - name: small-a
     preload: true
-{engine(f"{work}/small-a", 0.30)}    weights_gib: 1.9
-    kv_cache_gib: 40.5
-  - name: small-b
+{engine(f"{work}/small-a", 0.30)}{ledger(0.30, 1.9)}  - name: small-b
     checkpoint: {work}/small-b
-    sleep_level: 2
-{engine(f"{work}/small-b", 0.30)}    weights_gib: 1.9
-    kv_cache_gib: 40.5
-"""
+{engine(f"{work}/small-b", 0.30)}{ledger(0.30, 1.9)}"""
     with open(f"{work}/torpor.yaml", "w") as handle:
         handle.write(config)
+    shutil.copy(f"{work}/torpor.yaml", arguments.logs)
     gateway = Gateway(arguments.torpor, f"{work}/torpor.yaml", arguments.gateway_log)
     try:
         started = time.monotonic()
@@ -260,9 +285,15 @@ models:
             thread.join()
         _, events = gateway.admin("GET", "/admin/events/recent")
         wakes = [event for event in events if event["kind"] == "wake"]
-        record("openai client, 3 threads, 72 requests across three models", not mismatches and not errors,
-               seconds=round(time.monotonic() - started, 1), mismatches=mismatches[:3], errors=errors[:3],
-               wakes=len(wakes), levels=sorted({event.get("level") for event in wakes if event.get("level")}))
+        # The level each model slept at, chosen by the host budget: on the GPU both levels must occur.
+        slept = {model: sorted({event["to"] for event in events
+                                if event["kind"] == "sleep" and event["model"] == model})
+                 for model in ("small-a", "small-b", "big")}
+        small_levels = set(slept["small-a"]) | set(slept["small-b"])
+        record("openai client, 3 threads, 72 requests across three models", not mismatches and not errors
+               and (cpu or {"L1", "L2"} <= small_levels), seconds=round(time.monotonic() - started, 1),
+               mismatches=mismatches[:3], errors=errors[:3], wakes=len(wakes), slept_at=slept,
+               wake_levels=sorted({event.get("level") for event in wakes if event.get("level")}))
         ledger_check("concurrent switching")
 
         # The first token of a request for the sleeping big model, through the gateway.
@@ -274,7 +305,9 @@ models:
             seconds = first_token_seconds(gateway.base, "big")
             _, events = gateway.admin("GET", "/admin/events/recent")
             wake = [event for event in events if event["kind"] == "wake" and event["model"] == "big"][-1]
-            record("first token of a request for the sleeping big model", state in ("L1", "L2") and seconds <= 0.5,
+            # (On the CPU dry run only the answer counts.)
+            record("first token of a request for the sleeping big model",
+                   state in ("L1", "L2") and (cpu or seconds <= 0.5),
                    state_before=state, first_token_ms=round(seconds * 1e3, 1),
                    wake_ms=round(wake.get("duration_seconds", 0) * 1e3, 1), level=wake.get("level"))
             ledger_check("a wake of big")
@@ -297,13 +330,7 @@ models:
 
         # An engine killed while it wakes: the watchdog (or the dead connection) fails it, it is restarted, and
         # the request that woke it is still answered with the right text.
-        client.completions.create(model="big", prompt=PROMPT, max_tokens=1)
-        client.completions.create(model="small-a", prompt=PROMPT, max_tokens=1)
-        state_before = gateway.states()["small-b"]
-        _, models = gateway.admin("GET", "/admin/models")
-        models = models.get("models", models) if isinstance(models, dict) else models
-        port = int([m for m in models if m["name"] == "small-b"][0]["engine_url"].rsplit(":", 1)[1].split("/")[0])
-        victim = engine_pid(work, port)
+        state_before, victim = asleep_at_level_2(gateway, client, work, "small-b")
         result: dict = {}
         thread = threading.Thread(target=lambda: result.update(answers(client, "small-b")))
         thread.start()
@@ -319,6 +346,29 @@ models:
         record("engine killed mid-wake", result == reference["small-b"] and bool(failed), state_before=state_before,
                fail_reason=failed[-1].get("reason") if failed else None)
         ledger_check("the restart")
+
+        # An engine that hangs while it wakes (SIGSTOP): the watchdog stops it after transition_timeout_seconds,
+        # it is restarted, and the request that woke it is answered right.
+        state_before, hung = asleep_at_level_2(gateway, client, work, "small-b")
+        failures_before = len(failed)
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(answers(client, "small-b")))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while gateway.states().get("small-b") not in ("waking", "reloading"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"small-b did not start waking within 60 s: {gateway.states()}")
+            time.sleep(0.005)
+        stopped_at = time.monotonic()
+        os.killpg(os.getpgid(hung), signal.SIGSTOP)
+        thread.join(timeout=500)
+        _, events = gateway.admin("GET", "/admin/events/recent")
+        failed = [event for event in events if event["kind"] == "fail" and event["model"] == "small-b"]
+        reason = failed[-1].get("reason") or "" if len(failed) > failures_before else ""
+        record("engine hung mid-wake: the watchdog", result == reference["small-b"] and "watchdog" in reason
+               and not os.path.exists(f"/proc/{hung}"), state_before=state_before, fail_reason=reason,
+               answered_after_s=round(time.monotonic() - stopped_at, 1), watchdog_s=watchdog_s)
+        ledger_check("the restart after the watchdog")
     finally:
         seconds = gateway.stop()
         time.sleep(1)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, sourced at the start of every device call of a real-vLLM run (scripts/gpu/vllm-kit.sh
 # builds the pieces here): stores whichever of .vk1, .vk2, .vk3 this call carried in /tmp/torpor-vk (kept while the
-# machine stays warm), and once all three are there installs vLLM 0.25.1 into /tmp/vllm and its dependencies into
-# /tmp/site, with the torpor package and its vLLM plugin (an entry point in a dist-info beside them) found from this
-# checkout's python/. Then sets PYTHONPATH and vLLM's variables and returns 0; returns 3 while pieces are missing.
+# machine stays warm), and once all three are there installs vLLM 0.25.1 into /tmp/vllm and its dependencies (Ray's
+# trimmed tree too) into /tmp/site, with the torpor package and its vLLM plugin (an entry point in a dist-info beside
+# them) found from this checkout's python/. Then sets PYTHONPATH and vLLM's variables and returns 0; returns 3 while pieces are missing.
 stash=/tmp/torpor-vk
 mkdir -p "$stash"
 for piece in .vk1 .vk2 .vk3; do
@@ -12,7 +12,7 @@ for piece in .vk1 .vk2 .vk3; do
     fi
 done
 missing=""
-for file in .vk1/vllm.tar.zst .vk2/fa3.so.zst .vk2/deps.tar .vk3/deps.tar; do
+for file in .vk1/vllm.tar.zst .vk2/fa3.so.zst .vk2/deps.tar .vk3/deps.tar .vk3/ray.tar.zst; do
     [ -f "$stash/$file" ] || missing="$missing $file"
 done
 if [ -n "$missing" ]; then
@@ -35,6 +35,10 @@ with open(f"{stash}/.vk1/vllm.tar.zst", "rb") as raw:
 with open(f"{stash}/.vk2/fa3.so.zst", "rb") as raw, \
         open("/tmp/vllm/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so", "wb") as out:
     zstandard.ZstdDecompressor().copy_stream(raw, out)
+with open(f"{stash}/.vk3/ray.tar.zst", "rb") as raw:
+    reader = zstandard.ZstdDecompressor(max_window_size=1 << 27).stream_reader(raw)
+    with tarfile.open(fileobj=reader, mode="r|") as archive:
+        archive.extractall("/tmp/site", filter="tar")
 EOF
     # The plugin's entry point: vLLM finds it through importlib.metadata on sys.path.
     mkdir -p /tmp/site/torpor-0.1.0.dist-info

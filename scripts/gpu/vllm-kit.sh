@@ -5,6 +5,9 @@
 #   .vk2/fa3.so.zst     its FlashAttention 3 extension, without which vLLM cannot import its Llama model (17 MB),
 #                       and the largest of the dependency wheels the GPU image lacks that fit beside it (deps.tar)
 #   .vk3/deps.tar       the rest of those wheels (about 10 MB: it travels with .gpu, scripts/gpu/prepare.sh's)
+#   .vk3/ray.tar.zst    Ray 2.60, which vLLM's `ipc` weight-transfer backend imports at module level (the RLHF
+#                       example hands the trainer's GPU tensors to vLLM through it), unpacked and trimmed of the
+#                       cluster daemons and the dashboard's web build that `import ray` never loads (16 MB)
 # Each folder is carried by one device call (each call carries at most 64 MiB with the tree), in consecutive calls
 # while the machine is warm; scripts/gpu/vllm-install.sh there stores each piece in /tmp and installs once all
 # are in. docs/gpu.md#real-vllm-on-the-gpu-machine says how. Nothing here is committed (.gitignore).
@@ -38,11 +41,18 @@ for keep in _C_stable_libtorch.abi3.so cumem_allocator.abi3.so; do
     [ -f "$vllm/$keep" ] || { echo "vllm-kit: the trimmed vLLM lacks $keep" >&2; exit 1; }
 done
 tar -C "$work/unpacked" -cf - . | zstd -q -19 --long=27 -T0 -f -o .vk1/vllm.tar.zst
+# Ray (79 MB as a wheel): `import ray` needs its Python and _raylet.so, not the GCS server, the raylet, the Java
+# jars or the dashboard's web build (110 MB together), which only a cluster start runs.
+rm -rf "$work/ray" && mkdir -p "$work/ray"
+python3 -m zipfile -e "$work"/wheels/ray-2.60.0-*.whl "$work/ray"
+rm -rf "$work/ray/ray/core/src/ray/gcs/gcs_server" "$work/ray/ray/core/src/ray/raylet/raylet" "$work/ray/ray/jars" \
+    "$work/ray/ray/dashboard/client/build"
+tar -C "$work/ray" -cf - . | zstd -q -19 --long=27 -T0 -f -o .vk3/ray.tar.zst
 zstd -q -6 -T0 -f "$work/fa3.so" -o .vk2/fa3.so.zst
 # The dependency wheels (already compressed), largest first, fill piece 2 up to 58 MB; the rest go to piece 3.
 room=$(( 58 * 1000 * 1000 - $(stat -c %s .vk2/fa3.so.zst) ))
 : > "$work/deps-2.txt" && : > "$work/deps-3.txt"
-find "$work/wheels" -name '*.whl' ! -name 'vllm-0.25.1-*' -printf '%s %f\n' | sort -rn | while read -r size name; do
+find "$work/wheels" -name '*.whl' ! -name 'vllm-0.25.1-*' ! -name 'ray-2.60.0-*' -printf '%s %f\n' | sort -rn | while read -r size name; do
     if [ "$size" -le "$room" ]; then room=$(( room - size )); echo "$name" >> "$work/deps-2.txt"
     else echo "$name" >> "$work/deps-3.txt"; fi
 done
@@ -52,4 +62,4 @@ for piece in .vk1 .vk2 .vk3; do
     size=$(du -sm "$piece" | cut -f1)
     [ "$size" -le 60 ] || { echo "vllm-kit: $piece is $size MB, more than a device call carries with the tree" >&2; exit 1; }
 done
-du -sh .vk1/* .vk2/*
+du -sh .vk1/* .vk2/* .vk3/*
