@@ -124,6 +124,10 @@ class CheckpointStream:
     def close(self) -> None:
         for container in self.containers:
             container.handle.close()
+        if self.device.type == "cuda":
+            # The decoded groups came from PyTorch's caching allocator, which would keep their memory (up to
+            # group_bytes) reserved after the load: more than the engine's share that the gateway's ledger counts.
+            torch.cuda.empty_cache()
 
     def _groups(self, container: _Container) -> list[list[str]]:
         # Two groups exist at once, so each holds at most half of group_bytes (a bigger tensor is a group alone).

@@ -9,7 +9,7 @@ logs=/tmp/torpor-gateway-gpu-logs && rm -rf "$logs" && mkdir -p "$logs"
 # Ends well inside the device call's limit (give the call GATEWAY_TIMEOUT + 60 s): a timeout stops the gateway and
 # keeps the logs.
 timeout "${GATEWAY_TIMEOUT:-480}" python3 scripts/gpu/gateway_gpu.py --torpor "$torpor" --tokenizer .gpu/tokenizer \
-    --logs "$logs" --gateway-log "$OUT/gateway.log" --out "$OUT/gateway-gpu.json"
+    --logs "$logs" --gateway-log "$OUT/gateway.log" --out "$OUT/gateway-gpu.json" ${SKIP_FAULTS:+--skip-faults}
 status=$?
 tar -C "$logs" -cJf "$OUT/gateway-logs.tar.xz" .
 echo "exit $status"
