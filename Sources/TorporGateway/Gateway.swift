@@ -29,7 +29,7 @@ public final class Gateway: Sendable {
     public let scheduler: Scheduler
     public let metrics = GatewayMetrics()
     public let events = EventBus()
-    /// The admin token: from the configuration, `TORPOR_ADMIN_TOKEN`, or generated.
+    /// The admin token: `TORPOR_ADMIN_TOKEN`, the configuration's, or generated.
     public let adminToken: String
     /// True when the token was generated (and must be shown to the operator once).
     public let adminTokenGenerated: Bool
@@ -57,7 +57,7 @@ public final class Gateway: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.onListening = onListening
-        (adminToken, adminTokenGenerated) = Self.adminToken(
+        (adminToken, adminTokenGenerated) = try Self.adminToken(
             configuration, environment: environment ?? ProcessInfo.processInfo.environment)
         let state = configuration.stateDirectory
         do {
@@ -170,12 +170,15 @@ public final class Gateway: Sendable {
         ]
     }
 
-    private static func adminToken(
+    /// `TORPOR_ADMIN_TOKEN` when set, else `admin_token`, else a new one (the one place either is read).
+    static func adminToken(
         _ configuration: GatewayConfiguration, environment: [String: String]
-    ) -> (token: String, generated: Bool) {
-        if let token = configuration.adminToken ?? environment["TORPOR_ADMIN_TOKEN"], !token.isEmpty {
+    ) throws(ConfigurationError) -> (token: String, generated: Bool) {
+        if let token = environment["TORPOR_ADMIN_TOKEN"], !token.isEmpty {
+            guard token.count >= 16 else { throw ConfigurationError("TORPOR_ADMIN_TOKEN: use at least 16 characters") }
             return (token, false)
         }
+        if let token = configuration.adminToken, !token.isEmpty { return (token, false) }
         var generator = SystemRandomNumberGenerator()
         let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }
             .joined()

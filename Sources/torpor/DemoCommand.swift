@@ -69,7 +69,9 @@ struct Demo: AsyncParsableCommand {
             FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
             throw ExitCode.failure
         }
-        try await runGateway(configuration, logLevel: logLevel) { listening, gateway in
+        try await runGateway(
+            configuration, environment: ProcessInfo.processInfo.environment, logLevel: logLevel
+        ) { listening, gateway in
             FileHandle.standardOutput.write(Data("torpor demo: starting three simulated engines ...\n".utf8))
             await gateway.scheduler.waitUntilStartedUp()
             FileHandle.standardOutput.write(

@@ -23,19 +23,23 @@ struct Serve: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
         let configuration: GatewayConfiguration
         do {
-            // Checkpoints in object storage are pulled (or found in the local cache) first.
+            // The file is read once; checkpoints in object storage are pulled (or found in the local cache) before
+            // it is decoded.
+            let yaml = try GatewayConfiguration.text(config)
             var packs: [String: String] = [:]
-            for pack in GatewayConfiguration.remoteCheckpoints(yaml: try GatewayConfiguration.text(config)) {
+            for pack in GatewayConfiguration.remoteCheckpoints(yaml: yaml) {
                 packs[pack] = try await localPack(pack)
             }
-            configuration = try GatewayConfiguration.load(path: config, packs: packs)
+            configuration = try GatewayConfiguration.parse(
+                yaml: yaml, packs: packs, environment: environment, source: config)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
             throw ExitCode.failure
         }
-        try await runGateway(configuration, logLevel: logLevel) { listening, gateway in
+        try await runGateway(configuration, environment: environment, logLevel: logLevel) { listening, gateway in
             var lines = [
                 "torpor: client API on http://\(configuration.listen.client.host):\(listening.clientPort)",
                 "torpor: admin API on http://\(configuration.listen.admin.host):\(listening.adminPort)",
@@ -50,7 +54,7 @@ struct Serve: AsyncParsableCommand {
 
 /// Runs a gateway until SIGINT or SIGTERM; `onListening` runs once both listeners accept connections.
 func runGateway(
-    _ configuration: GatewayConfiguration, logLevel: String,
+    _ configuration: GatewayConfiguration, environment: [String: String], logLevel: String,
     onListening: @escaping @Sendable (Gateway.Listening, Gateway) async -> Void
 ) async throws {
     guard let level = Logger.Level(rawValue: logLevel) else {
@@ -66,7 +70,8 @@ func runGateway(
     let gateway: Gateway
     do {
         gateway = try await Gateway(
-            configuration: configuration, simulatorExecutable: currentExecutable(), logger: logger
+            configuration: configuration, simulatorExecutable: currentExecutable(), environment: environment,
+            logger: logger
         ) { listening in
             guard let gateway = box.gateway else { return }
             await onListening(listening, gateway)

@@ -160,6 +160,40 @@ import TorporEngine
         }
     }
 
+    @Test func keysFromTheEnvironmentComeFromTheOneTheCallerPasses() throws {
+        let yaml = """
+            api_keys: [{name: team, key_env: TEAM_KEY}]
+            models: [{name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}]
+            """
+        let configuration = try GatewayConfiguration.parse(yaml: yaml, environment: ["TEAM_KEY": "team-key-0123"])
+        #expect(configuration.apiKeys.map(\.key) == ["team-key-0123"])
+        #expect {
+            _ = try GatewayConfiguration.parse(yaml: yaml, environment: [:], source: "/etc/torpor.yaml")
+        } throws: { error in
+            (error as? ConfigurationError)?.message
+                == "/etc/torpor.yaml: api_keys[0].key_env: the environment variable TEAM_KEY is not set"
+        }
+    }
+
+    @Test func theAdminTokenFromTheEnvironmentOverridesTheFile() throws {
+        var configuration = try GatewayConfiguration.parse(
+            yaml: "models: [{name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}]")
+        configuration.adminToken = "token-from-the-file-0123"
+        let fromEnvironment = try Gateway.adminToken(
+            configuration, environment: ["TORPOR_ADMIN_TOKEN": "token-from-the-environment"])
+        #expect(fromEnvironment.token == "token-from-the-environment" && !fromEnvironment.generated)
+        let fromFile = try Gateway.adminToken(configuration, environment: ["TORPOR_ADMIN_TOKEN": ""])
+        #expect(fromFile.token == "token-from-the-file-0123" && !fromFile.generated)
+        configuration.adminToken = nil
+        let generated = try Gateway.adminToken(configuration, environment: [:])
+        #expect(generated.generated && generated.token.count == 64)
+        #expect {
+            _ = try Gateway.adminToken(configuration, environment: ["TORPOR_ADMIN_TOKEN": "short"])
+        } throws: { error in
+            (error as? ConfigurationError)?.message == "TORPOR_ADMIN_TOKEN: use at least 16 characters"
+        }
+    }
+
     /// A real pack of the tiny Llama fixture, made as `torpor pack` makes it.
     static func tinyPack() throws -> (path: String, containerBytes: Int) {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
