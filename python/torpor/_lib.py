@@ -129,7 +129,7 @@ def library() -> ctypes.CDLL:
             return handle
         raise TorporError(
             2,
-            "libtorpor was not found; build it with scripts/build-python.sh (or `swift build --product torpor-c`) "
+            "libtorpor was not found; build it with scripts/build-libtorpor.sh (or `swift build --product torpor-c`) "
             "and set TORPOR_LIBRARY to the .so. Tried: " + "; ".join(tried),
         )
 
