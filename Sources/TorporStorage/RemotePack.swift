@@ -56,7 +56,7 @@ public enum RemotePack {
         let bytes = objects.reduce(0) { $0 + $1.size }
         return Report(
             objects: objects.count, bytes: bytes, transferred: bytes,
-            seconds: (ContinuousClock.now - started).seconds)
+            seconds: (ContinuousClock.now - started) / .seconds(1))
     }
 
     /// Downloads the pack at `location` into the new directory `directory`.
@@ -129,7 +129,7 @@ public enum RemotePack {
         }
         return Report(
             objects: index.objects.count, bytes: index.objects.reduce(0) { $0 + $1.size }, transferred: transferred,
-            seconds: (ContinuousClock.now - started).seconds)
+            seconds: (ContinuousClock.now - started) / .seconds(1))
     }
 
     /// Pulls one object of a pack into `partial` (unless an earlier pull checked it already) and checks its

@@ -52,7 +52,7 @@ final class ProgressRenderer: Sendable {
                 state.done += bytes
                 if mode == .bar { draw(&state, force: false) }
             case .finished(let file, let summary):
-                let seconds = (ContinuousClock.now - state.fileStarted).seconds
+                let seconds = (ContinuousClock.now - state.fileStarted) / .seconds(1)
                 let line = "\(file): \(summary) in \(String(format: "%.2f", seconds)) s"
                 if mode == .bar {
                     write("\r\u{1B}[2K" + line + "\n")
@@ -67,7 +67,7 @@ final class ProgressRenderer: Sendable {
         let now = ContinuousClock.now
         guard force || now - state.lastDraw >= .milliseconds(100) else { return }
         state.lastDraw = now
-        let elapsed = max((now - state.started).seconds, 1e-6)
+        let elapsed = max((now - state.started) / .seconds(1), 1e-6)
         let fraction = state.total > 0 ? min(1, Double(state.done) / Double(state.total)) : 1
         let width = 24
         let filled = Int(fraction * Double(width))

@@ -117,7 +117,7 @@ public enum ModelPack {
         report.manifest.files = entries
         try writeManifest(report.manifest, to: try stage.path(for: PackManifest.fileName))
         try stage.commit()
-        report.seconds = (ContinuousClock.now - started).seconds
+        report.seconds = (ContinuousClock.now - started) / .seconds(1)
         return report
     }
 
@@ -177,7 +177,7 @@ public enum ModelPack {
             progress?(.finished(file: entry.path, summary: "restored \(formatBytes(entry.size)), SHA-256 matches"))
         }
         try stage.commit()
-        report.seconds = (ContinuousClock.now - started).seconds
+        report.seconds = (ContinuousClock.now - started) / .seconds(1)
         return report
     }
 
@@ -229,7 +229,7 @@ public enum ModelPack {
             report.chunks += chunks
             progress?(.finished(file: entry.path, summary: "ok"))
         }
-        report.seconds = (ContinuousClock.now - started).seconds
+        report.seconds = (ContinuousClock.now - started) / .seconds(1)
         return report
     }
 
@@ -285,13 +285,5 @@ public enum ModelPack {
             }
             return (digest.finalize(), container.chunks.count)
         }
-    }
-}
-
-extension Duration {
-    /// The duration in seconds.
-    public var seconds: Double {
-        let parts = components
-        return Double(parts.seconds) + Double(parts.attoseconds) * 1e-18
     }
 }

@@ -176,7 +176,7 @@ struct ClientAPI: Sendable {
                             .upstream, "The engine of `\(model)` did not answer: \(error). Try again.",
                             retryAfterSeconds: 1)
                     }
-                    metrics.observeProxyLatency(seconds: (ContinuousClock.now - arrived - waited).seconds)
+                    metrics.observeProxyLatency(seconds: (ContinuousClock.now - arrived - waited) / .seconds(1))
                     var head = HTTPResponse(status: .init(code: Int(response.status.code)))
                     for name in ["Content-Type", "Content-Length", "Cache-Control"] {
                         if let value = response.headers.first(name: name), let field = HTTPField.Name(name) {

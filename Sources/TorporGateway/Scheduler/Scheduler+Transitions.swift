@@ -57,7 +57,7 @@ extension Scheduler {
             await fail(name, error.message, stopEngine: true)
             return
         }
-        let seconds = (clock.now - started).seconds
+        let seconds = (clock.now - started) / .seconds(1)
         metrics.observeTransition(kind: "start", level: nil, seconds: seconds)
         let now = clock.now
         modify(name) { model in
@@ -97,7 +97,7 @@ extension Scheduler {
             await failUnlessShuttingDown(name, error)
             return
         }
-        let seconds = (clock.now - started).seconds
+        let seconds = (clock.now - started) / .seconds(1)
         metrics.observeTransition(kind: "wake", level: level.rawValue, seconds: seconds)
         let now = clock.now
         modify(name) { model in
@@ -155,7 +155,7 @@ extension Scheduler {
             await failUnlessShuttingDown(name, error)
             return
         }
-        let seconds = (clock.now - started).seconds
+        let seconds = (clock.now - started) / .seconds(1)
         metrics.observeTransition(kind: "sleep", level: level.rawValue, seconds: seconds)
         setPhase(name, .asleep(level))
         emit(
@@ -180,7 +180,7 @@ extension Scheduler {
             await failUnlessShuttingDown(name, error)
             return
         }
-        let seconds = (clock.now - started).seconds
+        let seconds = (clock.now - started) / .seconds(1)
         metrics.observeTransition(kind: "reload", level: nil, seconds: seconds)
         setPhase(name, .awake)
         emit(name, kind: "reload", from: .reloading, to: .awake, seconds: seconds, reason: path)
@@ -247,7 +247,7 @@ extension Scheduler {
                 "restarting a failed engine",
                 metadata: [
                     "model": "\(name)", "attempt": "\(failed.consecutiveFailures + 1)",
-                    "delay_s": "\(policy.restarts.delay(afterFailures: failed.consecutiveFailures).seconds)",
+                    "delay_s": "\(policy.restarts.delay(afterFailures: failed.consecutiveFailures) / .seconds(1))",
                 ])
         }
         emit(name, kind: "fail", from: model.phase, to: failed.phase, reason: reason)

@@ -122,7 +122,7 @@ public actor Scheduler: Service {
         nextID += 1
         let id = nextID
         let waitStarted = clock.now
-        defer { metrics.observeQueueWait(name, seconds: (clock.now - waitStarted).seconds) }
+        defer { metrics.observeQueueWait(name, seconds: (clock.now - waitStarted) / .seconds(1)) }
         do {
             try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -305,13 +305,5 @@ public actor Scheduler: Service {
         guard let gpu = models[name]?.gpu else { return }
         models[name]?.wakeIntent = clock.now
         signal(gpu)
-    }
-}
-
-extension Duration {
-    /// The duration in seconds.
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) * 1e-18
     }
 }

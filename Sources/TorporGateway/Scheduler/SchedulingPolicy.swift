@@ -69,7 +69,7 @@ struct SchedulingPolicy: Sendable {
 
     /// The request rate at `now`: the estimate decays with the configured half-life.
     func demand(of model: ModelState, at now: Duration) -> Double {
-        let elapsed = (now - model.demandUpdated).seconds
+        let elapsed = (now - model.demandUpdated) / .seconds(1)
         return model.demandRate * exp(-elapsed * log(2) / settings.demandHalfLifeSeconds)
     }
 
