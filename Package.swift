@@ -132,7 +132,6 @@ let package = Package(
                 "TorporGateway",
                 "TorporGPU",
                 "TorporStorage",
-                "CTorporZstd",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -141,6 +140,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // What several test targets share (polling); not a test target itself.
+        .target(name: "TorporTestSupport", path: "Tests/TorporTestSupport", swiftSettings: swiftSettings),
         .testTarget(
             name: "TorporCheckpointTests",
             dependencies: ["TorporCheckpoint"],
@@ -150,6 +151,7 @@ let package = Package(
             name: "TorporEngineTests",
             dependencies: [
                 "TorporEngine",
+                "TorporTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -162,6 +164,7 @@ let package = Package(
             name: "TorporGatewayTests",
             dependencies: [
                 "TorporGateway",
+                "TorporTestSupport",
                 "TorporEngine",
                 "TorporCheckpoint",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -191,7 +194,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TorporCLITests",
-            dependencies: ["TorporCheckpoint"],
+            dependencies: ["TorporCheckpoint", "TorporTestSupport"],
             swiftSettings: swiftSettings
         ),
     ],

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CTorporZstd
 import Foundation
 import TorporCheckpoint
 import TorporGPU
@@ -90,14 +89,12 @@ struct GPUSelfTestCommand: ParsableCommand {
         var zstd: GPUSelfTest.ZstdResult?
     }
 
-    /// One zstd frame of `bytes` at the container's level, as the CPU packer writes zstd chunks.
+    /// One zstd frame of `bytes`, as the CPU packer writes zstd chunks.
     static func zstdFrame(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
-        var frame = [UInt8](repeating: 0, count: ZSTD_compressBound(bytes.count))
-        let written = frame.withUnsafeMutableBytes {
-            ZSTD_compress($0.baseAddress, $0.count, bytes.baseAddress, bytes.count, 3)
+        guard let frame = ChunkCodec.zstdChunk(bytes) else {
+            preconditionFailure("zstd failed on a \(bytes.count)-byte chunk")
         }
-        precondition(CTorporZstd_isError(written) == 0, "zstd failed on a \(bytes.count)-byte chunk")
-        return Array(frame.prefix(written))
+        return frame
     }
 
     static let configuration = CommandConfiguration(

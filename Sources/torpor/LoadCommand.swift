@@ -169,12 +169,7 @@ struct Load: AsyncParsableCommand {
         let firstStreams = ReadAhead.chain(remote.map(\.object))
         firstStreams.first?.start()
         let nvcomp = try NVCOMPLibrary(explicitPath: gpu.nvcomp)
-        let driver = try CUDADriver()
-        let count = try driver.deviceCount()
-        guard gpu.device >= 0, gpu.device < count else {
-            throw GPUError(.noDevice, "there is no GPU \(gpu.device): this machine has \(count)")
-        }
-        let device = try GPUDevice(driver: driver, ordinal: gpu.device)
+        let device = try GPUDevice(driver: CUDADriver(), ordinal: gpu.device)
         var options = GPULoadOptions()
         options.batchBytes = batchMegabytes << 20
         options.readThreads = readThreads

@@ -93,15 +93,11 @@ struct Pack: ParsableCommand {
         if gpu {
             do {
                 let library = try NVCOMPLibrary(explicitPath: nvcomp)
-                let driver = try CUDADriver()
-                let count = try driver.deviceCount()
-                guard device >= 0, device < count else {
-                    throw GPUError(.noDevice, "there is no GPU \(device): this machine has \(count)")
-                }
                 options.gpuEncoder = try GPUBatchEncoder(
-                    nvcomp: library, device: try GPUDevice(driver: driver, ordinal: device), maxChunkBytes: chunkSize,
+                    nvcomp: library, device: try GPUDevice(driver: CUDADriver(), ordinal: device),
+                    maxChunkBytes: chunkSize,
                     ansTuning: try ans.tuning())
-            } catch let error as GPUError {
+            } catch {
                 FileHandle.standardError.write(Data("error: pack --gpu: \(error.message)\n".utf8))
                 throw ExitCode.failure
             }

@@ -117,6 +117,18 @@ final class CodecScratch {
 }
 
 /// Encodes and decodes single chunks with any CPU codec.
+extension ChunkCodec {
+    /// `bytes` as a container's zstd chunk holds them (one frame at the packer's level), for tools that make such
+    /// chunks outside a pack (the GPU self-test decodes them with nvCOMP); nil when zstd refuses them.
+    public static func zstdChunk(_ bytes: UnsafeRawBufferPointer) -> [UInt8]? {
+        var output = [UInt8](repeating: 0, count: ChunkCoder.maxEncodedSize(.zstd, rawSize: bytes.count))
+        let written = output.withUnsafeMutableBytes {
+            ChunkCoder.encode(.zstd, bytes, dtype: .u8, into: $0, scratch: CodecScratch())
+        }
+        return written.map { Array(output.prefix($0)) }
+    }
+}
+
 enum ChunkCoder {
     /// The zstd level used for zstd chunks: level 3 keeps packing fast; higher levels gain little on weights.
     static let zstdLevel: Int32 = 3

@@ -28,7 +28,7 @@ public final class GPUBytePlaneDecoder: @unchecked Sendable {
         let started = ContinuousClock.now
         let architecture = "sm_" + device.info.computeCapability.filter { $0 != "." }
         let cubin = try nvrtc.compile(Self.source, name: "torpor_byteplane.cu", architecture: architecture)
-        compileSeconds = (ContinuousClock.now - started).seconds
+        compileSeconds = (ContinuousClock.now - started) / .seconds(1)
         try device.makeCurrent()
         let driver = device.driver
         var module: CTorporCUDA_Module?

@@ -11,8 +11,8 @@ public final class GPUDevice: Sendable {
     private let device: CTorporCUDA_Device
     nonisolated(unsafe) private let context: CTorporCUDA_Context
 
-    /// Retains device `ordinal`'s primary context.
-    /// - Throws: `GPUError` `.noDevice` for a device the driver does not see.
+    /// Retains device `ordinal`'s primary context: the one place a device is opened.
+    /// - Throws: `GPUError` `.noDevice` ("there is no GPU N: the driver sees M") for a device the driver does not see.
     public init(driver: CUDADriver, ordinal: Int) throws(GPUError) {
         self.driver = driver
         info = try driver.deviceInfo(ordinal)

@@ -288,7 +288,7 @@ public final class GPULoader: @unchecked Sendable {
             }
         }
         try reader.check()
-        let seconds = (ContinuousClock.now - started).seconds
+        let seconds = (ContinuousClock.now - started) / .seconds(1)
         return LoadReport(
             bytes: entries.reduce(0) { $0 + chunks[$1.chunk].rawSize },
             storedBytes: batches.reduce(0) { $0 + $1.span.count }, chunks: entries.count, tensors: tensorCount,
@@ -350,7 +350,7 @@ public final class GPULoader: @unchecked Sendable {
         try reader.check()
         return LoadReport(
             bytes: range.count, storedBytes: range.count, chunks: spans.count, tensors: 0,
-            seconds: (ContinuousClock.now - started).seconds)
+            seconds: (ContinuousClock.now - started) / .seconds(1))
     }
 
     /// Queues the batched decode of the entries `range`, all of one codec. When nvCOMP refuses the whole call,

@@ -34,7 +34,7 @@ public final class HostCache: @unchecked Sendable {
         filled = try !Self.isCurrent(path, container: container)
         if filled { try Self.fill(path, from: container.path, count: count) }
         let copied = ContinuousClock.now
-        fillSeconds = (copied - started).seconds
+        fillSeconds = (copied - started) / .seconds(1)
 
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw GPUError(.io, "cannot open the host cache \(path): \(errnoText())") }
@@ -52,7 +52,7 @@ public final class HostCache: @unchecked Sendable {
             throw GPUError(
                 error.code, "cannot pin the host cache \(path) (\(count) bytes) for GPU copies: \(error.message)")
         }
-        registerSeconds = (ContinuousClock.now - copied).seconds
+        registerSeconds = (ContinuousClock.now - copied) / .seconds(1)
     }
 
     deinit {
