@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import TorporTestSupport
 
 /// `torpor demo` and `torpor serve` as a user runs them.
 @Suite(.serialized) struct GatewayCLITests {
@@ -28,11 +29,7 @@ import Testing
 
         /// Waits until standard output contains `text`.
         func waitFor(_ text: String, timeout: Duration = .seconds(90)) async -> Bool {
-            let end = ContinuousClock.now + timeout
-            while ContinuousClock.now < end && process.isRunning {
-                if stdout.contains(text) { return true }
-                try? await Task.sleep(for: .milliseconds(20))
-            }
+            _ = await poll(timeout: timeout, every: .milliseconds(20)) { stdout.contains(text) || !process.isRunning }
             return stdout.contains(text)
         }
 
@@ -141,9 +138,7 @@ import Testing
         var output: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
 
         func waitUntilExit(timeout: Duration = .seconds(30)) async -> Bool {
-            let end = ContinuousClock.now + timeout
-            while process.isRunning && ContinuousClock.now < end { try? await Task.sleep(for: .milliseconds(20)) }
-            return !process.isRunning
+            await poll(timeout: timeout, every: .milliseconds(20)) { !process.isRunning }
         }
     }
 
@@ -172,12 +167,10 @@ import Testing
             let json = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
             return json?["models"] as? [[String: Any]] ?? []
         }
-        var states: [String] = []
-        for _ in 0..<1000 where states != ["awake", "L1"] {
-            states = try await models().compactMap { $0["state"] as? String }
-            if states != ["awake", "L1"] { try await Task.sleep(for: .milliseconds(20)) }
+        let started = try await poll(timeout: .seconds(20), every: .milliseconds(20)) {
+            try await models().compactMap { $0["state"] as? String } == ["awake", "L1"]
         }
-        #expect(states == ["awake", "L1"])
+        #expect(started, "a and b are not awake and asleep at L1")
         let engineB = try #require(try await models().last?["engine_url"] as? String)
         // b wakes for ever: requests for it stay queued.
         _ = try await curl("-X", "POST", engineB + "/sim/fault?kind=slow_wake&factor=100000")
@@ -187,8 +180,9 @@ import Testing
             #"{"model": "a", "prompt": "hi", "max_tokens": 1000, "stream": true}"#,
         ])
         // The stream is under way before b's requests queue (they would otherwise drain a first).
-        for _ in 0..<1000 where !streaming.output.contains("data: ") { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(streaming.output.contains("data: "), "\(streaming.output)")
+        #expect(
+            await poll(timeout: .seconds(20), every: .milliseconds(20)) { streaming.output.contains("data: ") },
+            "\(streaming.output)")
         let queued = try (0..<3).map { _ in
             try BackgroundCurl([
                 completions, "-H", "Content-Type: application/json", "-d",
@@ -196,12 +190,10 @@ import Testing
             ])
         }
         let events = try BackgroundCurl(["-N", "http://127.0.0.1:\(admin)/admin/events", "-H", auth])
-        var waiting = 0
-        for _ in 0..<1000 where waiting < 3 {
-            waiting = try await models().last?["queued"] as? Int ?? 0
-            if waiting < 3 { try await Task.sleep(for: .milliseconds(20)) }
-        }
-        #expect(waiting == 3)
+        #expect(
+            try await poll(timeout: .seconds(20), every: .milliseconds(20)) {
+                try await models().last?["queued"] as? Int == 3
+            })
         let records = try FileManager.default.contentsOfDirectory(atPath: scratch.path + "/state/engines")
         let pids: [Int32] = records.compactMap { file in
             let data = FileManager.default.contents(atPath: scratch.path + "/state/engines/" + file)

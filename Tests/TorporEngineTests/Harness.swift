@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import Testing
 import TorporEngine
+import TorporTestSupport
 
 /// An engine started for the contract tests, with what the assertions need to know about it.
 struct EngineUnderTest: Sendable {
@@ -190,12 +191,7 @@ final class EventStream: @unchecked Sendable {
     }
 
     func waitUntil(_ condition: (EventStream) -> Bool, timeout: Duration = .seconds(60)) async -> Bool {
-        let end = ContinuousClock.now + timeout
-        while ContinuousClock.now < end {
-            if condition(self) { return true }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return condition(self)
+        await poll(timeout: timeout) { condition(self) }
     }
 
     func cancel() { task?.cancel() }

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 import TorporEngine
+import TorporTestSupport
 
 @Suite("Supervisor")
 struct SupervisorTests {
@@ -48,9 +49,7 @@ struct SupervisorTests {
     static func groupAlive(_ pgid: Int32) -> Bool { kill(-pgid, 0) == 0 }
 
     static func waitUntil(_ condition: () -> Bool, timeout: Duration = .seconds(10)) async -> Bool {
-        let end = ContinuousClock.now + timeout
-        while !condition() && ContinuousClock.now < end { try? await Task.sleep(for: .milliseconds(20)) }
-        return condition()
+        await poll(timeout: timeout, every: .milliseconds(20), until: condition)
     }
 
     @Test("the default command is vllm serve with sleep mode, bound to loopback, with per-engine GPU settings")

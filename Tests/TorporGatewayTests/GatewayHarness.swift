@@ -7,6 +7,7 @@ import NIOHTTP1
 import ServiceLifecycle
 import Testing
 import TorporEngine
+import TorporTestSupport
 
 @testable import TorporGateway
 
@@ -111,12 +112,8 @@ final class GatewayUnderTest: Sendable {
     func waitUntil(
         _ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool
     ) async throws {
-        let end = ContinuousClock.now + timeout
-        while !(try await condition()) {
-            guard ContinuousClock.now < end else {
-                throw ConfigurationError("timed out after \(timeout) waiting for \(what)")
-            }
-            try await Task.sleep(for: .milliseconds(10))
+        guard try await poll(timeout: timeout, until: condition) else {
+            throw ConfigurationError("timed out after \(timeout) waiting for \(what)")
         }
     }
 
@@ -270,12 +267,7 @@ final class StreamReader: @unchecked Sendable {
     }
 
     func waitUntil(timeout: Duration = .seconds(60), _ condition: (StreamReader) -> Bool) async -> Bool {
-        let end = ContinuousClock.now + timeout
-        while ContinuousClock.now < end {
-            if condition(self) { return true }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return condition(self)
+        await poll(timeout: timeout) { condition(self) }
     }
 
     /// Closes the connection, as a client that goes away.
