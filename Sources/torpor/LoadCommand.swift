@@ -214,7 +214,7 @@ struct Load: AsyncParsableCommand {
         var stored = 0
         var chunks = 0
         for run in 1...`repeat` {
-            if dropCache { for file in files { try evictFromPageCache(file.path) } }
+            if dropCache { for file in files { try LoadChecks.evictFromPageCache(file.path) } }
             var runSeconds = 0.0
             bytes = 0
             stored = 0
@@ -252,7 +252,7 @@ struct Load: AsyncParsableCommand {
         var verified: Bool?
         if let reference = verifyAgainst {
             for (number, file) in files.enumerated() {
-                try compare(arenas[number], device: device, against: reference, original: file.original)
+                try compare(arenas[number], against: reference, original: file.original)
             }
             verified = true
             if !json { print("verified: GPU memory equals \(reference) byte for byte") }
@@ -271,40 +271,19 @@ struct Load: AsyncParsableCommand {
         }
     }
 
-    /// Copies `arena` back through pinned memory and compares it with the original file's data section.
-    private func compare(_ arena: DeviceBuffer, device: GPUDevice, against reference: String, original: String)
-        throws
-    {
+    /// Compares `arena` with the original file's data section.
+    private func compare(_ arena: DeviceBuffer, against reference: String, original: String) throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: reference, isDirectory: &isDirectory) else {
             throw CheckpointError(.invalidArgument, "--verify-against \(reference) does not exist")
         }
         let path = isDirectory.boolValue ? reference + "/" + original : reference
         let safetensors = try SafetensorsFile(path: path)
-        let data = UnsafeRawBufferPointer(
-            rebasing: safetensors.mapping.bytes[safetensors.header.dataStart..<safetensors.mapping.count])
-        guard data.count == arena.count else {
-            throw GPUError(
-                .corruptData, "\(path): its data section holds \(data.count) bytes, the GPU copy \(arena.count)")
-        }
-        let window = 256 << 20
-        let host = try PinnedBuffer(device: device, count: window)
-        let stream = try GPUStream(device: device)
-        var offset = 0
-        while offset < data.count {
-            let count = min(window, data.count - offset)
-            try arena.copy(to: host.pointer, count: count, from: offset, on: stream)
-            try stream.synchronize()
-            if memcmp(host.pointer, data.baseAddress! + offset, count) != 0 {
-                var at = 0
-                let loaded = host.pointer.assumingMemoryBound(to: UInt8.self)
-                while loaded[at] == data[offset + at] { at += 1 }
-                throw GPUError(
-                    .corruptData,
-                    "GPU memory differs from \(path) at byte \(offset + at) of its data section: the load is wrong")
-            }
-            offset += count
-        }
+        try LoadChecks.compare(
+            arena,
+            with: UnsafeRawBufferPointer(
+                rebasing: safetensors.mapping.bytes[safetensors.header.dataStart..<safetensors.mapping.count]),
+            source: "\(path)'s data section")
     }
 
     /// Runs `body` on a Dispatch thread, off Swift concurrency's pool.
@@ -314,14 +293,5 @@ struct Load: AsyncParsableCommand {
                 continuation.resume(with: Result { try body() })
             }
         }
-    }
-
-    private func evictFromPageCache(_ path: String) throws {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw GPUError(.io, "cannot open \(path)") }
-        defer { close(descriptor) }
-        fdatasync(descriptor)
-        let result = posix_fadvise(descriptor, 0, 0, Int32(POSIX_FADV_DONTNEED))
-        guard result == 0 else { throw GPUError(.io, "posix_fadvise(DONTNEED) on \(path) failed: \(result)") }
     }
 }
