@@ -188,11 +188,9 @@ public final class Container: Sendable {
         try checkZero(cursor..<preamble.chunkTableOffset, "after the last chunk")
     }
 
-    /// A chunk's position in the restored file and in the container, for decoding and for error messages.
+    /// A placed chunk and where its decoded bytes go in the restored file.
     struct Piece: Sendable {
-        var chunk: Int
-        var tensor: Int
-        var chunkInTensor: Int
+        var placement: ChunkPlacement
         var outputOffset: Int
     }
 
@@ -201,50 +199,39 @@ public final class Container: Sendable {
         var pieces: [Piece] = []
         pieces.reserveCapacity(chunks.count)
         let dataStart = preamble.sourceHeaderLength
-        for (tensorNumber, tensor) in index.tensors.enumerated().sorted(by: {
+        for (number, tensor) in index.tensors.enumerated().sorted(by: {
             $0.element.dataOffsets[0] < $1.element.dataOffsets[0]
         }) {
-            var offset = dataStart + tensor.dataOffsets[0]
-            for step in 0..<tensor.chunkCount {
+            for placement in placements(ofTensor: number) {
                 pieces.append(
                     Piece(
-                        chunk: tensor.firstChunk + step, tensor: tensorNumber, chunkInTensor: step, outputOffset: offset
+                        placement: placement, outputOffset: dataStart + tensor.dataOffsets[0] + placement.offsetInTensor
                     ))
-                offset += chunks[tensor.firstChunk + step].rawSize
             }
         }
         return pieces
     }
 
     /// Checks and decodes one chunk into `output` (its raw size).
-    func decode(_ piece: Piece, into output: UnsafeMutableRawBufferPointer, scratch: CodecScratch)
+    func decode(_ placement: ChunkPlacement, into output: UnsafeMutableRawBufferPointer, scratch: CodecScratch)
         throws(CheckpointError)
     {
-        let record = chunks[piece.chunk]
-        let tensor = index.tensors[piece.tensor]
-        func describe() -> String {
-            "\(path): tensor \"\(tensor.name)\" chunk \(piece.chunkInTensor) (chunk \(piece.chunk) of the file, offset \(record.offset))"
-        }
+        let record = chunks[placement.chunk]
         let stored = UnsafeRawBufferPointer(
             rebasing: mapping.bytes[record.offset..<(record.offset + record.storedSize)])
         let storedCRC = CRC32.checksum(stored)
         guard storedCRC == record.storedCRC else {
-            throw CheckpointError(
-                .corruptData,
-                "\(describe()): stored bytes fail their CRC-32 (expected \(hex(record.storedCRC)), found \(hex(storedCRC))); the container is corrupted"
-            )
+            throw CheckpointError(.corruptData, storedCRCFailure(placement, found: storedCRC))
         }
         do {
             try ChunkCoder.decode(record.codec, stored, into: output, scratch: scratch)
         } catch {
             throw CheckpointError(
-                .corruptData, "\(describe()): cannot decode \(record.codec.name) data: \(error.reason)")
+                .corruptData, "\(describe(placement)): cannot decode \(record.codec.name) data: \(error.reason)")
         }
         let rawCRC = CRC32.checksum(UnsafeRawBufferPointer(output))
         guard rawCRC == record.rawCRC else {
-            throw CheckpointError(
-                .corruptData,
-                "\(describe()): decoded bytes fail their CRC-32 (expected \(hex(record.rawCRC)), found \(hex(rawCRC)))")
+            throw CheckpointError(.corruptData, decodedCRCFailure(placement, found: rawCRC))
         }
     }
 
@@ -297,7 +284,8 @@ public final class Container: Sendable {
         while start < pieces.count {
             var end = start
             let base = pieces[start].outputOffset
-            while end < pieces.count, pieces[end].outputOffset + chunks[pieces[end].chunk].rawSize - base <= windowBytes
+            while end < pieces.count,
+                pieces[end].outputOffset + chunks[pieces[end].placement.chunk].rawSize - base <= windowBytes
             {
                 end += 1
             }
@@ -328,8 +316,8 @@ public final class Container: Sendable {
                         let piece = pieces[range.lowerBound + slot]
                         let at = piece.outputOffset - base
                         let output = UnsafeMutableRawBufferPointer(
-                            rebasing: buffer.value[at..<(at + chunks[piece.chunk].rawSize)])
-                        try decode(piece, into: output, scratch: scratch)
+                            rebasing: buffer.value[at..<(at + chunks[piece.placement.chunk].rawSize)])
+                        try decode(piece.placement, into: output, scratch: scratch)
                     }
                 } catch {
                     failure.record(error)
@@ -344,7 +332,7 @@ public final class Container: Sendable {
             let range = windows[window]
             let base = pieces[range.lowerBound].outputOffset
             let last = pieces[range.upperBound - 1]
-            let length = last.outputOffset + chunks[last.chunk].rawSize - base
+            let length = last.outputOffset + chunks[last.placement.chunk].rawSize - base
             try sink(UnsafeRawBufferPointer(rebasing: buffers[window % 2].value[0..<length]), base)
             progress?(.advanced(bytes: length))
         }
@@ -361,7 +349,7 @@ public final class Container: Sendable {
         try requireChunks()
         var numbers: [String: Int] = [:]
         for (number, tensor) in index.tensors.enumerated() { numbers[tensor.name] = number }
-        var pieces: [(piece: Piece, output: UnsafeMutableRawBufferPointer)] = []
+        var pieces: [(placement: ChunkPlacement, output: UnsafeMutableRawBufferPointer)] = []
         for request in requests {
             guard let number = numbers[request.name] else {
                 throw CheckpointError(.invalidArgument, "\(path): no tensor named \"\(request.name)\"")
@@ -373,23 +361,18 @@ public final class Container: Sendable {
                     "\(path): tensor \"\(request.name)\" has \(tensor.byteCount) bytes, the destination \(request.destination.count)"
                 )
             }
-            var offset = 0
-            for step in 0..<tensor.chunkCount {
-                let chunk = tensor.firstChunk + step
-                if !chunks[chunk].codec.runsOnCPU { try requireCPUCodecs() }
-                let size = chunks[chunk].rawSize
+            for placement in placements(ofTensor: number) {
+                if !chunks[placement.chunk].codec.runsOnCPU { try requireCPUCodecs() }
+                let start = placement.offsetInTensor
+                let size = chunks[placement.chunk].rawSize
                 pieces.append(
-                    (
-                        Piece(chunk: chunk, tensor: number, chunkInTensor: step, outputOffset: offset),
-                        UnsafeMutableRawBufferPointer(rebasing: request.destination[offset..<(offset + size)])
-                    ))
-                offset += size
+                    (placement, UnsafeMutableRawBufferPointer(rebasing: request.destination[start..<(start + size)])))
             }
         }
         let jobs = UncheckedSendable(pieces)
         try WorkerPool(workers: workers).run(jobs: pieces.count) {
             (job: Int, scratch: CodecScratch) throws(CheckpointError) -> Void in
-            try decode(jobs.value[job].piece, into: jobs.value[job].output, scratch: scratch)
+            try decode(jobs.value[job].placement, into: jobs.value[job].output, scratch: scratch)
         }
     }
 
@@ -402,25 +385,17 @@ public final class Container: Sendable {
         let tensor = index.tensors[number]
         var bytes = [UInt8](repeating: 0, count: tensor.byteCount)
         let scratch = CodecScratch()
-        var offset = 0
         try bytes.withMutableBytes { (out) throws(CheckpointError) in
-            for step in 0..<tensor.chunkCount {
-                let size = chunks[tensor.firstChunk + step].rawSize
-                let piece = Piece(
-                    chunk: tensor.firstChunk + step, tensor: number, chunkInTensor: step, outputOffset: offset)
+            for placement in placements(ofTensor: number) {
+                let start = placement.offsetInTensor
+                let size = chunks[placement.chunk].rawSize
                 try decode(
-                    piece, into: UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + size)]),
+                    placement, into: UnsafeMutableRawBufferPointer(rebasing: out[start..<(start + size)]),
                     scratch: scratch)
-                offset += size
             }
         }
         return bytes
     }
-}
-
-func hex(_ value: UInt32) -> String {
-    let digits = String(value, radix: 16)
-    return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
 }
 
 /// The first error of a background task, read by the thread that waits for it.

@@ -17,6 +17,12 @@ public enum CRC32 {
     public static func checksum(_ bytes: [UInt8]) -> UInt32 {
         bytes.withUnsafeBytes { checksum($0) }
     }
+
+    /// A CRC-32 as errors print it: `0x` and eight hex digits.
+    public static func hex(_ value: UInt32) -> String {
+        let digits = String(value, radix: 16)
+        return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+    }
 }
 
 /// An incremental SHA-256, for whole-file digests in the pack manifest.

@@ -95,10 +95,12 @@ public final class GPULoader: @unchecked Sendable {
 
     /// One chunk placed at one destination.
     struct Entry {
-        var chunk: Int
-        var tensor: Int
-        var chunkInTensor: Int
+        var placement: ChunkPlacement
         var output: UInt64
+
+        var chunk: Int { placement.chunk }
+        var tensor: Int { placement.tensor }
+        var chunkInTensor: Int { placement.chunkInTensor }
     }
 
     /// Consecutive chunks of the file read, copied and decoded together.
@@ -190,10 +192,7 @@ public final class GPULoader: @unchecked Sendable {
             let entry = entries[position]
             let record = chunks[entry.chunk]
             guard statuses[position] == CTorporNVCOMP_Success, crcs[position] == record.storedCRC else {
-                throw GPUError(
-                    .corruptData,
-                    "\(describe(container, entry)): stored bytes fail their CRC-32 (expected "
-                        + "\(hex(record.storedCRC)), found \(hex(crcs[position]))); the container is corrupted")
+                throw GPUError(.corruptData, container.storedCRCFailure(entry.placement, found: crcs[position]))
             }
         }
 
@@ -243,7 +242,7 @@ public final class GPULoader: @unchecked Sendable {
                 } else {
                     try decode(
                         codec, start..<end, entries: entries, chunks: chunks, inputs: inputs, tables: tables,
-                        temp: temps[streamIndex], stream: decodeStream, describe: { describe(container, $0) })
+                        temp: temps[streamIndex], stream: decodeStream, describe: { container.describe($0.placement) })
                 }
                 start = end
             }
@@ -269,22 +268,19 @@ public final class GPULoader: @unchecked Sendable {
                 guard statuses[position] == CTorporNVCOMP_Success else {
                     throw GPUError(
                         .corruptData,
-                        "\(describe(container, entry)): \(record.codec.name) data did not decode: "
+                        "\(container.describe(entry.placement)): \(record.codec.name) data did not decode: "
                             + NVCOMPLibrary.statusName(statuses[position]))
                 }
                 guard sizes[position] == record.rawSize else {
                     throw GPUError(
                         .corruptData,
-                        "\(describe(container, entry)): decoded to \(sizes[position]) bytes, expected \(record.rawSize)"
+                        "\(container.describe(entry.placement)): decoded to \(sizes[position]) bytes, expected \(record.rawSize)"
                     )
                 }
             }
             let check = stride + position
             guard crcStatuses[check] == CTorporNVCOMP_Success, crcs[check] == record.rawCRC else {
-                throw GPUError(
-                    .corruptData,
-                    "\(describe(container, entry)): decoded bytes fail their CRC-32 (expected \(hex(record.rawCRC)), "
-                        + "found \(hex(crcs[check])))")
+                throw GPUError(.corruptData, container.decodedCRCFailure(entry.placement, found: crcs[check]))
             }
         }
         try reader.check()
@@ -448,21 +444,17 @@ public final class GPULoader: @unchecked Sendable {
                 base = address
             }
             tensorCount += 1
-            var offset = 0
-            for step in 0..<tensor.chunkCount {
-                let chunk = tensor.firstChunk + step
-                let record = chunks[chunk]
+            for placement in container.placements(ofTensor: number) {
+                let record = chunks[placement.chunk]
                 switch record.codec {
                 case .ans16 where record.rawSize % 2 != 0, .ans32 where record.rawSize % 4 != 0:
                     throw GPUError(
                         .corruptData,
-                        "\(container.path): chunk \(chunk) holds \(record.rawSize) bytes, not whole \(record.codec.name) "
-                            + "elements")
+                        "\(container.describe(placement)): holds \(record.rawSize) bytes, not whole "
+                            + "\(record.codec.name) elements")
                 default: break
                 }
-                placements.append(
-                    Entry(chunk: chunk, tensor: number, chunkInTensor: step, output: base + UInt64(offset)))
-                offset += record.rawSize
+                placements.append(Entry(placement: placement, output: base + UInt64(placement.offsetInTensor)))
             }
         }
         // File order, so that batches read consecutive bytes; a chunk used by two tensors appears twice.
@@ -497,14 +489,4 @@ public final class GPULoader: @unchecked Sendable {
         return (entries, batches, tensorCount)
     }
 
-    private func describe(_ container: Container, _ entry: Entry) -> String {
-        let tensor = container.index.tensors[entry.tensor]
-        return "\(container.path): tensor \"\(tensor.name)\" chunk \(entry.chunkInTensor) (chunk \(entry.chunk) of the "
-            + "file, offset \(container.chunks[entry.chunk].offset))"
-    }
-}
-
-func hex(_ value: UInt32) -> String {
-    let digits = String(value, radix: 16)
-    return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
 }
