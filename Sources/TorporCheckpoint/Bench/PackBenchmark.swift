@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// `torpor bench pack`: size and speed of every codec on one model, with the byte-plane entropy floor of its
@@ -47,7 +47,7 @@ public struct PackBenchmark: Codable, Sendable {
         guard repeats >= 1 else { throw CheckpointError(.invalidArgument, "--repeat must be at least 1") }
         var result = PackBenchmark(
             model: model, machine: machineDescription(), cores: System.activeProcessorCount,
-            date: ISO8601DateFormatter().string(from: Date()), safetensorsBytes: 0, repeats: repeats, floors: [],
+            date: Date.now.formatted(.iso8601), safetensorsBytes: 0, repeats: repeats, floors: [],
             rows: [])
         result.floors = try floors(of: model)
         for choice in codecs {
@@ -93,9 +93,9 @@ public struct PackBenchmark: Codable, Sendable {
         lines.append("model: \(model) (\(formatBytes(safetensorsBytes)) of safetensors)")
         lines.append("machine: \(machine), \(cores) cores; median of \(repeats) run(s); \(date)")
         for floor in floors {
-            let bits = floor.planeBits.map { String(format: "%.2f", $0) }.joined(separator: " / ")
+            let bits = floor.planeBits.map { String(printf: "%.2f", $0) }.joined(separator: " / ")
             lines.append(
-                "\(floor.dtype) byte-plane floor: \(String(format: "%.4f", floor.floor)) (plane entropy, low→high byte: \(bits) bits)"
+                "\(floor.dtype) byte-plane floor: \(String(printf: "%.4f", floor.floor)) (plane entropy, low→high byte: \(bits) bits)"
             )
         }
         let dtypes = floors.map(\.dtype)
@@ -106,15 +106,15 @@ public struct PackBenchmark: Codable, Sendable {
             + pad("verify MB/s", 13, right: true)
         lines.append(header)
         for row in rows {
-            var line = pad(row.codec, 10) + pad(String(format: "%.4f", row.ratio), 8, right: true)
+            var line = pad(row.codec, 10) + pad(String(printf: "%.4f", row.ratio), 8, right: true)
             for floor in floors {
                 let ratio = row.floatRatio[floor.dtype] ?? .nan
-                line += pad(String(format: "%.4f", ratio), 12, right: true)
-                line += pad(String(format: "%+.1f%%", (ratio / floor.floor - 1) * 100), 10, right: true)
+                line += pad(String(printf: "%.4f", ratio), 12, right: true)
+                line += pad(String(printf: "%+.1f%%", (ratio / floor.floor - 1) * 100), 10, right: true)
             }
-            line += pad(String(format: "%.0f", row.packMBps), 11, right: true)
-            line += pad(String(format: "%.0f", row.unpackMBps), 13, right: true)
-            line += pad(String(format: "%.0f", row.verifyMBps), 13, right: true)
+            line += pad(String(printf: "%.0f", row.packMBps), 11, right: true)
+            line += pad(String(printf: "%.0f", row.unpackMBps), 13, right: true)
+            line += pad(String(printf: "%.0f", row.verifyMBps), 13, right: true)
             lines.append(line)
         }
         return lines.joined(separator: "\n")
@@ -146,10 +146,8 @@ public struct PackBenchmark: Codable, Sendable {
 
     /// The byte-plane floor of every float dtype in the model.
     private static func floors(of model: String) throws(CheckpointError) -> [Floor] {
-        var isDirectory: ObjCBool = false
-        _ = FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory)
         let paths =
-            isDirectory.boolValue
+            isDirectory(model) == true
             ? try regularFiles(under: model).filter { $0.hasSuffix(".safetensors") }.map { model + "/" + $0 } : [model]
         var histograms: [DType: [[Int]]] = [:]
         var sizes: [DType: Int] = [:]
@@ -193,7 +191,10 @@ public struct PackBenchmark: Codable, Sendable {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         let model =
             cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
-            .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+            .map { line in
+                let value = line.split(separator: ":", maxSplits: 1).last ?? ""
+                return String(value.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+            } ?? "unknown CPU"
         var name = utsname()
         uname(&name)
         let release = withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }

@@ -1,5 +1,6 @@
 import CTorporSIMD
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// An order-0 range asymmetric numeral system (rANS) coder for one byte stream, built so both a CPU core and a
 /// GPU warp decode it quickly.

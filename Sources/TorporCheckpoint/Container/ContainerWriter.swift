@@ -1,5 +1,7 @@
 import CTorporZstd
-import Foundation
+import Dispatch
+import FoundationEssentials
+import Glibc
 
 /// How `pack` picks a codec for each tensor.
 public enum CodecChoice: Sendable, Equatable, CustomStringConvertible {
@@ -359,7 +361,7 @@ public enum ContainerPacker {
             .finished(
                 file: fileName,
                 summary:
-                    "\(formatBytes(source.mapping.count)) → \(formatBytes(size)) (\(String(format: "%.3f", ratio)))"))
+                    "\(formatBytes(source.mapping.count)) → \(formatBytes(size)) (\(String(printf: "%.3f", ratio)))"))
         return PackedFile(
             sourceBytes: source.mapping.count, containerBytes: size, sha256: sha256, tensorCount: tensors.count,
             duplicateCount: duplicateOf.compactMap { $0 }.count)
@@ -479,8 +481,8 @@ final class ContainerFileWriter {
 /// "45.4 MB", "1.2 GB": decimal units, as disk sizes and rates are usually quoted.
 public func formatBytes(_ bytes: Int) -> String {
     let value = Double(bytes)
-    if value >= 1e9 { return String(format: "%.2f GB", value / 1e9) }
-    if value >= 1e6 { return String(format: "%.1f MB", value / 1e6) }
-    if value >= 1e3 { return String(format: "%.1f kB", value / 1e3) }
+    if value >= 1e9 { return String(printf: "%.2f GB", value / 1e9) }
+    if value >= 1e6 { return String(printf: "%.1f MB", value / 1e6) }
+    if value >= 1e3 { return String(printf: "%.1f kB", value / 1e3) }
     return "\(bytes) B"
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// A directory being built beside its final path and moved into place only when complete.
@@ -16,10 +16,9 @@ final class StagedDirectory {
         let trimmed = destination.count > 1 && destination.hasSuffix("/") ? String(destination.dropLast()) : destination
         self.destination = trimmed
         let manager = FileManager.default
-        var isDirectory: ObjCBool = false
-        if manager.fileExists(atPath: trimmed, isDirectory: &isDirectory) {
+        if let directory = isDirectory(trimmed) {
             let contents = (try? manager.contentsOfDirectory(atPath: trimmed)) ?? ["?"]
-            guard isDirectory.boolValue, contents.isEmpty else {
+            guard directory, contents.isEmpty else {
                 throw CheckpointError(
                     .outputExists,
                     "\(trimmed) already exists and is not an empty directory; choose another output or remove it")
@@ -27,7 +26,7 @@ final class StagedDirectory {
         }
         let url = URL(fileURLWithPath: trimmed)
         let parent = url.deletingLastPathComponent().path
-        guard manager.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue else {
+        guard isDirectory(parent) == true else {
             throw CheckpointError(.io, "cannot create \(trimmed): its parent directory \(parent) does not exist")
         }
         let prefix = "." + url.lastPathComponent + ".partial-"
@@ -49,7 +48,7 @@ final class StagedDirectory {
         do {
             try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
         } catch {
-            throw CheckpointError(.io, "cannot create directory \(parent): \(error.localizedDescription)")
+            throw CheckpointError(.io, "cannot create directory \(parent): \(error)")
         }
         return full
     }
@@ -74,8 +73,7 @@ final class StagedDirectory {
     }
 
     private func syncTree(_ directory: String) throws(CheckpointError) {
-        guard let walker = FileManager.default.enumerator(atPath: directory) else { return }
-        while let relative = walker.nextObject() as? String {
+        for relative in try entries(under: directory) {
             let full = directory + "/" + relative
             var info = stat()
             guard lstat(full, &info) == 0 else { throw ioError("cannot stat", full) }
@@ -90,6 +88,36 @@ final class StagedDirectory {
         }
         try syncDirectory(directory)
     }
+}
+
+/// Every entry under `root` (files, links and directories, as relative paths, parents before children), descending
+/// into real directories but not into links to directories, nor into directories named `skipping`.
+func entries(under root: String, skipping skipped: String? = nil) throws(CheckpointError) -> [String] {
+    var found: [String] = []
+    var pending = [""]
+    while let relative = pending.popLast() {
+        let directory = relative.isEmpty ? root : root + "/" + relative
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw CheckpointError(.io, "cannot list \(directory): \(error)")
+        }
+        for name in names.sorted() where name != skipped {
+            let child = relative.isEmpty ? name : relative + "/" + name
+            found.append(child)
+            var info = stat()
+            if lstat(root + "/" + child, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR { pending.append(child) }
+        }
+    }
+    return found
+}
+
+/// Whether `path` is a directory (following links); nil when nothing is there.
+func isDirectory(_ path: String) -> Bool? {
+    var info = stat()
+    guard stat(path, &info) == 0 else { return nil }
+    return (info.st_mode & S_IFMT) == S_IFDIR
 }
 
 /// Fsyncs a directory so that entries created or renamed in it are durable.
@@ -113,16 +141,9 @@ func writeNewFile(_ path: String, _ bytes: UnsafeRawBufferPointer) throws(Checkp
 /// The regular files under `root`, as sorted relative paths; `.git` directories are skipped.
 /// Symbolic links are followed (Hugging Face caches link files to blobs).
 func regularFiles(under root: String) throws(CheckpointError) -> [String] {
-    guard let walker = FileManager.default.enumerator(atPath: root) else {
-        throw CheckpointError(.io, "cannot list \(root)")
-    }
     var files: [String] = []
-    while let relative = walker.nextObject() as? String {
+    for relative in try entries(under: root, skipping: ".git") {
         let full = root + "/" + relative
-        if relative == ".git" || relative.hasSuffix("/.git") {
-            walker.skipDescendants()
-            continue
-        }
         var info = stat()
         guard stat(full, &info) == 0 else { throw ioError("cannot stat", full) }
         switch info.st_mode & S_IFMT {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// The result of packing a model directory.
@@ -28,13 +28,12 @@ public enum ModelPack {
     ) throws(CheckpointError) -> PackReport {
         try options.validate()
         let started = ContinuousClock.now
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory) else {
+        guard let modelIsDirectory = isDirectory(model) else {
             throw CheckpointError(.invalidArgument, "\(model) does not exist")
         }
         let root: String
         let files: [String]
-        if isDirectory.boolValue {
+        if modelIsDirectory {
             root = model
             files = try regularFiles(under: model)
         } else {
@@ -191,11 +190,10 @@ public enum ModelPack {
         // A pack made from one .safetensors file is checked against that file, or against its directory.
         var original = original
         if let path = original {
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            guard let pathIsDirectory = isDirectory(path) else {
                 throw CheckpointError(.invalidArgument, "\(path) (given to --against) does not exist")
             }
-            if !isDirectory.boolValue {
+            if !pathIsDirectory {
                 original = URL(fileURLWithPath: path).deletingLastPathComponent().path
             }
         }

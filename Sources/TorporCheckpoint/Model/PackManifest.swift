@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// `torpor-manifest.json`: the list of every file of a packed model directory, written last, so a directory
 /// without it is not a complete pack.
@@ -36,8 +36,7 @@ public struct PackManifest: Codable, Sendable, Equatable {
     /// Reads and checks the manifest of the pack directory `directory`.
     public static func load(from directory: String) throws(CheckpointError) -> PackManifest {
         let path = directory + "/" + fileName
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+        guard isDirectory(directory) == true else {
             throw CheckpointError(.invalidArgument, "\(directory) is not a directory")
         }
         guard FileManager.default.fileExists(atPath: path) else {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// A sharded model's `*.safetensors.index.json`: which shard holds each tensor.
 struct ShardIndex {
@@ -11,7 +11,7 @@ struct ShardIndex {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw CheckpointError(.io, "cannot read \(path): \(error.localizedDescription)")
+            throw CheckpointError(.io, "cannot read \(path): \(error)")
         }
         let root: JSONValue
         do {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// One tensor described by a safetensors header.
 public struct TensorInfo: Sendable, Equatable {

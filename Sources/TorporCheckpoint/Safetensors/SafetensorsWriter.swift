@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Builds safetensors files: used to generate test models and converted benchmark models.
 public struct SafetensorsBuilder: Sendable {
