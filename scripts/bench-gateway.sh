@@ -5,14 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx-light)
-if [ ${#missing[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get install -y -q "${missing[@]}" >/dev/null
-fi
+source scripts/lib.sh
+command -v wrk >/dev/null || apt_install bench-gateway wrk
+command -v nginx >/dev/null || apt_install bench-gateway nginx-light
 swift build -c release
 mkdir -p bench-results
 python3 scripts/bench_gateway.py .build/release/torpor bench-results/gateway.json "$@"
