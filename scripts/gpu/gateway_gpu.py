@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_vllm_e2e import make_model, pack  # noqa: E402
+from bench_vllm_e2e import log, make_model, pack  # noqa: E402
 from vllm_engine import first_token_seconds, gpu_used_mib  # noqa: E402
 
 TOKEN = "torpor-gpu-gateway-test-token"
@@ -41,10 +41,6 @@ CHAT = [{"role": "user", "content": "Say something about sleep."}]
 
 class SkippedFaults(Exception):
     """--skip-faults: the checks end before the engine faults."""
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 class Gateway:
