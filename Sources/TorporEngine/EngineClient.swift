@@ -85,8 +85,10 @@ public struct EngineClient: Sendable {
         let started = ContinuousClock.now
         let query = tags.map { "?" + $0.map { "tags=\($0.rawValue)" }.joined(separator: "&") } ?? ""
         let step = "wake up" + (tags.map { " (\($0.map(\.rawValue).joined(separator: ", ")))" } ?? "")
-        var body = try await json(.POST, "/wake_up" + query, step: step, deadline: timeouts.wake, emptyMeans: [:])
-        if body.isEmpty {
+        let body: [String: Any]
+        if let answered = try await jsonOrEmpty(.POST, "/wake_up" + query, step: step, deadline: timeouts.wake) {
+            body = answered
+        } else {
             body = ["status": try await isSleeping() ? "sleeping" : "awake"]
         }
         let result: WakeResult
@@ -248,8 +250,19 @@ public struct EngineClient: Sendable {
         _ method: HTTPMethod, _ path: String, body: [String: Any]? = nil, step: String, deadline: Duration,
         emptyMeans: [String: Any]? = nil
     ) async throws(EngineError) -> [String: Any] {
+        if let object = try await jsonOrEmpty(method, path, body: body, step: step, deadline: deadline) {
+            return object
+        }
+        guard let emptyMeans else { throw invalid(step, "answered with an empty body instead of a JSON object") }
+        return emptyMeans
+    }
+
+    /// Sends a request and decodes a JSON object answer; nil for an empty answer (as vLLM 0.25's dev API gives).
+    private func jsonOrEmpty(
+        _ method: HTTPMethod, _ path: String, body: [String: Any]? = nil, step: String, deadline: Duration
+    ) async throws(EngineError) -> [String: Any]? {
         let (_, bytes) = try await raw(method, path, body: body, step: step, deadline: deadline, expect: [200])
-        if let emptyMeans, bytes.isEmpty { return emptyMeans }
+        guard !bytes.isEmpty else { return nil }
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
             throw invalid(
                 step,
