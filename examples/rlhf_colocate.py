@@ -57,6 +57,7 @@ def vllm_bit_sums(llm: LLM) -> dict:
     """Every parameter vLLM's worker holds, as `bit_sum`s by vLLM's names."""
 
     def sums(worker):
+        # Runs in vLLM's worker process, where this script's module-level names do not exist: bit_sum is inlined.
         import torch as worker_torch
 
         integer = {2: worker_torch.int16, 4: worker_torch.int32, 8: worker_torch.int64}
