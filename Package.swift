@@ -189,6 +189,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LibTorporTests",
+            dependencies: ["LibTorpor"],
             exclude: ["C"],
             swiftSettings: swiftSettings
         ),

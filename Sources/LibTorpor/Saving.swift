@@ -6,61 +6,12 @@ import Synchronization
 import TorporCheckpoint
 import TorporGPU
 
-/// What a `torpor_save *` points to: a save whose bytes are captured and whose encoding and writing run on a
-/// background thread.
-final class SaveHandle: Sendable {
-    private struct Outcome {
-        var finished = false
-        var status = TORPOR_OK
-        var message = ""
-        var sourceBytes = 0
-        var containerBytes = 0
-    }
-
-    private let outcome = Mutex(Outcome())
-    private let finished = DispatchSemaphore(value: 0)
-
-    /// Runs `work` on a background thread, recording how it ends.
-    init(_ work: @escaping @Sendable () throws -> PackedFile) {
-        DispatchQueue.global(qos: .utility).async { [self] in
-            var result = Outcome(finished: true)
-            do {
-                let packed = try work()
-                result.sourceBytes = packed.sourceBytes
-                result.containerBytes = packed.containerBytes
-            } catch {
-                result.status = fail(error)
-                result.message = String(cString: torpor_last_error())
-            }
-            outcome.withLock { $0 = result }
-            finished.signal()
-        }
-    }
-
-    var isFinished: Bool { outcome.withLock { $0.finished } }
-
-    /// Waits for the end; the status, with the message recorded as the caller thread's last error on failure.
-    func wait() -> torpor_status {
-        if !isFinished {
-            finished.wait()
-            finished.signal()  // later waits return at once
-        }
-        let (status, message) = outcome.withLock { ($0.status, $0.message) }
-        return status == TORPOR_OK ? TORPOR_OK : fail(status, message)
-    }
-
-    var sizes: (source: Int, container: Int) { outcome.withLock { ($0.sourceBytes, $0.containerBytes) } }
-
-    static func from(_ pointer: OpaquePointer?) -> SaveHandle? {
-        pointer.map { Unmanaged<SaveHandle>.fromOpaque(UnsafeRawPointer($0)).takeUnretainedValue() }
-    }
-}
-
 @_cdecl("torpor_save_options_init")
 public func torpor_save_options_init(_ options: UnsafeMutablePointer<torpor_save_options>?) {
     guard let options else { return }
     options.pointee = torpor_save_options()
     options.pointee.gpu_encode = -1
+    options.pointee.keep_memory = 1
 }
 
 /// The tensors a save names, checked and staged; where each one's bytes come from.
@@ -70,9 +21,10 @@ private struct SaveInput {
     var device: [Int32: [(address: UInt64, index: Int)]] = [:]
 }
 
-private func saveInput(_ tensors: UnsafePointer<torpor_tensor>?, _ count: Int64, metadata: [String: String])
-    throws(CheckpointError) -> SaveInput
-{
+private func saveInput(
+    _ tensors: UnsafePointer<torpor_tensor>?, _ count: Int64, metadata: [String: String],
+    memory: (Int, String) throws(CheckpointError) -> MappedFile
+) throws(CheckpointError) -> SaveInput {
     guard count >= 0, count == 0 || tensors != nil else {
         throw CheckpointError(.invalidArgument, "tensors must not be null for \(count) tensors")
     }
@@ -94,7 +46,7 @@ private func saveInput(_ tensors: UnsafePointer<torpor_tensor>?, _ count: Int64,
         let shape = (0..<Int(tensor.ndim)).map { Int(tensor.shape![$0]) }
         described.append(.init(name: name, dtype: dtype, shape: shape))
     }
-    var input = SaveInput(staged: try StagedSafetensors(described, metadata: metadata))
+    var input = SaveInput(staged: try StagedSafetensors(described, metadata: metadata, memory: memory))
     for item in 0..<Int(count) {
         let tensor = tensors![item]
         let expected = input.staged.ranges[item].count
@@ -117,10 +69,49 @@ private func saveInput(_ tensors: UnsafePointer<torpor_tensor>?, _ count: Int64,
     return input
 }
 
-/// The staged file's memory, which the device copies write into (registered with the driver for them).
+/// The staged file's memory, which the device copies write into.
 private func writableMemory(of staged: StagedSafetensors) -> UnsafeMutableRawBufferPointer {
     UnsafeMutableRawBufferPointer(
         start: UnsafeMutableRawPointer(mutating: staged.mapping.bytes.baseAddress!), count: staged.mapping.count)
+}
+
+private func seconds(since start: ContinuousClock.Instant) -> Double {
+    (ContinuousClock.now - start) / .seconds(1)
+}
+
+/// The save's options: the caller's, or the defaults where it passed none.
+private func saveSettings(_ options: UnsafePointer<torpor_save_options>?) -> torpor_save_options {
+    var settings = torpor_save_options()
+    torpor_save_options_init(&settings)
+    if let options { settings = options.pointee }
+    return settings
+}
+
+private func metadata(_ settings: torpor_save_options) throws(CheckpointError) -> [String: String] {
+    guard let json = string(settings.metadata_json) else { return [:] }
+    do {
+        return try JSONDecoder().decode([String: String].self, from: Data(json.utf8))
+    } catch {
+        throw CheckpointError(
+            .invalidArgument, "metadata_json must be a JSON object of strings, not \(json.prefix(200))")
+    }
+}
+
+/// What a save holds until it ends and then gives back to `SaveMemory` (or frees): its staging region and its
+/// GPU encoder.
+private final class SaveLoan: @unchecked Sendable {
+    let keep: Bool
+    var region: StagingRegion?
+    var encoder: (GPUBatchEncoder, SaveMemory.EncoderKey)?
+
+    init(keep: Bool) { self.keep = keep }
+
+    func end() {
+        if let region { SaveMemory.shared.giveBack(region, keep: keep) }
+        if let (encoder, key) = encoder { SaveMemory.shared.giveBack(encoder, key: key, keep: keep) }
+        region = nil
+        encoder = nil
+    }
 }
 
 @_cdecl("torpor_save_start")
@@ -132,19 +123,9 @@ public func torpor_save_start(
         return fail(TORPOR_ERROR_INVALID_ARGUMENT, "torpor_save_start: path and out must not be null")
     }
     out.pointee = nil
-    var settings = torpor_save_options()
-    torpor_save_options_init(&settings)
-    if let options { settings = options.pointee }
+    let settings = saveSettings(options)
+    let loan = SaveLoan(keep: settings.keep_memory != 0)
     do {
-        var metadata: [String: String] = [:]
-        if let json = string(settings.metadata_json) {
-            do {
-                metadata = try JSONDecoder().decode([String: String].self, from: Data(json.utf8))
-            } catch {
-                throw CheckpointError(
-                    .invalidArgument, "metadata_json must be a JSON object of strings, not \(json.prefix(200))")
-            }
-        }
         let codecName = string(settings.codec) ?? "auto"
         guard let codec = CodecChoice(name: codecName) else {
             throw CheckpointError(
@@ -154,44 +135,69 @@ public func torpor_save_start(
         var packOptions = PackOptions(
             codec: codec, chunkSize: settings.chunk_size > 0 ? Int(settings.chunk_size) : 1 << 20,
             workers: settings.threads > 0 ? Int(settings.threads) : nil)
-        let input = try saveInput(tensors, count, metadata: metadata)
+        var capture = torpor_save_info()
+        var started = ContinuousClock.now
+        let input = try saveInput(tensors, count, metadata: try metadata(settings)) {
+            (bytes, name) throws(CheckpointError) in
+            let (region, reused) = try SaveMemory.shared.takeRegion(bytes)
+            loan.region = region
+            capture.memory_reused = reused ? 1 : 0
+            return region.file(count: bytes, name: name)
+        }
         let staged = input.staged
+        capture.memory_seconds = seconds(since: started)
 
         // Capture every byte before returning: host tensors on every core, then device tensors.
+        started = ContinuousClock.now
         let host = UncheckedSendable(input.host)
         DispatchQueue.concurrentPerform(iterations: input.host.count) { item in
             let (source, index) = host.value[item]
             let destination = staged.destination(of: index)
             destination.baseAddress!.copyMemory(from: source, byteCount: destination.count)
         }
+        var copySeconds = seconds(since: started)
         // Device tensors: a snapshot in device memory where there is room (a device-to-device copy, so the
         // caller's next step waits milliseconds, not a copy over the host link), copied to the host in the
-        // background; else straight to the host now.
+        // background; else straight to the host now. Either copy to the host goes into pinned memory, which a
+        // kept staging region already is.
         let runtime = GPURuntime.shared
         var snapshots: [(snapshot: DeviceSnapshot, destinations: [UnsafeMutableRawBufferPointer])] = []
         for (ordinal, pieces) in input.device.sorted(by: { $0.key < $1.key }) {
             let device = try runtime.device(ordinal)
             let destinations = pieces.map { staged.destination(of: $0.index) }
+            started = ContinuousClock.now
+            try device.synchronize(externalStream: settings.stream)
+            capture.wait_seconds += seconds(since: started)
+            started = ContinuousClock.now
             if let snapshot = try DeviceSnapshot(
                 device: device, pieces: zip(pieces, destinations).map { ($0.address, $1.count) },
                 after: settings.stream)
             {
                 snapshots.append((snapshot, destinations))
+                capture.device_capture = max(capture.device_capture, 1)
             } else {
-                try device.synchronize(externalStream: settings.stream)
-                try device.copyToHost(
-                    zip(pieces, destinations).map { ($0.address, $1) }, through: writableMemory(of: staged))
+                try loan.region?.pin(on: device)
+                try device.copyToHost(zip(pieces, destinations).map { ($0.address, $1) }, through: nil)
+                capture.device_capture = 2
             }
+            copySeconds += seconds(since: started)
         }
+        capture.copy_seconds = copySeconds
 
         // Encode on the GPU when asked, or when the tensors came from one and nvCOMP is there.
         let wantsGPU = settings.gpu_encode > 0 || (settings.gpu_encode < 0 && !input.device.isEmpty)
         if wantsGPU {
             do {
                 let ordinal = input.device.keys.min() ?? 0
-                packOptions.gpuEncoder = try GPUBatchEncoder(
-                    nvcomp: try runtime.nvcomp(string(settings.nvcomp_path)), device: try runtime.device(ordinal),
-                    maxChunkBytes: packOptions.chunkSize)
+                let key = SaveMemory.EncoderKey(
+                    ordinal: ordinal, chunkSize: packOptions.chunkSize, nvcompPath: string(settings.nvcomp_path) ?? "")
+                let encoder = try SaveMemory.shared.takeEncoder(key) { () throws(GPUError) in
+                    try GPUBatchEncoder(
+                        nvcomp: try runtime.nvcomp(string(settings.nvcomp_path)), device: try runtime.device(ordinal),
+                        maxChunkBytes: packOptions.chunkSize)
+                }
+                loan.encoder = (encoder, key)
+                packOptions.gpuEncoder = encoder
             } catch {
                 guard settings.gpu_encode < 0 else { throw error }
                 packOptions.gpuEncoder = nil  // "when available": the CPU codecs instead
@@ -200,12 +206,14 @@ public func torpor_save_start(
         try packOptions.validate()
         let options = packOptions
         let pending = Mutex(UncheckedSendable(snapshots))
-        let handle = SaveHandle {
+        let handle = SaveHandle(capture: capture) {
+            defer { loan.end() }
             // The snapshots reach the host first, and their device memory is freed before the encoding starts.
             try pending.withLock { taken in
                 defer { taken = UncheckedSendable([]) }
                 for (snapshot, destinations) in taken.value {
-                    try snapshot.copyToHost(destinations, through: writableMemory(of: staged))
+                    try loan.region?.pin(on: snapshot.device)
+                    try snapshot.copyToHost(destinations, through: nil)
                 }
             }
             return try staged.pack(to: path, options: options)
@@ -213,41 +221,7 @@ public func torpor_save_start(
         out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
         return TORPOR_OK
     } catch {
+        loan.end()
         return fail(error)
     }
-}
-
-@_cdecl("torpor_save_done")
-public func torpor_save_done(_ save: OpaquePointer?) -> Int32 {
-    SaveHandle.from(save)?.isFinished ?? true ? 1 : 0
-}
-
-@_cdecl("torpor_save_wait")
-public func torpor_save_wait(_ save: OpaquePointer?) -> torpor_status {
-    guard let handle = SaveHandle.from(save) else {
-        return fail(TORPOR_ERROR_INVALID_ARGUMENT, "torpor_save_wait: the save is null")
-    }
-    return handle.wait()
-}
-
-@_cdecl("torpor_save_sizes")
-public func torpor_save_sizes(
-    _ save: OpaquePointer?, _ sourceBytes: UnsafeMutablePointer<Int64>?, _ containerBytes: UnsafeMutablePointer<Int64>?
-) -> torpor_status {
-    guard let handle = SaveHandle.from(save) else {
-        return fail(TORPOR_ERROR_INVALID_ARGUMENT, "torpor_save_sizes: the save is null")
-    }
-    let status = handle.wait()
-    guard status == TORPOR_OK else { return status }
-    let sizes = handle.sizes
-    sourceBytes?.pointee = Int64(sizes.source)
-    containerBytes?.pointee = Int64(sizes.container)
-    return TORPOR_OK
-}
-
-@_cdecl("torpor_save_free")
-public func torpor_save_free(_ save: OpaquePointer?) {
-    guard let save, let handle = SaveHandle.from(save) else { return }
-    _ = handle.wait()
-    Unmanaged<SaveHandle>.fromOpaque(UnsafeRawPointer(save)).release()
 }

@@ -158,6 +158,29 @@ class BackgroundSaves(unittest.TestCase):
             self.assertTrue(same(torpor.load(handle.path)["w"], snapshots[step]), f"step {step}")
         self.assertFalse(same(snapshots[0], snapshots[1]))
 
+    def test_memory_is_kept_for_the_next_save_and_released_on_request(self):
+        torpor.release_save_memory()  # what earlier tests kept
+        weights = {"w": sample(torch.bfloat16, (512, 1024), seed=5)}
+        first = torpor.save(weights, self.directory / "a.torpor")
+        self.assertEqual(first.capture["capture"], "host")
+        self.assertFalse(first.capture["memory_reused"])
+        first.wait()
+        weights["w"].mul_(-2.0)
+        # Reused memory holds the last file's bytes: a different header (metadata) moves every tensor.
+        second = torpor.save(weights, self.directory / "b.torpor", metadata={"step": "2" * 100})
+        self.assertTrue(second.capture["memory_reused"])
+        second.wait()
+        with torpor.open(second.path) as container:
+            self.assertEqual(container.metadata["step"], "2" * 100)
+        self.assertTrue(same(torpor.load(second.path)["w"], weights["w"]))
+        bigger = torpor.save({"w": sample(torch.bfloat16, (1024, 1024), seed=6)}, self.directory / "c.torpor")
+        self.assertFalse(bigger.capture["memory_reused"])  # the kept memory is too small: new memory, the old freed
+        bigger.wait()
+        self.assertGreaterEqual(torpor.release_save_memory(), 1024 * 1024 * 2)
+        self.assertEqual(torpor.release_save_memory(), 0)
+        torpor.save(weights, self.directory / "d.torpor", keep_memory=False).wait()
+        self.assertEqual(torpor.release_save_memory(), 0)
+
     def test_saves_from_several_threads(self):
         errors = []
 

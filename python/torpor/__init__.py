@@ -19,10 +19,10 @@ import json
 import os
 from typing import Iterable, Mapping, Optional
 
-from ._lib import TorporError, library, check, TensorInfo, DeviceOptions, Tensor, SaveOptions
+from ._lib import TorporError, library, check, TensorInfo, DeviceOptions, Tensor, SaveOptions, SaveInfo
 
 __all__ = ["TorporError", "Container", "TensorEntry", "SaveHandle", "open", "load", "save", "version", "containers",
-           "prepare_host_cache"]
+           "prepare_host_cache", "release_save_memory"]
 
 
 def version() -> str:
@@ -189,11 +189,22 @@ class SaveHandle:
     """A save in progress. ``wait()`` blocks until the container is written and raises TorporError on failure;
     ``done()`` polls; ``source_bytes`` and ``container_bytes`` are known once it is finished."""
 
+    _CAPTURES = {0: "host", 1: "device-snapshot", 2: "device-to-host"}
+
     def __init__(self, handle: ctypes.c_void_p, path: str):
         self._handle = handle
         self.path = path
         self.source_bytes: Optional[int] = None
         self.container_bytes: Optional[int] = None
+        info = SaveInfo()
+        check(library().torpor_save_get_info(handle, ctypes.byref(info)))
+        #: How the bytes were captured before ``save`` returned: ``capture`` is "host" (no CUDA tensors),
+        #: "device-snapshot" (copied within GPU memory, to the host in the background) or "device-to-host" (the GPU
+        #: had no room for a snapshot); ``memory_reused`` says the host memory of an earlier save was reused; the
+        #: ``*_seconds`` split the call's time.
+        self.capture = {"capture": self._CAPTURES.get(info.device_capture, str(info.device_capture)),
+                        "memory_reused": bool(info.memory_reused), "memory_seconds": info.memory_seconds,
+                        "wait_seconds": info.wait_seconds, "copy_seconds": info.copy_seconds}
 
     def done(self) -> bool:
         return bool(library().torpor_save_done(self._handle)) if self._handle else True
@@ -217,15 +228,23 @@ class SaveHandle:
 
 def save(state_dict: Mapping, path: str | os.PathLike, codec: str = "auto", background: bool = True, *,
          gpu_encode: Optional[bool] = None, chunk_size: int = 0, threads: int = 0,
-         metadata: Optional[Mapping[str, str]] = None) -> SaveHandle:
+         metadata: Optional[Mapping[str, str]] = None, keep_memory: bool = True) -> SaveHandle:
     """Saves ``{name: torch.Tensor}`` (CPU or CUDA) into a new container at ``path``. Returns once the bytes are
     captured; with ``background=False`` also waits for the file. ``gpu_encode``: None encodes on the GPU when the
     tensors are on one and nvCOMP is installed, True requires it, False never. ``metadata`` goes into the
-    container's safetensors ``__metadata__``."""
+    container's safetensors ``__metadata__``. ``keep_memory``: keep the host memory the file was assembled in
+    (pinned, after CUDA tensors) and the GPU encoder for the next save, so a loop that saves every step does not
+    allocate and pin the model's size again each time; ``release_save_memory()`` frees what is kept."""
     from ._torch import save as save_torch
 
     handle = save_torch(state_dict, os.fspath(path), codec=codec, gpu_encode=gpu_encode, chunk_size=chunk_size,
-                        threads=threads, metadata=metadata)
+                        threads=threads, metadata=metadata, keep_memory=keep_memory)
     if not background:
         handle.wait()
     return handle
+
+
+def release_save_memory() -> int:
+    """Frees the host memory and GPU encoders that finished saves kept for the next one (``save(keep_memory=True)``,
+    the default); returns the host bytes freed. Saves still running keep theirs until they end."""
+    return int(library().torpor_save_release_memory())

@@ -8,7 +8,7 @@ import os
 import threading
 from pathlib import Path
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 MAX_DIMS = 16
 
 STATUS_NAMES = {
@@ -80,6 +80,17 @@ class SaveOptions(ctypes.Structure):
         ("stream", ctypes.c_void_p),
         ("metadata_json", ctypes.c_char_p),
         ("nvcomp_path", ctypes.c_char_p),
+        ("keep_memory", ctypes.c_int32),
+    ]
+
+
+class SaveInfo(ctypes.Structure):
+    _fields_ = [
+        ("device_capture", ctypes.c_int32),
+        ("memory_reused", ctypes.c_int32),
+        ("memory_seconds", ctypes.c_double),
+        ("wait_seconds", ctypes.c_double),
+        ("copy_seconds", ctypes.c_double),
     ]
 
 
@@ -179,6 +190,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.torpor_save_sizes.restype = status
     lib.torpor_save_free.argtypes = [c.c_void_p]
     lib.torpor_save_free.restype = None
+    lib.torpor_save_get_info.argtypes = [c.c_void_p, c.POINTER(SaveInfo)]
+    lib.torpor_save_get_info.restype = status
+    lib.torpor_save_release_memory.argtypes = []
+    lib.torpor_save_release_memory.restype = c.c_int64
 
 
 def check(status: int) -> None:

@@ -70,7 +70,7 @@ def load(path, device, *, names: Optional[Iterable[str]], source: str, cache_dir
 
 
 def save(state_dict: Mapping, path: str, *, codec: str, gpu_encode: Optional[bool], chunk_size: int, threads: int,
-         metadata: Optional[Mapping[str, str]]):
+         metadata: Optional[Mapping[str, str]], keep_memory: bool):
     from . import SaveHandle
 
     keep = []  # every tensor and shape array stays alive until libtorpor has captured the bytes
@@ -107,6 +107,7 @@ def save(state_dict: Mapping, path: str, *, codec: str, gpu_encode: Optional[boo
     options.threads = threads
     options.stream = next(iter(streams)) if len(streams) == 1 else None
     options.metadata_json = json.dumps(dict(metadata)).encode() if metadata else None
+    options.keep_memory = int(bool(keep_memory))
     handle = ctypes.c_void_p()
     check(library().torpor_save_start(path.encode(), array, len(items), ctypes.byref(options),
                                       ctypes.byref(handle)))

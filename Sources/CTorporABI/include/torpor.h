@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#define TORPOR_ABI_VERSION 1
+#define TORPOR_ABI_VERSION 2
 #define TORPOR_MAX_DIMS 16
 
 typedef enum {
@@ -134,6 +134,9 @@ typedef struct {
     void *stream;            /* see torpor_tensor.device */
     const char *metadata_json; /* a JSON object of string values for __metadata__, or NULL */
     const char *nvcomp_path;
+    int32_t keep_memory;     /* 1 (the default): the host memory the file is assembled in (pinned once device
+                              * tensors were copied into it) and the GPU encoder are kept for the next save;
+                              * 0: freed when this save ends. See torpor_save_release_memory. */
 } torpor_save_options;
 
 void torpor_save_options_init(torpor_save_options *options);
@@ -153,6 +156,23 @@ torpor_status torpor_save_wait(torpor_save *save);
 torpor_status torpor_save_sizes(torpor_save *save, int64_t *source_bytes, int64_t *container_bytes);
 /* Waits for the save if it still runs, then frees it. */
 void torpor_save_free(torpor_save *save);
+
+/* How torpor_save_start captured the bytes, known once it returned. */
+typedef struct {
+    int32_t device_capture;  /* 0: no device tensors; 1: a snapshot in device memory (copied to the host in the
+                              * background); 2: copied to host memory during the call (the device had no room
+                              * for a snapshot beside 1 GiB of headroom) */
+    int32_t memory_reused;   /* 1: the host memory of an earlier save was reused (already pinned where needed) */
+    double memory_seconds;   /* getting that host memory */
+    double wait_seconds;     /* waiting for the work queued on the stream */
+    double copy_seconds;     /* copying the bytes (host tensors, the device snapshot or the device-to-host copy) */
+} torpor_save_info;
+
+torpor_status torpor_save_get_info(torpor_save *save, torpor_save_info *info);
+
+/* Frees the host memory and GPU encoders that finished saves kept (keep_memory); returns the host bytes freed.
+ * Saves still running keep theirs until they end. */
+int64_t torpor_save_release_memory(void);
 
 #ifdef __cplusplus
 }

@@ -26,12 +26,18 @@ public final class StagedSafetensors: @unchecked Sendable {
     /// The memory: the safetensors file being assembled.
     public let mapping: MappedFile
 
-    /// Lays the tensors out as a safetensors file in new anonymous memory (zeroed).
+    /// Lays the tensors out as a safetensors file in memory: new anonymous memory, or what `memory` gives for
+    /// the file's size (memory kept from an earlier save, say; every byte of the file is written, the header here
+    /// and the tensors by the caller, so it need not be zeroed).
     /// - Throws: `.invalidArgument` for an empty or repeated name, a negative dimension, a shape whose size does
-    ///   not fill whole bytes; `.io` when the memory cannot be had.
-    public init(_ tensors: [Tensor], metadata: [String: String] = [:], name: String = "staged.safetensors")
-        throws(CheckpointError)
-    {
+    ///   not fill whole bytes; `.io` when the memory cannot be had; what `memory` throws.
+    public init(
+        _ tensors: [Tensor], metadata: [String: String] = [:], name: String = "staged.safetensors",
+        memory: (_ count: Int, _ name: String) throws(CheckpointError) -> MappedFile = {
+            count, name throws(CheckpointError) in
+            try MappedFile(anonymous: count, name: name)
+        }
+    ) throws(CheckpointError) {
         var seen = Set<String>()
         var sizes: [Int] = []
         for tensor in tensors {
@@ -70,7 +76,12 @@ public final class StagedSafetensors: @unchecked Sendable {
         }
         self.tensors = tensors
         self.ranges = ranges
-        mapping = try MappedFile(anonymous: offset, name: name)
+        let mapping = try memory(offset, name)
+        guard mapping.count == offset else {
+            throw CheckpointError(
+                .invalidArgument, "\(name) needs \(offset) bytes of memory, but \(mapping.count) were given")
+        }
+        self.mapping = mapping
         UnsafeMutableRawPointer(mutating: mapping.bytes.baseAddress!).copyMemory(
             from: header, byteCount: header.count)
     }

@@ -8,11 +8,14 @@ public final class MappedFile: @unchecked Sendable {
     public let path: String
     /// The file's bytes. Empty for an empty file.
     public let bytes: UnsafeRawBufferPointer
+    /// What owns the bytes when this mapping only views them (`init(viewing:)`); nil: this mapping unmaps them.
+    private let owner: AnyObject?
 
     /// Maps `path` read-only.
     /// - Throws: `CheckpointError` with code `.io` when the file cannot be opened or mapped.
     public init(path: String) throws(CheckpointError) {
         self.path = path
+        owner = nil
         let file = try FileDescriptor.openForReading(path)
         defer { file.close() }
         var info = stat()
@@ -37,6 +40,7 @@ public final class MappedFile: @unchecked Sendable {
     /// - Throws: `CheckpointError` with code `.io` when the memory cannot be mapped.
     public init(anonymous count: Int, name: String) throws(CheckpointError) {
         path = name
+        owner = nil
         guard count > 0 else {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
             return
@@ -54,6 +58,7 @@ public final class MappedFile: @unchecked Sendable {
     /// - Throws: `CheckpointError` with code `.io` when the memory cannot be mapped.
     public init(sparse count: Int, name: String) throws(CheckpointError) {
         path = name
+        owner = nil
         guard count > 0 else {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
             return
@@ -67,11 +72,20 @@ public final class MappedFile: @unchecked Sendable {
         bytes = UnsafeRawBufferPointer(start: base, count: count)
     }
 
+    /// The first `count` bytes of memory that `owner` holds (kept alive by this mapping, never unmapped by it),
+    /// standing in for the file `name`: a file assembled in memory that is reused from one file to the next.
+    public init(viewing memory: UnsafeRawBufferPointer, count: Int, name: String, owner: AnyObject) {
+        precondition(count >= 0 && count <= memory.count, "a view of \(count) bytes of \(memory.count)")
+        path = name
+        self.owner = owner
+        bytes = UnsafeRawBufferPointer(start: count > 0 ? memory.baseAddress : nil, count: count)
+    }
+
     /// The number of bytes in the file.
     public var count: Int { bytes.count }
 
     deinit {
-        if let base = bytes.baseAddress {
+        if owner == nil, let base = bytes.baseAddress {
             munmap(UnsafeMutableRawPointer(mutating: base), bytes.count)
         }
     }

@@ -43,9 +43,9 @@ public final class DeviceSnapshot: @unchecked Sendable {
     }
 
     /// Copies piece `i` to `destinations[i]` (as many bytes as the piece has) at pinned speed: `region`, the host
-    /// memory holding every destination, is registered with the driver for the copies.
+    /// memory holding every destination, is registered with the driver for the copies (nil: it is pinned already).
     public func copyToHost(
-        _ destinations: [UnsafeMutableRawBufferPointer], through region: UnsafeMutableRawBufferPointer
+        _ destinations: [UnsafeMutableRawBufferPointer], through region: UnsafeMutableRawBufferPointer?
     ) throws(GPUError) {
         precondition(destinations.count == layout.count)
         try device.copyToHost(

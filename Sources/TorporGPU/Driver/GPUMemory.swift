@@ -51,15 +51,18 @@ extension GPUDevice {
     }
 
     /// Copies device memory to host memory, each piece `(address, destination)`, at pinned speed: `region` (the
-    /// host memory holding every destination, page-aligned) is registered with the driver for the copies.
+    /// host memory holding every destination, page-aligned) is registered with the driver for the copies; nil:
+    /// the destinations are pinned already (registering gigabytes costs tenths of a second of driver time, which
+    /// stalls the process's other CUDA calls, so memory that is reused stays registered).
     public func copyToHost(
         _ pieces: [(address: UInt64, destination: UnsafeMutableRawBufferPointer)],
-        through region: UnsafeMutableRawBufferPointer
+        through region: UnsafeMutableRawBufferPointer?
     ) throws(GPUError) {
         guard pieces.contains(where: { $0.destination.count > 0 }) else { return }
         try makeCurrent()
-        let pinned = try PinnedBuffer(
-            device: self, registering: region.baseAddress!, count: region.count, readOnly: false)
+        let pinned = try region.map { region throws(GPUError) in
+            try PinnedBuffer(device: self, registering: region.baseAddress!, count: region.count, readOnly: false)
+        }
         let stream = try GPUStream(device: self)
         for piece in pieces where piece.destination.count > 0 {
             try stream.copy(

@@ -41,7 +41,13 @@ int main(int argc, char **argv) {
     CHECK(torpor_save_wait(save) == TORPOR_OK, "save_wait");
     int64_t source = 0, stored = 0;
     CHECK(torpor_save_sizes(save, &source, &stored) == TORPOR_OK && stored > 0 && stored < source, "sizes");
+    torpor_save_info capture;
+    CHECK(torpor_save_get_info(save, &capture) == TORPOR_OK && capture.device_capture == 0 && capture.copy_seconds >= 0,
+          "save info: capture %d", capture.device_capture);
     torpor_save_free(save);
+    CHECK(options.keep_memory == 1, "keep_memory defaults to 1");
+    CHECK(torpor_save_release_memory() >= source, "the save's memory was kept");
+    CHECK(torpor_save_release_memory() == 0, "released once");
 
     torpor_container *container = NULL;
     CHECK(torpor_open(path, &container) == TORPOR_OK, "open");
