@@ -186,6 +186,7 @@ def main() -> None:
             started = time.perf_counter()
             save = torpor.save(policy.state_dict(), path, metadata={"step": str(step + 1)})          # 4
             row["save_capture_s"] = time.perf_counter() - started
+            row["save_capture"] = save.capture  # snapshot on the GPU or copy to the host; memory reused or new
         started = time.perf_counter()
         llm.wake_up(tags=["weights"])                                                               # 5
         row["wake_weights_s"] = seconds_since(started, on_gpu)

@@ -20,4 +20,7 @@ cp "$fixtures"/tiny-llama/{config.json,tokenizer.json,tokenizer_config.json,chat
     .gpu/tokenizer/
 ls .gpu/nvidia_libnvcomp_cu13-6.0.0.12-*.whl >/dev/null 2>&1 \
     || pip download --no-deps -q nvidia-libnvcomp-cu13==6.0.0.12 -d .gpu
+# nvCOMP's Python API, for scripts/gpu/lz4_check.sh only (nvCOMP's own LZ4 beside Torpor's codecs).
+ls .gpu/nvidia_nvcomp_cu13-6.0.0.12-*.whl >/dev/null 2>&1 \
+    || pip download --no-deps -q nvidia-nvcomp-cu13==6.0.0.12 -d .gpu
 du -sh .gpu/*
