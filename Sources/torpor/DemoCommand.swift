@@ -7,7 +7,7 @@ struct Demo: AsyncParsableCommand {
         abstract: "Run the gateway with three simulated engines on one simulated GPU that holds two of them awake.",
         discussion: """
             No GPU or vLLM needed: each model is a `torpor sim-engine` process with vLLM's sleep-mode contract and \
-            latencies 20 times faster than a real A100's. Prints ready-to-paste curl and Python examples.
+            latencies 20 times faster than real vLLM's on an H100. Prints ready-to-paste curl and Python examples.
             """)
 
     @Option(help: "Client API port.")

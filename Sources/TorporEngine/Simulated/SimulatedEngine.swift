@@ -149,7 +149,7 @@ actor SimulatedEngine {
                 weights = .gpu
             }
             if tags.contains(.kvCache) && !kvOnGPU {
-                try? await Task.sleep(for: configuration.seconds(0.02 * slowWakeFactor))
+                try? await Task.sleep(for: configuration.seconds(configuration.kvCacheWakeSeconds * slowWakeFactor))
                 kvOnGPU = true
             }
             recordMemory()

@@ -2,9 +2,11 @@ import Foundation
 
 /// How a simulated engine behaves: its model, its simulated GPU, its sizes and rates.
 ///
-/// Defaults are taken from published vLLM measurements of Qwen3-0.6B on an A100: a level-1 wake in 0.26 s
-/// (1.2 GB at 4.6 GB/s), a level-2 wake with reload in 0.85 s (1.41 GB/s), a cold start of about 38 s.
-/// `timeScale` multiplies every latency, so tests can run the same model 100 times faster.
+/// Rates default to what real vLLM 0.25.1 measured on the lent H100/H200 machines (docs/benchmarks.md, "Through
+/// real vLLM 0.25.1 on the H200"): level-1 sleep and wake copy the weights at 40 GB/s (13.97 GB woke in
+/// 0.37–0.40 s with its KV cache), a level-2 reload with vLLM's safetensors loader runs at 5.5 GB/s (1.7–2.9 s for
+/// 13.97 GB), the KV cache's wake takes 0.05 s, a cold start about 50 s (40–77 s measured). The model's size is a
+/// Qwen3-0.6B's. `timeScale` multiplies every latency, so tests can run the same model 100 times faster.
 public struct SimulatedEngineConfiguration: Sendable {
     public var model: String
     /// The simulated GPU's name; engines naming the same GPU share its memory.
@@ -18,10 +20,13 @@ public struct SimulatedEngineConfiguration: Sendable {
     public var sleepResidueBytes = 1_288_490_188
     public var tokensPerSecond = 100.0
     /// Level-1 sleep and wake copy the weights at this rate.
-    public var hostToDeviceBytesPerSecond = 4.6e9
+    public var hostToDeviceBytesPerSecond = 40e9
     /// A level-2 wake reloads the weights at this rate.
-    public var loadBytesPerSecond = 1.41e9
-    public var coldStartSeconds = 38.0
+    public var loadBytesPerSecond = 5.5e9
+    /// Waking the KV cache (mapping its memory again) takes this long.
+    public var kvCacheWakeSeconds = 0.05
+    public static let defaultColdStartSeconds = 50.0
+    public var coldStartSeconds = defaultColdStartSeconds
     /// Every latency is multiplied by this.
     public var timeScale = 1.0
     /// When set, `/sim/fault` requires `Authorization: Bearer <token>`.

@@ -1,5 +1,6 @@
 import Foundation
 import TorporCheckpoint
+import TorporEngine
 import Yams
 
 /// Everything `torpor serve` reads from its YAML file; docs/gateway-config.md documents every key once.
@@ -191,7 +192,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var startTimeoutSeconds: Double {
             switch engine {
             case .command(_, _, let ready): ready
-            case .simulated(let timeScale, _): max(30, 38 * timeScale * 3)
+            case .simulated(let timeScale, _):
+                max(30, SimulatedEngineConfiguration.defaultColdStartSeconds * timeScale * 3)
             case .external: 60
             }
         }
