@@ -37,7 +37,6 @@ func status(of code: CheckpointError.Code) -> torpor_status {
     case .corruptData, .mismatch: TORPOR_ERROR_CORRUPT
     case .invalidContainer, .invalidSafetensors, .invalidShardIndex: TORPOR_ERROR_INVALID_CONTAINER
     case .unsupported: TORPOR_ERROR_UNSUPPORTED
-    default: TORPOR_ERROR_INTERNAL
     }
 }
 
@@ -50,7 +49,6 @@ func status(of code: GPUError.Code) -> torpor_status {
     case .io: TORPOR_ERROR_IO
     case .unsupported: TORPOR_ERROR_UNSUPPORTED
     case .cuda, .nvcomp: TORPOR_ERROR_GPU
-    default: TORPOR_ERROR_INTERNAL
     }
 }
 

@@ -43,27 +43,17 @@ public enum WakeResult: Sendable, Equatable {
 
 /// A failure talking to an engine. The message names the engine and the step.
 public struct EngineError: Error, CustomStringConvertible, Sendable {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: String, Hashable, Sendable {
-            case timeout, transport, httpStatus, invalidResponse, invalidArgument, processFailed
-        }
-        private let base: Base
-        private init(_ base: Base) { self.base = base }
+    /// What kind of failure this is:
+    /// - `timeout`: the call did not finish within its deadline
+    /// - `transport`: the connection failed (refused, reset, closed)
+    /// - `httpStatus`: the engine answered with an unexpected HTTP status
+    /// - `invalidResponse`: the engine answered something that does not follow the contract
+    /// - `invalidArgument`: the caller asked for something invalid
+    /// - `processFailed`: an engine process could not be started or died
+    public enum Code: String, Sendable, CustomStringConvertible {
+        case timeout, transport, httpStatus, invalidResponse, invalidArgument, processFailed
 
-        /// The call did not finish within its deadline.
-        public static let timeout = Code(.timeout)
-        /// The connection failed (refused, reset, closed).
-        public static let transport = Code(.transport)
-        /// The engine answered with an unexpected HTTP status.
-        public static let httpStatus = Code(.httpStatus)
-        /// The engine answered something that does not follow the contract.
-        public static let invalidResponse = Code(.invalidResponse)
-        /// The caller asked for something invalid.
-        public static let invalidArgument = Code(.invalidArgument)
-        /// An engine process could not be started or died.
-        public static let processFailed = Code(.processFailed)
-
-        public var description: String { base.rawValue }
+        public var description: String { rawValue }
     }
 
     public let code: Code

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Glibc
 import NIOCore
 import NIOHTTP1
+public import TorporCheckpoint
 
 extension S3Client {
 

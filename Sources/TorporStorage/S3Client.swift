@@ -4,6 +4,7 @@ import FoundationEssentials
 import Glibc
 public import NIOCore
 public import NIOHTTP1
+public import TorporCheckpoint
 
 /// How failed requests are retried: exponential backoff with full jitter (a random wait between 0 and
 /// `base × 2^(attempt-1)`, at most `cap`), on 5xx answers, throttling (429, `SlowDown`) and broken connections.

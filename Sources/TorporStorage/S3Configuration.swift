@@ -1,4 +1,5 @@
 import FoundationEssentials
+public import TorporCheckpoint
 
 /// An object-store location: `s3://bucket/prefix`.
 public struct S3Location: Sendable, Equatable, CustomStringConvertible {
@@ -127,40 +128,20 @@ func trimmed(_ text: some StringProtocol) -> String {
 }
 
 /// An object-storage failure, naming what failed.
-public struct StorageError: Error, CustomStringConvertible, Sendable {
-    public enum Code: String, Sendable {
-        case invalidArgument
-        case credentials
-        /// The bucket does not exist.
-        case noSuchBucket
-        /// The object (or pack) does not exist.
-        case notFound
-        /// The credentials are refused, or lack a permission.
-        case accessDenied
-        /// The bucket is in another region than the one requests are signed for.
-        case wrongRegion
-        /// Bytes differ from what was written (a checksum failed).
-        case corrupt
-        /// An object changed while it was being read.
-        case changed
-        /// A pack at the location is not complete (an interrupted push).
-        case incomplete
-        /// The store answered with an error not listed above.
-        case server
-        /// Retries ran out: the store is unreachable or overloaded.
-        case unavailable
-        case cancelled
-        /// A local file could not be read or written.
-        case io
-    }
+public typealias StorageError = CodedError<StorageErrorCode>
 
-    public let code: Code
-    public let message: String
-
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-
-    public var description: String { message }
+/// What kind of object-storage failure an error is:
+/// - `noSuchBucket`: the bucket does not exist
+/// - `notFound`: the object (or pack) does not exist
+/// - `accessDenied`: the credentials are refused, or lack a permission
+/// - `wrongRegion`: the bucket is in another region than the one requests are signed for
+/// - `corrupt`: bytes differ from what was written (a checksum failed)
+/// - `changed`: an object changed while it was being read
+/// - `incomplete`: a pack at the location is not complete (an interrupted push)
+/// - `server`: the store answered with an error not listed above
+/// - `unavailable`: retries ran out: the store is unreachable or overloaded
+/// - `io`: a local file could not be read or written
+public enum StorageErrorCode: String, ErrorCode {
+    case invalidArgument, credentials, noSuchBucket, notFound, accessDenied, wrongRegion, corrupt, changed
+    case incomplete, server, unavailable, cancelled, io
 }

@@ -1,7 +1,7 @@
 import FoundationEssentials
 import Glibc
 import NIOCore
-import TorporCheckpoint
+public import TorporCheckpoint
 
 /// Sizes and parallelism of uploads and downloads.
 public struct TransferOptions: Sendable {

@@ -1,6 +1,7 @@
 import CTorporNVCOMP
 import Foundation
 import Testing
+import TorporCheckpoint
 
 @testable import TorporGPU
 

@@ -58,8 +58,8 @@ public struct SafetensorsBuilder: Sendable {
     }
 }
 
-/// A JSON string literal for `text`.
-func jsonString(_ text: String) -> String {
+/// A JSON string literal for `text` (quoted, with quotes, backslashes and control characters escaped).
+public func jsonString(_ text: String) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {
         switch scalar {

@@ -38,36 +38,28 @@ public final class MappedFile: @unchecked Sendable {
     /// Anonymous, writable memory of `count` bytes, zeroed, standing in for a file named `name` (in messages):
     /// where a safetensors file is assembled in memory before it is packed.
     /// - Throws: `CheckpointError` with code `.io` when the memory cannot be mapped.
-    public init(anonymous count: Int, name: String) throws(CheckpointError) {
-        path = name
-        owner = nil
-        guard count > 0 else {
-            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
-            return
-        }
-        guard let base = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-            base != MAP_FAILED
-        else {
-            throw ioError("cannot map \(count) bytes of memory for", name)
-        }
-        bytes = UnsafeRawBufferPointer(start: base, count: count)
+    public convenience init(anonymous count: Int, name: String) throws(CheckpointError) {
+        try self.init(mapping: count, flags: MAP_PRIVATE | MAP_ANONYMOUS, name: name, what: "bytes of memory")
     }
 
     /// Anonymous, writable memory of `count` bytes standing in for the file `name`, reserving no swap: only the
     /// pages written take memory. Where a remote container's metadata is placed at its offsets.
     /// - Throws: `CheckpointError` with code `.io` when the memory cannot be mapped.
-    public init(sparse count: Int, name: String) throws(CheckpointError) {
+    public convenience init(sparse count: Int, name: String) throws(CheckpointError) {
+        try self.init(
+            mapping: count, flags: MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, name: name,
+            what: "bytes of address space")
+    }
+
+    private init(mapping count: Int, flags: Int32, name: String, what: String) throws(CheckpointError) {
         path = name
         owner = nil
         guard count > 0 else {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
             return
         }
-        guard
-            let base = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
-            base != MAP_FAILED
-        else {
-            throw ioError("cannot map \(count) bytes of address space for", name)
+        guard let base = mmap(nil, count, PROT_READ | PROT_WRITE, flags, -1, 0), base != MAP_FAILED else {
+            throw ioError("cannot map \(count) \(what) for", name)
         }
         bytes = UnsafeRawBufferPointer(start: base, count: count)
     }

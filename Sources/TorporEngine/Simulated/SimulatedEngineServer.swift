@@ -216,11 +216,8 @@ public struct SimulatedEngineServer: Sendable {
             }
 
             if stream {
-                var headers = HTTPFields()
-                headers[.contentType] = "text/event-stream"
-                headers[.cacheControl] = "no-cache"
                 return Response(
-                    status: .ok, headers: headers,
+                    status: .ok, headers: .eventStream,
                     body: ResponseBody { writer in
                         // The request leaves the engine however the stream ends (done, aborted, client gone).
                         do {

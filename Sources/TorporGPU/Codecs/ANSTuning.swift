@@ -1,3 +1,4 @@
+public import TorporCheckpoint
 /// How nvCOMP's ANS encoder cuts and codes a chunk; the decoder reads both choices from the bitstream, so a
 /// container may mix them.
 ///

@@ -1,3 +1,4 @@
+public import TorporCheckpoint
 /// How a run of bytes is cut into chunks for nvCOMP's batched codecs, and where each chunk's output goes.
 ///
 /// Chunks are `chunkBytes` long (the last may be shorter) and a multiple of the element width; every input and

@@ -1,6 +1,7 @@
 public import CTorporNVCOMP
 import FoundationEssentials
 import Glibc
+public import TorporCheckpoint
 
 /// nvCOMP's batched ANS codec on one GPU: the codec for 16-bit float weights (`data_type` FLOAT16 codes the
 /// exponent byte and the mantissa byte apart).

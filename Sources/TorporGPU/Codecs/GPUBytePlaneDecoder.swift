@@ -1,7 +1,7 @@
 import CTorporCUDA
 import CTorporNVCOMP
 import FoundationEssentials
-import TorporCheckpoint
+public import TorporCheckpoint
 
 /// The GPU decoder of the CPU's byte-plane codec (FORMAT.md, codec 2): a CUDA kernel compiled at run time with
 /// NVRTC for the GPU at hand, one block per chunk: its first warp's 32 threads are the rANS stream's 32 lanes, then

@@ -1,5 +1,6 @@
 import CTorporNVCOMP
 import FoundationEssentials
+public import TorporCheckpoint
 
 /// CRC-32 (IEEE, as zlib and the container's chunk records compute it) of many chunks at once on the GPU, with
 /// nvCOMP's batched CRC32: how the loader checks every decoded chunk without copying it back.

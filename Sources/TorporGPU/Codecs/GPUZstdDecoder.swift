@@ -1,5 +1,6 @@
 import CTorporNVCOMP
 import FoundationEssentials
+public import TorporCheckpoint
 
 /// Decodes zstd frames written on the CPU (the container's zstd chunks) on the GPU with nvCOMP's batched Zstd:
 /// one frame per chunk, each into its place in a device buffer, every status and decoded size checked.

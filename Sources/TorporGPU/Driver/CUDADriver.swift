@@ -1,5 +1,6 @@
 import CTorporCUDA
 import FoundationEssentials
+public import TorporCheckpoint
 
 /// The CUDA driver API (`libcuda.so.1`), loaded at run time.
 ///

@@ -1,3 +1,4 @@
+public import TorporCheckpoint
 /// Pieces of device memory copied into one new device buffer: a save's capture of GPU tensors in the time of a
 /// device-to-device copy (a few milliseconds for gigabytes), after which the caller may change the tensors while
 /// the snapshot goes to host memory (`copyToHost`) on another thread, off the caller's path. Its memory is freed

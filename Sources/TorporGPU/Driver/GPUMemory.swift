@@ -1,5 +1,6 @@
 public import CTorporCUDA
 import FoundationEssentials
+public import TorporCheckpoint
 
 /// One GPU with its primary context made current on the calling thread.
 ///

@@ -1,6 +1,7 @@
 public import CTorporNVCOMP
 import FoundationEssentials
 import Glibc
+public import TorporCheckpoint
 
 /// nvCOMP 6 (`libnvcomp.so.6`), loaded at run time, with the batched entry points Torpor uses.
 ///

@@ -1,6 +1,7 @@
 import CTorporCUDA
 import FoundationEssentials
 import Glibc
+public import TorporCheckpoint
 
 /// NVRTC, the CUDA C++ compiler as a library, loaded at run time: it compiles Torpor's own kernels (the
 /// byte-plane decoder) for the GPU at hand. It needs no GPU, and ships in the `nvidia-cuda-nvrtc` wheel that

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import TorporCheckpoint
 
 /// A shared library opened with `dlopen`, closed when the last reference goes.
 final class SharedLibrary: @unchecked Sendable {

@@ -1,4 +1,5 @@
 import Glibc
+public import TorporCheckpoint
 
 /// What a load benchmark needs around the loader: cold reads, and proof that GPU memory holds the right bytes.
 public enum LoadChecks {

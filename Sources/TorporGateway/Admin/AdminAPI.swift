@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOFoundationCompat
+import TorporCheckpoint
 import TorporEngine
 
 /// The admin listener (127.0.0.1:8081 by default): model states and ledgers, sleep / wake / switch, weight reloads,
@@ -93,11 +94,8 @@ struct AdminAPI: Sendable {
         router.get("/admin/events") { request, _ in
             let replay = request.uri.queryParameters["replay"].map { $0 == "1" || $0 == "true" } ?? false
             let stream = events.subscribe(replay: replay)
-            var headers = HTTPFields()
-            headers[.contentType] = "text/event-stream"
-            headers[.cacheControl] = "no-cache"
             return Response(
-                status: .ok, headers: headers,
+                status: .ok, headers: .eventStream,
                 body: ResponseBody { writer in
                     try await writer.write(ByteBuffer(string: ": torpor transition events\n\n"))
                     try await request.body.consumeWithCancellationOnInboundClose { _ in
@@ -170,7 +168,7 @@ struct AdminError: HTTPResponseError {
         headers[.contentType] = "application/json"
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
         let body =
-            "{\"error\":{\"message\":\"\(jsonEscaped(message))\",\"type\":\"admin_error\",\"code\":\(status.code)}}"
+            "{\"error\":{\"message\":\(jsonString(message)),\"type\":\"admin_error\",\"code\":\(status.code)}}"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 }

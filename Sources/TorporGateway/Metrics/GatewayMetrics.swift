@@ -85,47 +85,48 @@ public final class GatewayMetrics: Sendable {
     /// The Prometheus text exposition.
     public func render() -> String {
         let state = state.withLock { $0 }
-        var out = ""
-        out += "# HELP torpor_model_state 1 for the state each model is in.\n# TYPE torpor_model_state gauge\n"
-        for (model, phase) in state.phases.sorted(by: { $0.key < $1.key }) {
-            for name in ModelPhase.allNames {
-                out += "torpor_model_state{model=\"\(escaped(model))\",state=\"\(name)\"} \(name == phase ? 1 : 0)\n"
-            }
+        func byModel<Value>(_ values: [String: Value]) -> [(String, Value)] {
+            values.sorted { $0.key < $1.key }.map { ("model=\"\(escaped($0.key))\"", $0.value) }
         }
+        var out = family(
+            "torpor_model_state", "1 for the state each model is in.", "gauge",
+            byModel(state.phases).flatMap { labels, phase in
+                ModelPhase.allNames.map { ("\(labels),state=\"\($0)\"", $0 == phase ? 1 : 0) }
+            })
         out += histogram(
             "torpor_transition_seconds", "Duration of engine transitions by kind and sleep level.",
             state.transitions.map { ($0.key, $0.value) })
-        out += "# HELP torpor_queue_depth Requests waiting for a model to wake.\n# TYPE torpor_queue_depth gauge\n"
-        for (model, depth) in state.queueDepth.sorted(by: { $0.key < $1.key }) {
-            out += "torpor_queue_depth{model=\"\(escaped(model))\"} \(depth)\n"
-        }
+        out += family(
+            "torpor_queue_depth", "Requests waiting for a model to wake.", "gauge", byModel(state.queueDepth))
         out += histogram(
             "torpor_queue_wait_seconds", "Time requests waited for their model to wake.",
-            state.queueWait.map { ("model=\"\(escaped($0.key))\"", $0.value) })
-        out += "# HELP torpor_requests_total Client requests answered, by model and status.\n"
-        out += "# TYPE torpor_requests_total counter\n"
-        for (labels, count) in state.requests.sorted(by: { $0.key < $1.key }) {
-            out += "torpor_requests_total{\(labels)} \(count)\n"
-        }
-        out += "# HELP torpor_engine_failures_total Engine failures (crashes, failed or hung transitions).\n"
-        out += "# TYPE torpor_engine_failures_total counter\n"
-        for (model, count) in state.failures.sorted(by: { $0.key < $1.key }) {
-            out += "torpor_engine_failures_total{model=\"\(escaped(model))\"} \(count)\n"
-        }
-        out += "# HELP torpor_gpu_memory_bytes GPU memory by use, from the scheduler's ledger.\n"
-        out += "# TYPE torpor_gpu_memory_bytes gauge\n"
-        for (gpu, ledger) in state.ledgers.sorted(by: { $0.key < $1.key }) {
-            out += "torpor_gpu_memory_bytes{gpu=\"\(escaped(gpu))\",use=\"awake\"} \(ledger.awake)\n"
-            out += "torpor_gpu_memory_bytes{gpu=\"\(escaped(gpu))\",use=\"sleep_residue\"} \(ledger.residue)\n"
-            out += "torpor_gpu_memory_bytes{gpu=\"\(escaped(gpu))\",use=\"capacity\"} \(ledger.capacity)\n"
-        }
-        out += "# HELP torpor_host_memory_bytes Host RAM held by level-1 sleepers, and the budget.\n"
-        out += "# TYPE torpor_host_memory_bytes gauge\n"
-        out += "torpor_host_memory_bytes{use=\"level1_weights\"} \(state.hostBytes)\n"
-        out += "torpor_host_memory_bytes{use=\"budget\"} \(state.hostBudget)\n"
+            byModel(state.queueWait))
+        out += family(
+            "torpor_requests_total", "Client requests answered, by model and status.", "counter",
+            state.requests.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        out += family(
+            "torpor_engine_failures_total", "Engine failures (crashes, failed or hung transitions).", "counter",
+            byModel(state.failures))
+        out += family(
+            "torpor_gpu_memory_bytes", "GPU memory by use, from the scheduler's ledger.", "gauge",
+            state.ledgers.sorted { $0.key < $1.key }.flatMap { gpu, ledger in
+                [("awake", ledger.awake), ("sleep_residue", ledger.residue), ("capacity", ledger.capacity)].map {
+                    ("gpu=\"\(escaped(gpu))\",use=\"\($0)\"", $1)
+                }
+            })
+        out += family(
+            "torpor_host_memory_bytes", "Host RAM held by level-1 sleepers, and the budget.", "gauge",
+            [("use=\"level1_weights\"", state.hostBytes), ("use=\"budget\"", state.hostBudget)])
         out += histogram(
             "torpor_proxy_latency_seconds", "Latency the gateway adds before the engine's answer starts.",
             [("", state.proxyLatency)])
+        return out
+    }
+
+    /// One metric family: its HELP and TYPE lines, then a sample per `(labels, value)`, in the order given.
+    private func family(_ name: String, _ help: String, _ type: String, _ samples: [(String, Int)]) -> String {
+        var out = "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        for (labels, value) in samples { out += "\(name){\(labels)} \(value)\n" }
         return out
     }
 

@@ -7,6 +7,7 @@ import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
 import NIOHTTPTypes
+import TorporCheckpoint
 
 /// The OpenAI-compatible listener: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
 ///
@@ -57,7 +58,7 @@ struct ClientAPI: Sendable {
         let statuses = await scheduler.statuses()
         let created = Int(Date().timeIntervalSince1970)
         let entries = statuses.filter { key?.models?.contains($0.name) ?? true }.map { status in
-            "{\"id\":\"\(jsonEscaped(status.name))\",\"object\":\"model\",\"created\":\(created),"
+            "{\"id\":\(jsonString(status.name)),\"object\":\"model\",\"created\":\(created),"
                 + "\"owned_by\":\"torpor\",\"state\":\"\(status.state)\"}"
         }
         return Array("{\"object\":\"list\",\"data\":[\(entries.joined(separator: ","))]}".utf8)

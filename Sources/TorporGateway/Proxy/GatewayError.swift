@@ -1,36 +1,16 @@
-import Foundation
+import TorporCheckpoint
 
 /// An error a client sees, rendered as an OpenAI-style body `{"error":{"message","type","param","code"}}`.
 public struct GatewayError: Error, CustomStringConvertible, Sendable {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        fileprivate enum Base: String, Sendable {
-            case badRequest = "invalid_request_error"
-            case unauthorized = "invalid_api_key"
-            case forbidden = "model_not_allowed"
-            case notFound = "model_not_found"
-            case unknownPath = "not_found"
-            case payloadTooLarge = "request_too_large"
-            case queueFull = "queue_full"
-            case unavailable = "model_unavailable"
-            case upstream = "engine_error"
-            case cancelled = "client_closed_request"
-        }
-        fileprivate let base: Base
-        private init(_ base: Base) { self.base = base }
+    /// What went wrong, as OpenAI's error `code`:
+    /// - `cancelled`: the client went away while its request waited; nobody is left to answer (counted as 499)
+    public enum Code: String, Sendable, CustomStringConvertible {
+        case badRequest = "invalid_request_error", unauthorized = "invalid_api_key"
+        case forbidden = "model_not_allowed", notFound = "model_not_found", unknownPath = "not_found"
+        case payloadTooLarge = "request_too_large", queueFull = "queue_full"
+        case unavailable = "model_unavailable", upstream = "engine_error", cancelled = "client_closed_request"
 
-        public static let badRequest = Code(.badRequest)
-        public static let unauthorized = Code(.unauthorized)
-        public static let forbidden = Code(.forbidden)
-        public static let notFound = Code(.notFound)
-        public static let unknownPath = Code(.unknownPath)
-        public static let payloadTooLarge = Code(.payloadTooLarge)
-        public static let queueFull = Code(.queueFull)
-        public static let unavailable = Code(.unavailable)
-        public static let upstream = Code(.upstream)
-        /// The client went away while its request waited; nobody is left to answer (counted as 499).
-        public static let cancelled = Code(.cancelled)
-
-        public var description: String { base.rawValue }
+        public var description: String { rawValue }
     }
 
     public let code: Code
@@ -48,7 +28,7 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
 
     /// The HTTP status.
     public var status: Int {
-        switch code.base {
+        switch code {
         case .badRequest: 400
         case .unauthorized: 401
         case .forbidden: 403
@@ -63,7 +43,7 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
 
     /// OpenAI's error `type` for the status.
     var type: String {
-        switch code.base {
+        switch code {
         case .badRequest, .notFound, .unknownPath, .payloadTooLarge: "invalid_request_error"
         case .unauthorized: "authentication_error"
         case .forbidden: "permission_error"
@@ -74,28 +54,10 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
 
     /// The JSON body.
     public func body(param: String? = nil) -> [UInt8] {
-        let paramJSON = param.map { "\"\(jsonEscaped($0))\"" } ?? "null"
+        let paramJSON = param.map(jsonString) ?? "null"
         return Array(
             """
-            {"error":{"message":"\(jsonEscaped(message))","type":"\(type)","param":\(paramJSON),"code":"\(code)"}}
+            {"error":{"message":\(jsonString(message)),"type":"\(type)","param":\(paramJSON),"code":"\(code)"}}
             """.utf8)
     }
-}
-
-/// `text` escaped for a JSON string literal.
-func jsonEscaped(_ text: String) -> String {
-    var result = ""
-    result.reserveCapacity(text.utf8.count)
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": result += "\\\""
-        case "\\": result += "\\\\"
-        case "\n": result += "\\n"
-        case "\r": result += "\\r"
-        case "\t": result += "\\t"
-        case let c where c.value < 0x20: result += String(format: "\\u%04x", c.value)
-        default: result.unicodeScalars.append(scalar)
-        }
-    }
-    return result
 }
