@@ -182,12 +182,8 @@ struct GPUSelfTestCommand: ParsableCommand {
             if !result.bitExact || result.checksumsMatch != true || zstdResult?.bitExact == false {
                 throw ExitCode.failure
             }
-        } catch let error as GPUError {
-            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
-            throw ExitCode.failure
-        } catch let error as CheckpointError {
-            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
-            throw ExitCode.failure
+        } catch {
+            throw commandFailure(error, prefix: "error")
         }
     }
 }

@@ -126,22 +126,16 @@ struct Load: AsyncParsableCommand {
         var remote: [RemotePack.RemoteContainer] = []
         if pack.hasPrefix("s3://") && !pull {
             let transfer = TransferOptions(rangeSize: rangeMegabytes << 20, parallelism: parallelism)
-            remote = try await reportingStorageErrors {
+            remote = try await reportingErrors {
                 let (location, client) = try StoreOptions().connect(pack)
                 return try await RemotePack.openForLoading(location, client: client, options: transfer).containers
             }
         } else {
             pack = try await localPack(pack)
         }
-        do {
-            // On a thread of its own: the loader blocks while it waits for reads, which run on Swift concurrency.
+        // On a thread of its own: the loader blocks while it waits for reads, which run on Swift concurrency.
+        try await reportingErrors(prefix: "torpor load") {
             try await onOwnThread { [self, remote] in try load(remote: remote) }
-        } catch let error as GPUError {
-            FileHandle.standardError.write(Data("torpor load: \(error.message)\n".utf8))
-            throw ExitCode.failure
-        } catch let error as CheckpointError {
-            FileHandle.standardError.write(Data("torpor load: \(error.message)\n".utf8))
-            throw ExitCode.failure
         }
     }
 

@@ -51,7 +51,7 @@ struct Push: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-        try await reportingStorageErrors {
+        try await reportingErrors {
             let (location, client) = try store.connect(destination)
             let report = try await RemotePack.push(
                 directory: pack, to: location, client: client, options: store.transfer)
@@ -78,7 +78,7 @@ struct Pull: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-        try await reportingStorageErrors {
+        try await reportingErrors {
             let (location, client) = try store.connect(source)
             let report = try await RemotePack.pull(
                 from: location, to: output, client: client, options: store.transfer)
@@ -90,18 +90,8 @@ struct Pull: AsyncParsableCommand {
 /// A pack argument: a local path as it is, or `s3://…` pulled into the local cache (`TORPOR_S3_CACHE`, else
 /// ~/.cache/torpor/s3) unless it is there already.
 func localPack(_ text: String) async throws -> String {
-    try await reportingStorageErrors {
+    try await reportingErrors {
         try await RemotePack.localPath(for: text, environment: ProcessInfo.processInfo.environment)
-    }
-}
-
-/// Runs `body`, turning a `StorageError` into "error: message" on standard error and exit status 1.
-func reportingStorageErrors<T>(_ body: () async throws -> T) async throws -> T {
-    do {
-        return try await body()
-    } catch let error as StorageError {
-        FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
-        throw ExitCode.failure
     }
 }
 

@@ -17,13 +17,29 @@ struct Torpor: AsyncParsableCommand {
     )
 }
 
-/// Runs `body`, turning a `CheckpointError` into "error: message" on standard error and exit status 1.
-func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+/// `error` as the command ends with it: a Torpor error (checkpoint, GPU, object storage) is printed as
+/// `PREFIX: message` and becomes exit status 1; any other error goes on as it is.
+func commandFailure(_ error: any Error, prefix: String) -> any Error {
+    guard let error = error as? any ExplainedError else { return error }
+    FileHandle.standardError.write(Data("\(prefix): \(error.message)\n".utf8))
+    return ExitCode.failure
+}
+
+/// Runs `body`, ending the command with the message of a Torpor error it throws (`commandFailure`).
+func reportingErrors<T>(prefix: String = "error", _ body: () throws -> T) throws -> T {
     do {
         return try body()
-    } catch let error as CheckpointError {
-        FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
-        throw ExitCode.failure
+    } catch {
+        throw commandFailure(error, prefix: prefix)
+    }
+}
+
+/// Runs `body`, ending the command with the message of a Torpor error it throws (`commandFailure`).
+func reportingErrors<T>(prefix: String = "error", _ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch {
+        throw commandFailure(error, prefix: prefix)
     }
 }
 
@@ -187,7 +203,7 @@ struct Inspect: AsyncParsableCommand {
         let inspection: PackInspection
         if pack.hasPrefix("s3://") {
             // Only each container's metadata is read: two ranged GETs, no download.
-            let (manifest, containers) = try await reportingStorageErrors {
+            let (manifest, containers) = try await reportingErrors {
                 let (location, client) = try StoreOptions().connect(pack)
                 return try await RemotePack.openForLoading(location, client: client)
             }

@@ -83,27 +83,15 @@ public final class GPUANSCodec: @unchecked Sendable {
             nvcomp.ansDecompressGetTempSize(
                 plan.chunks.count, plan.chunkBytes, options, &tempBytes, total, stream.opaque),
             "nvcompBatchedANSDecompressGetTempSize")
-        let temp = try DeviceBuffer(device: device, count: tempBytes)
-        let start = try GPUEvent(device: device, timing: true)
-        let end = try GPUEvent(device: device, timing: true)
-        try start.record(on: stream)
-        try NVCOMPLibrary.check(
-            nvcomp.ansDecompressAsync(
-                tables.firstPointers, tables.sizes, tables.bufferSizes, tables.resultSizes, plan.chunks.count,
-                temp.pointer(), tempBytes, tables.secondPointers, options, tables.statuses, stream.opaque),
-            "nvcompBatchedANSDecompressAsync")
-        try end.record(on: stream)
-        let (statuses, sizes) = try tables.download(stream: stream)
-        for (index, status) in statuses.enumerated() where status != CTorporNVCOMP_Success {
-            throw GPUError(
-                .corruptData, "ANS chunk \(index) did not decode: \(NVCOMPLibrary.statusName(status))")
+        return try tables.timedDecode(
+            name: "ANS", tempBytes: tempBytes, expected: plan.chunks.map(\.count), stream: stream
+        ) { temp throws(GPUError) in
+            try NVCOMPLibrary.check(
+                nvcomp.ansDecompressAsync(
+                    tables.firstPointers, tables.sizes, tables.bufferSizes, tables.resultSizes, plan.chunks.count,
+                    temp.pointer(), tempBytes, tables.secondPointers, options, tables.statuses, stream.opaque),
+                "nvcompBatchedANSDecompressAsync")
         }
-        for (index, size) in sizes.enumerated() where size != plan.chunks[index].count {
-            throw GPUError(
-                .corruptData,
-                "ANS chunk \(index) decoded to \(size) bytes instead of \(plan.chunks[index].count)")
-        }
-        return try end.milliseconds(since: start)
     }
 }
 
@@ -169,5 +157,28 @@ final class PointerTables: @unchecked Sendable {
         let sizes = host.assumingMemoryBound(to: Int.self)
         let statuses = host.advanced(by: 8 * capacity).assumingMemoryBound(to: CTorporNVCOMP_Status.self)
         return ((0..<chunkCount).map { statuses[$0] }, (0..<chunkCount).map { sizes[$0] })
+    }
+
+    /// Runs one batched decode of these tables (`decode`, given `tempBytes` of scratch) between two timing events,
+    /// then checks every chunk's status and size against `expected`; the decode's milliseconds on the GPU.
+    func timedDecode(
+        name: String, tempBytes: Int, expected: [Int], stream: GPUStream,
+        _ decode: (DeviceBuffer) throws(GPUError) -> Void
+    ) throws(GPUError) -> Double {
+        let temp = try DeviceBuffer(device: device, count: tempBytes)
+        let start = try GPUEvent(device: device, timing: true)
+        let end = try GPUEvent(device: device, timing: true)
+        try start.record(on: stream)
+        try decode(temp)
+        try end.record(on: stream)
+        let (statuses, sizes) = try download(stream: stream)
+        for (index, status) in statuses.enumerated() where status != CTorporNVCOMP_Success {
+            throw GPUError(.corruptData, "\(name) chunk \(index) did not decode: \(NVCOMPLibrary.statusName(status))")
+        }
+        for (index, size) in sizes.enumerated() where size != expected[index] {
+            throw GPUError(
+                .corruptData, "\(name) chunk \(index) decoded to \(size) bytes instead of \(expected[index])")
+        }
+        return try end.milliseconds(since: start)
     }
 }

@@ -229,30 +229,33 @@ public final class GPUBatchEncoder: BatchChunkEncoder, @unchecked Sendable {
         let sizes = UnsafePointer(tables.entry(2, range.lowerBound, as: Int.self))
         let results = tables.entry(4, range.lowerBound, as: Int.self)
         let statuses = tables.statuses + range.lowerBound
-        var tempBytes = 0
+        // One batched call: its scratch size, then the compression into the scratch.
+        func run(
+            _ algorithm: String, tempSize: (inout Int) -> CTorporNVCOMP_Status,
+            compress: (_ temp: UnsafeMutableRawPointer?, _ tempBytes: Int) -> CTorporNVCOMP_Status
+        ) throws(GPUError) {
+            var tempBytes = 0
+            try NVCOMPLibrary.check(tempSize(&tempBytes), "nvcompBatched\(algorithm)CompressGetTempSize")
+            let temp = try scratch(tempBytes)
+            try NVCOMPLibrary.check(compress(temp.pointer(), tempBytes), "nvcompBatched\(algorithm)CompressAsync")
+        }
         switch codec {
         case .ans16, .ans32, .ans8:
             let options = NVCOMPLibrary.ansCompressOptions(dataType, ansTuning)
-            try NVCOMPLibrary.check(
-                nvcomp.ansCompressGetTempSize(count, maxBytes, options, &tempBytes, total, stream.opaque),
-                "nvcompBatchedANSCompressGetTempSize")
-            let temp = try scratch(tempBytes)
-            try NVCOMPLibrary.check(
+            try run("ANS") {
+                nvcomp.ansCompressGetTempSize(count, maxBytes, options, &$0, total, stream.opaque)
+            } compress: {
                 nvcomp.ansCompressAsync(
-                    inputs, sizes, maxBytes, count, temp.pointer(), tempBytes, outputs, results, options, statuses,
-                    stream.opaque),
-                "nvcompBatchedANSCompressAsync")
+                    inputs, sizes, maxBytes, count, $0, $1, outputs, results, options, statuses, stream.opaque)
+            }
         case .bitcomp:
             let options = NVCOMPLibrary.bitcompCompressOptions(dataType)
-            try NVCOMPLibrary.check(
-                nvcomp.bitcompCompressGetTempSize(count, maxBytes, options, &tempBytes, total, stream.opaque),
-                "nvcompBatchedBitcompCompressGetTempSize")
-            let temp = try scratch(tempBytes)
-            try NVCOMPLibrary.check(
+            try run("Bitcomp") {
+                nvcomp.bitcompCompressGetTempSize(count, maxBytes, options, &$0, total, stream.opaque)
+            } compress: {
                 nvcomp.bitcompCompressAsync(
-                    inputs, sizes, maxBytes, count, temp.pointer(), tempBytes, outputs, results, options, statuses,
-                    stream.opaque),
-                "nvcompBatchedBitcompCompressAsync")
+                    inputs, sizes, maxBytes, count, $0, $1, outputs, results, options, statuses, stream.opaque)
+            }
         default:
             throw GPUError(.invalidArgument, "\(codec.name) is not a GPU codec")
         }

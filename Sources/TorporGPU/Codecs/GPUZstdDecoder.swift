@@ -62,24 +62,14 @@ public final class GPUZstdDecoder: @unchecked Sendable {
             nvcomp.zstdDecompressGetTempSize(
                 count, plan.chunkBytes, options, &tempBytes, plan.sizes.reduce(0, +), stream.opaque),
             "nvcompBatchedZstdDecompressGetTempSize")
-        let temp = try DeviceBuffer(device: device, count: tempBytes)
-        let start = try GPUEvent(device: device, timing: true)
-        let end = try GPUEvent(device: device, timing: true)
-        try start.record(on: stream)
-        try NVCOMPLibrary.check(
-            nvcomp.zstdDecompressAsync(
-                tables.firstPointers, tables.sizes, tables.bufferSizes, tables.resultSizes, count, temp.pointer(),
-                tempBytes, tables.secondPointers, options, tables.statuses, stream.opaque),
-            "nvcompBatchedZstdDecompressAsync")
-        try end.record(on: stream)
-        let (statuses, sizes) = try tables.download(stream: stream)
-        for (index, status) in statuses.enumerated() where status != CTorporNVCOMP_Success {
-            throw GPUError(.corruptData, "zstd chunk \(index) did not decode: \(NVCOMPLibrary.statusName(status))")
+        return try tables.timedDecode(
+            name: "zstd", tempBytes: tempBytes, expected: plan.chunks.map(\.count), stream: stream
+        ) { temp throws(GPUError) in
+            try NVCOMPLibrary.check(
+                nvcomp.zstdDecompressAsync(
+                    tables.firstPointers, tables.sizes, tables.bufferSizes, tables.resultSizes, count, temp.pointer(),
+                    tempBytes, tables.secondPointers, options, tables.statuses, stream.opaque),
+                "nvcompBatchedZstdDecompressAsync")
         }
-        for (index, size) in sizes.enumerated() where size != plan.chunks[index].count {
-            throw GPUError(
-                .corruptData, "zstd chunk \(index) decoded to \(size) bytes instead of \(plan.chunks[index].count)")
-        }
-        return try end.milliseconds(since: start)
     }
 }
