@@ -144,6 +144,7 @@ public final class Gateway: Sendable {
             onServerRunning: { channel in await ports.client(channel.localAddress?.port ?? 0) },
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: logger)
+        warnIfExposed(admin: configuration.listen.admin.host, logger: logger)
         let admin = AdminAPI(token: adminToken, scheduler: scheduler, metrics: metrics, events: events)
         let adminServer = Application(
             router: admin.makeRouter(),
@@ -158,8 +159,14 @@ public final class Gateway: Sendable {
                     supervisor: supervisor, http: http, configuration: configuration, stopGrace: Self.engineStopGrace,
                     logger: logger)),
             .init(service: scheduler),
-            .init(service: adminServer),
-            .init(service: clientServer),
+            .init(
+                service: Listener(
+                    name: "admin", host: configuration.listen.admin.host, port: configuration.listen.admin.port,
+                    server: adminServer)),
+            .init(
+                service: Listener(
+                    name: "client", host: configuration.listen.client.host, port: configuration.listen.client.port,
+                    server: clientServer)),
             .init(
                 service: ListeningReporter(listening: listeningStream, onListening: onListening),
                 successTerminationBehavior: .ignore),

@@ -88,6 +88,39 @@ import TorporEngine
         }
     }
 
+    @Test func healthAnswersHeadAndBearerIsCaseInsensitiveAndUnreadableBodiesAre400() async throws {
+        try await withGateway(simulatedModels(1, awake: 1) + Self.keys) { gateway in
+            let head = try await HTTPAnswer.send("HEAD", gateway.client + "/health")
+            #expect(head.status == 200)
+            #expect(head.body.isEmpty)
+            // RFC 7235: the scheme is case-insensitive, for API keys and the admin token alike.
+            for scheme in ["bearer", "BEARER", "Bearer"] {
+                let answer = try await HTTPAnswer.send(
+                    "GET", gateway.client + "/v1/models", headers: ["Authorization": "\(scheme) sk-everyone-0123456789"]
+                )
+                #expect(answer.status == 200, "\(scheme): \(answer.status)")
+                let admin = try await HTTPAnswer.send(
+                    "GET", gateway.admin + "/admin/models", headers: ["Authorization": "\(scheme) \(gateway.token)"])
+                #expect(admin.status == 200, "admin, \(scheme): \(admin.status)")
+            }
+            #expect(
+                try await HTTPAnswer.send(
+                    "GET", gateway.client + "/v1/models", headers: ["Authorization": "Basic sk-everyone-0123456789"]
+                ).status == 401)
+            // A chunked body that breaks the encoding is a bad request, not one that is too large.
+            let port = Int(gateway.client.split(separator: ":").last!)!
+            let raw = try HalfClosingClient(
+                port: port,
+                bytes: Array(
+                    ("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sk-everyone-0123456789"
+                        + "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n").utf8))
+            let answer = raw.readAnswer()
+            #expect(!answer.contains(" 413 "), "\(answer)")
+            #expect(answer.hasPrefix("HTTP/1.1 400"), "\(answer)")
+            #expect(answer.contains("could not be read"), "\(answer)")
+        }
+    }
+
     @Test func aFullQueueAnswers429WithRetryAfter() async throws {
         try await withGateway(simulatedModels(2, awake: 1) + "limits: {queue_depth: 1}\n") { gateway in
             let url = await gateway.engineURL("m1")

@@ -181,8 +181,8 @@ struct BearerTokenMiddleware: RouterMiddleware {
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-            constantTimeEqual(Array(header.utf8.dropFirst("Bearer ".utf8.count)), token)
+        guard let presented = request.headers[.authorization].flatMap(bearerToken),
+            constantTimeEqual(Array(presented.utf8), token)
         else {
             throw AdminError(.unauthorized, "the admin API needs `Authorization: Bearer TOKEN` with the admin token")
         }

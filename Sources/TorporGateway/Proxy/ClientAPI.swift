@@ -47,7 +47,7 @@ struct ClientAPI: Sendable {
                 return
             }
             try await writeJSON(await modelList(for: key), to: writer)
-        case (.get, "/health"):
+        case (.get, "/health"), (.head, "/health"):
             try await writeJSON(Array(#"{"status":"ok"}"#.utf8), to: writer)
         default:
             try await write(GatewayError(.unknownPath, "Unknown request URL: \(request.method) \(path)."), to: writer)
@@ -67,11 +67,11 @@ struct ClientAPI: Sendable {
     /// The key a request carries, nil when no keys are configured.
     private func authenticate(_ request: Request) -> Result<GatewayConfiguration.APIKey?, GatewayError> {
         guard !keys.isEmpty else { return .success(nil) }
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+        guard let token = request.headers[.authorization].flatMap(bearerToken) else {
             return .failure(
                 GatewayError(.unauthorized, "Missing API key: send it as `Authorization: Bearer KEY`."))
         }
-        guard let key = keys.match(String(header.dropFirst("Bearer ".count))) else {
+        guard let key = keys.match(String(token)) else {
             return .failure(GatewayError(.unauthorized, "Incorrect API key provided."))
         }
         return .success(key)
@@ -99,12 +99,18 @@ struct ClientAPI: Sendable {
         let body: ByteBuffer
         do {
             body = try await request.collectBody(upTo: limit)
-        } catch {
+        } catch is NIOTooManyBytesError {
             metrics.countRequest(model: "", status: 413)
             try await write(
                 GatewayError(
                     .payloadTooLarge, "The request body is larger than this gateway's limit of \(limit) bytes."),
                 to: writer, close: true)
+            return
+        } catch {
+            // A malformed chunked body, or a client gone mid-body: not the body's size.
+            metrics.countRequest(model: "", status: 400)
+            try await write(
+                GatewayError(.badRequest, "The request body could not be read: \(error)."), to: writer, close: true)
             return
         }
         let fields = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]

@@ -26,6 +26,10 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
 
     public var description: String { message }
 
+    /// What a client is told in place of an engine's failure: the reason (engine log lines, file paths) is for
+    /// operators, in `GET /admin/models` (`last_error`) and the gateway's log.
+    static let operatorsSeeWhy = "The reason is in the gateway's log and its admin API (GET /admin/models)."
+
     /// The HTTP status.
     public var status: Int {
         switch code {

@@ -240,7 +240,7 @@ extension Scheduler {
                 GatewayError(
                     .unavailable,
                     "The model `\(name)` failed \(failed.consecutiveFailures) times in a row and is not being "
-                        + "restarted: \(reason)",
+                        + "restarted. \(GatewayError.operatorsSeeWhy)",
                     retryAfterSeconds: configuration.limits.retryAfterSeconds))
         } else {
             logger.warning(

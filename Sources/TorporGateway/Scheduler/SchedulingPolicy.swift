@@ -54,9 +54,10 @@ struct SchedulingPolicy: Sendable {
                 "GPU \(gpu.id) is leased to another job; `\(model.name)` is asleep until the lease is released.",
                 retryAfterSeconds: limits.retryAfterSeconds)
         }
-        if case .failed(let reason) = model.phase {
+        if case .failed = model.phase {
             return GatewayError(
-                .unavailable, "The model `\(model.name)` has failed and is not being restarted: \(reason)",
+                .unavailable,
+                "The model `\(model.name)` has failed and is not being restarted. \(GatewayError.operatorsSeeWhy)",
                 retryAfterSeconds: limits.retryAfterSeconds)
         }
         return nil
@@ -91,8 +92,8 @@ struct SchedulingPolicy: Sendable {
     func expiry(of model: ModelState) -> GatewayError {
         GatewayError(
             .unavailable,
-            "`\(model.name)` could not be woken within \(limits.queueTimeoutSeconds) s (it is "
-                + "\(model.phase.name)\(model.lastError.map { "; last error: \($0)" } ?? "")).",
+            "`\(model.name)` could not be woken within \(limits.queueTimeoutSeconds) s (it is \(model.phase.name))."
+                + (model.lastError == nil ? "" : " \(GatewayError.operatorsSeeWhy)"),
             retryAfterSeconds: limits.retryAfterSeconds)
     }
 
