@@ -39,10 +39,13 @@ public final class Gateway: Sendable {
     private let http: HTTPClient
     private let client: ClientAPI
     private let onListening: @Sendable (Listening) async -> Void
+    /// Held while this gateway exists: one gateway per state directory.
+    private let stateLock: StateDirectoryLock
     /// Each engine gets this long after SIGTERM before SIGKILL at shutdown.
     static let engineStopGrace = Duration.seconds(10)
 
-    /// Stops engines a previous gateway on the same state directory left running, then makes the services.
+    /// Takes the state directory's lock (another gateway there is named and refused), stops engines a previous
+    /// gateway on it left running, then makes the services.
     /// - Parameters:
     ///   - simulatorExecutable: the `torpor` binary that runs `sim-engine` for simulated models.
     ///   - environment: the process environment (`TORPOR_ADMIN_TOKEN`); by default this process's.
@@ -56,10 +59,18 @@ public final class Gateway: Sendable {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
-        self.onListening = onListening
         (adminToken, adminTokenGenerated) = try Self.adminToken(
             configuration, environment: environment ?? ProcessInfo.processInfo.environment)
         let state = configuration.stateDirectory
+        let stateLock = try StateDirectoryLock(directory: state)
+        self.stateLock = stateLock
+        let listen = configuration.listen
+        self.onListening = { listening in
+            stateLock.record(
+                clientPort: listening.clientPort, adminPort: listening.adminPort, clientHost: listen.client.host,
+                adminHost: listen.admin.host)
+            await onListening(listening)
+        }
         do {
             supervisor = try Supervisor(
                 stateDirectory: state + "/engines", logDirectory: state + "/logs", logger: logger)

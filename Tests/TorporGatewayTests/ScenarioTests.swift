@@ -366,4 +366,21 @@ import TorporEngine
             #expect(failure.reason?.contains("exited") == true)
         }
     }
+
+    @Test func aSecondGatewayOnTheSameStateDirectoryIsRefusedAndTheFirstKeepsItsEngines() async throws {
+        try await withGateway(simulatedModels(1, awake: 1)) { gateway in
+            let second = await #expect(throws: ConfigurationError.self) {
+                _ = try await Gateway(
+                    configuration: gateway.gateway.configuration,
+                    simulatorExecutable: GatewayUnderTest.torporBinary, logger: quietLogger)
+            }
+            let clientPort = gateway.client.split(separator: ":").last.map(String.init) ?? "?"
+            #expect(second?.message.contains("is in use by another torpor gateway") == true, "\(second?.message ?? "")")
+            #expect(second?.message.contains("pid \(getpid()), client 127.0.0.1:\(clientPort)") == true)
+            // The refused gateway stopped nothing: the first one's engine still serves.
+            #expect(await gateway.state("m0") == "awake")
+            let answer = try await gateway.complete("m0")
+            #expect(answer.status == 200)
+        }
+    }
 }
