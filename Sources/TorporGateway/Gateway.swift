@@ -141,13 +141,16 @@ public final class Gateway: Sendable {
         let (listeningStream, listeningContinuation) = AsyncStream<Listening>.makeStream()
         let ports = PortCollector(token: adminToken) { listeningContinuation.yield($0) }
         let client = self.client
+        let readTimeout = TimeAmount.milliseconds(Int64(configuration.limits.requestReadTimeoutSeconds * 1000))
         let clientServer = Server(
             childChannelSetup: HTTP1Channel(
                 responder: { request, writer, channel in
                     try await client.respond(to: request, writer: writer, channel: channel)
                 },
                 configuration: .init(
-                    additionalChannelHandlers: [InboundCloseHandler(watch: client.connections)],
+                    additionalChannelHandlers: [
+                        InboundCloseHandler(watch: client.connections), RequestReadDeadline(timeout: readTimeout),
+                    ],
                     idleTimeout: .seconds(300))),
             configuration: ServerConfiguration(
                 address: .hostname(configuration.listen.client.host, port: configuration.listen.client.port),

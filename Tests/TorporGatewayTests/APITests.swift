@@ -121,6 +121,35 @@ import TorporEngine
         }
     }
 
+    @Test func aClientTooSlowToSendItsRequestIsCutOffButALongAnswerIsNot() async throws {
+        let yaml =
+            simulatedModels(1, awake: 1, tokensPerSecond: 10) + "limits: {request_read_timeout_seconds: 0.5}\n"
+        try await withGateway(yaml) { gateway in
+            let port = Int(gateway.client.split(separator: ":").last!)!
+            // Half a head, then nothing: closed after the deadline, with no answer.
+            var started = ContinuousClock.now
+            let slowHead = try HalfClosingClient(
+                port: port, bytes: Array("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n".utf8))
+            #expect(slowHead.readAnswer(timeout: .seconds(10)).isEmpty)
+            var took = ContinuousClock.now - started
+            #expect(took >= .milliseconds(400) && took < .seconds(5), "closed after \(took)")
+            // A whole head and part of the body: the same.
+            started = ContinuousClock.now
+            let slowBody = try HalfClosingClient(
+                port: port,
+                bytes: Array(
+                    ("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        + "Content-Length: 100\r\n\r\n{\"model\":").utf8))
+            let answer = slowBody.readAnswer(timeout: .seconds(10))
+            took = ContinuousClock.now - started
+            #expect(!answer.contains(" 200 "), "\(answer)")
+            #expect(took < .seconds(5), "closed after \(took)")
+            // The gateway's own time is not bounded: 10 tokens at 10 per second take a second.
+            let long = try await gateway.complete("m0", maxTokens: 10)
+            #expect(long.status == 200, "\(long.body)")
+        }
+    }
+
     @Test func aFullQueueAnswers429WithRetryAfter() async throws {
         try await withGateway(simulatedModels(2, awake: 1) + "limits: {queue_depth: 1}\n") { gateway in
             let url = await gateway.engineURL("m1")

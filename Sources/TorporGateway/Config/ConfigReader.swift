@@ -139,7 +139,7 @@ struct ConfigReader {
         if let limits = child(fields, "limits") {
             let values = try limits.mapping(allowed: [
                 "max_request_bytes", "queue_depth", "queue_timeout_seconds", "retry_after_seconds",
-                "upstream_read_timeout_seconds", "shutdown_grace_seconds",
+                "upstream_read_timeout_seconds", "shutdown_grace_seconds", "request_read_timeout_seconds",
             ])
             var value = result.limits
             value.maxRequestBytes = try limits.int(values, "max_request_bytes", minimum: 1) ?? value.maxRequestBytes
@@ -153,6 +153,9 @@ struct ConfigReader {
                 ?? value.upstreamReadTimeoutSeconds
             value.shutdownGraceSeconds =
                 try limits.double(values, "shutdown_grace_seconds", minimum: 0) ?? value.shutdownGraceSeconds
+            value.requestReadTimeoutSeconds =
+                try limits.double(values, "request_read_timeout_seconds", minimum: 0.001)
+                ?? value.requestReadTimeoutSeconds
             result.limits = value
         }
         if let scheduler = child(fields, "scheduler") {

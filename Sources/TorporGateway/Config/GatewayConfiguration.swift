@@ -80,6 +80,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var upstreamReadTimeoutSeconds = 300.0
         /// At shutdown, how long requests in flight may finish before they are cut off.
         public var shutdownGraceSeconds = 30.0
+        /// A client's time to send a request's head (from the connection's start or the end of the previous answer:
+        /// an idle keep-alive connection closes after it too), and then the whole body.
+        public var requestReadTimeoutSeconds = 60.0
         public init() {}
     }
 
