@@ -84,6 +84,9 @@ public final class Gateway: Sendable {
         httpConfiguration.timeout.connect = .seconds(5)
         httpConfiguration.timeout.read = .milliseconds(Int64(configuration.limits.upstreamReadTimeoutSeconds * 1000))
         httpConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 1024
+        // Engines are local: a refused connection means a dead engine, which the proxy fails over to the restart
+        // path at once (ClientAPI), instead of retrying it for the connect timeout.
+        httpConfiguration.connectionPool.retryConnectionEstablishment = false
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
         var engines: [String: any ModelEngine] = [:]
         var defaultPaths: [String: String] = [:]

@@ -367,6 +367,20 @@ import TorporEngine
         }
     }
 
+    @Test func aRequestRightAfterACrashWaitsForTheRestartedEngine() async throws {
+        // Cold starts of 5 s (time scale 0.1): longer than the 5 s a refused connection used to be retried for
+        // before the request got 502.
+        try await withGateway(simulatedModels(1, awake: 1, timeScale: 0.1), startTimeout: .seconds(60)) { gateway in
+            _ = try? await HTTPAnswer.send(
+                "POST", await gateway.engineURL("m0") + "/sim/fault?kind=crash", timeout: .seconds(2))
+            let answer = try await gateway.complete("m0")
+            #expect(answer.status == 200, "\(answer.body)")
+            let failures = gateway.events().filter { $0.kind == "fail" && $0.model == "m0" }
+            #expect(failures.count == 1, "\(failures)")
+            #expect(await gateway.state("m0") == "awake")
+        }
+    }
+
     @Test func aSecondGatewayOnTheSameStateDirectoryIsRefusedAndTheFirstKeepsItsEngines() async throws {
         try await withGateway(simulatedModels(1, awake: 1)) { gateway in
             let second = await #expect(throws: ConfigurationError.self) {

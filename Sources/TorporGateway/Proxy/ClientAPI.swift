@@ -7,6 +7,7 @@ import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
 import NIOHTTPTypes
+import NIOPosix
 import TorporCheckpoint
 
 /// The OpenAI-compatible listener: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
@@ -165,59 +166,25 @@ struct ClientAPI: Sendable {
         let readTimeout = configuration.limits.upstreamReadTimeoutSeconds
         do {
             try await connections.run(on: channel) {
-                let waitStarted = ContinuousClock.now
-                try await scheduler.withEngine(model) { engine in
-                    let waited = ContinuousClock.now - waitStarted
-                    var upstream = HTTPClientRequest(url: engine.baseURL + path)
-                    upstream.method = .POST
-                    upstream.headers.add(name: "Content-Type", value: "application/json")
-                    upstream.headers.add(name: "Accept", value: stream ? "text/event-stream" : "application/json")
-                    upstream.body = .bytes(body)
-                    let response: HTTPClientResponse
+                // A connection refused or closed before the answer's head: the engine is checked at once (a dead
+                // one is failed and restarted), and the request waits for the restart, once.
+                for attempt in 1... {
                     do {
-                        response = try await http.execute(upstream, timeout: .seconds(Int64(readTimeout)))
-                    } catch is CancellationError {
-                        throw CancellationError()
-                    } catch {
-                        throw GatewayError(
-                            .upstream, "The engine of `\(model)` did not answer: \(error). Try again.",
-                            retryAfterSeconds: 1)
-                    }
-                    metrics.observeProxyLatency(seconds: (ContinuousClock.now - arrived - waited) / .seconds(1))
-                    var head = HTTPResponse(status: .init(code: Int(response.status.code)))
-                    for name in ["Content-Type", "Content-Length", "Cache-Control"] {
-                        if let value = response.headers.first(name: name), let field = HTTPField.Name(name) {
-                            head.headerFields[field] = value
+                        try await forward(attempt)
+                        return
+                    } catch let lost as EngineLost {
+                        let dead = await scheduler.engineUnreachable(model)
+                        // Sent again only when the engine cannot have answered it: a refused connection, or one
+                        // closed by an engine that is now dead.
+                        guard attempt == 1, lost.refused || dead else {
+                            throw GatewayError(
+                                .upstream, "The engine of `\(model)` did not answer: \(lost.cause). Try again.",
+                                retryAfterSeconds: 1)
                         }
-                    }
-                    guard let writer = slot.writer.take() else { throw CancellationError() }
-                    var bodyWriter = try await writer.writeHead(head)
-                    do {
-                        for try await chunk in response.body {
-                            try await bodyWriter.write(chunk)
-                        }
-                    } catch is CancellationError {
-                        if stream && connections.isCutOff {
-                            // The stream's last event says why it ends. The cancelled task's writer takes no more
-                            // bytes, so the event goes to the channel itself (its pipeline's HTTP encoder frames
-                            // it as the next chunk); the connection is closed next.
-                            let failure = GatewayError(.unavailable, "The gateway is shutting down.")
-                            let event = ByteBuffer(bytes: Array("data: ".utf8) + failure.body() + [10, 10])
-                            try? await channel.writeAndFlush(HTTPResponsePart.body(event))
-                        }
-                        throw CancellationError()
-                    } catch {
                         logger.warning(
-                            "the engine's answer broke off", metadata: ["model": "\(model)", "error": "\(error)"])
-                        if stream {
-                            let failure = GatewayError(
-                                .upstream, "The engine of `\(model)` stopped answering: \(error)")
-                            try? await bodyWriter.write(
-                                ByteBuffer(bytes: Array("data: ".utf8) + failure.body() + [10, 10]))
-                        }
+                            "an engine was lost before it answered; the request waits for its restart",
+                            metadata: ["model": "\(model)", "error": "\(lost.cause)", "engine.dead": "\(dead)"])
                     }
-                    try await bodyWriter.finish(nil)
-                    metrics.countRequest(model: model, status: Int(response.status.code))
                 }
             }
             return .success(())
@@ -235,6 +202,65 @@ struct ClientAPI: Sendable {
             // The client left: nothing to answer.
             metrics.countRequest(model: model, status: 499)
             return .success(())
+        }
+
+        @Sendable func forward(_ attempt: Int) async throws {
+            let waitStarted = ContinuousClock.now
+            try await scheduler.withEngine(model) { engine in
+                let waited = ContinuousClock.now - waitStarted
+                var upstream = HTTPClientRequest(url: engine.baseURL + path)
+                upstream.method = .POST
+                upstream.headers.add(name: "Content-Type", value: "application/json")
+                upstream.headers.add(name: "Accept", value: stream ? "text/event-stream" : "application/json")
+                upstream.body = .bytes(body)
+                let response: HTTPClientResponse
+                do {
+                    response = try await http.execute(upstream, timeout: .seconds(Int64(readTimeout)))
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch let error where EngineLost(error) != nil {
+                    throw EngineLost(error)!
+                } catch {
+                    throw GatewayError(
+                        .upstream, "The engine of `\(model)` did not answer: \(error). Try again.",
+                        retryAfterSeconds: 1)
+                }
+                metrics.observeProxyLatency(seconds: (ContinuousClock.now - arrived - waited) / .seconds(1))
+                var head = HTTPResponse(status: .init(code: Int(response.status.code)))
+                for name in ["Content-Type", "Content-Length", "Cache-Control"] {
+                    if let value = response.headers.first(name: name), let field = HTTPField.Name(name) {
+                        head.headerFields[field] = value
+                    }
+                }
+                guard let writer = slot.writer.take() else { throw CancellationError() }
+                var bodyWriter = try await writer.writeHead(head)
+                do {
+                    for try await chunk in response.body {
+                        try await bodyWriter.write(chunk)
+                    }
+                } catch is CancellationError {
+                    if stream && connections.isCutOff {
+                        // The stream's last event says why it ends. The cancelled task's writer takes no more
+                        // bytes, so the event goes to the channel itself (its pipeline's HTTP encoder frames
+                        // it as the next chunk); the connection is closed next.
+                        let failure = GatewayError(.unavailable, "The gateway is shutting down.")
+                        let event = ByteBuffer(bytes: Array("data: ".utf8) + failure.body() + [10, 10])
+                        try? await channel.writeAndFlush(HTTPResponsePart.body(event))
+                    }
+                    throw CancellationError()
+                } catch {
+                    logger.warning(
+                        "the engine's answer broke off", metadata: ["model": "\(model)", "error": "\(error)"])
+                    if stream {
+                        let failure = GatewayError(
+                            .upstream, "The engine of `\(model)` stopped answering: \(error)")
+                        try? await bodyWriter.write(
+                            ByteBuffer(bytes: Array("data: ".utf8) + failure.body() + [10, 10]))
+                    }
+                }
+                try await bodyWriter.finish(nil)
+                metrics.countRequest(model: model, status: Int(response.status.code))
+            }
         }
     }
 
@@ -297,4 +323,27 @@ func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         difference |= x ^ y
     }
     return difference == 0 && a.count == b.count
+}
+
+/// A proxied request that lost its engine before the answer's head: the connection was refused (nothing reached
+/// the engine) or closed.
+struct EngineLost: Error {
+    let cause: any Error
+    /// The engine never got the request.
+    let refused: Bool
+
+    /// `error` from the HTTP client as a lost engine, or nil for any other failure.
+    init?(_ error: any Error) {
+        cause = error
+        if let error = error as? NIOConnectionError {
+            refused = error.connectionErrors.contains { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
+            if !refused { return nil }
+        } else if let error = error as? IOError, error.errnoCode == ECONNREFUSED {
+            refused = true
+        } else if let error = error as? HTTPClientError, error == .remoteConnectionClosed {
+            refused = false
+        } else {
+            return nil
+        }
+    }
 }
