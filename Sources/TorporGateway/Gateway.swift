@@ -59,8 +59,8 @@ public final class Gateway: Sendable {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
-        (adminToken, adminTokenGenerated) = try Self.adminToken(
-            configuration, environment: environment ?? ProcessInfo.processInfo.environment)
+        let environment = environment ?? ProcessInfo.processInfo.environment
+        (adminToken, adminTokenGenerated) = try Self.adminToken(configuration, environment: environment)
         let state = configuration.stateDirectory
         let stateLock = try StateDirectoryLock(directory: state)
         self.stateLock = stateLock
@@ -73,7 +73,8 @@ public final class Gateway: Sendable {
         }
         do {
             supervisor = try Supervisor(
-                stateDirectory: state + "/engines", logDirectory: state + "/logs", logger: logger)
+                stateDirectory: state + "/engines", logDirectory: state + "/logs", environment: environment,
+                passEnvironment: configuration.passEnvironment, logger: logger)
         } catch {
             throw ConfigurationError("state_dir: \(error.message)")
         }

@@ -23,6 +23,7 @@ final class SimulatedEngineProcess: @unchecked Sendable {
         process = try EngineProcess(
             executable: Self.binary,
             arguments: ["sim-engine", "--model", model, "--port", "\(port)", "--gpu-ledger", ledger] + arguments,
+            environment: EngineEnvironment.inherited(from: ProcessInfo.processInfo.environment),
             logPath: NSTemporaryDirectory() + "/torpor-sim-\(model)-\(getpid())-\(port).log")
         client = EngineClient(
             name: model, baseURL: "http://127.0.0.1:\(port)", timeouts: EngineClient.Timeouts().scaled(by: 0.05),

@@ -63,7 +63,32 @@ struct SupervisorTests {
                 "serve", "Qwen/Qwen3-0.6B", "--enable-sleep-mode", "--host", "127.0.0.1", "--port", "8001",
                 "--gpu-memory-utilization", "0.45",
             ])
-        #expect(spec.commandEnvironment == ["VLLM_SERVER_DEV_MODE": "1", "CUDA_VISIBLE_DEVICES": "1"])
+        #expect(spec.commandEnvironment(parent: [:]) == ["VLLM_SERVER_DEV_MODE": "1", "CUDA_VISIBLE_DEVICES": "1"])
+    }
+
+    @Test("an engine gets what it needs of Torpor's environment, what its model names, and no secret")
+    func explicitEnvironment() {
+        var spec = EngineSpec(name: "qwen", model: "Qwen/Qwen3-0.6B")
+        spec.environment = ["EXTRA": "1"]
+        spec.passEnvironment = ["AWS_PROFILE"]
+        let parent = [
+            "PATH": "/usr/bin", "HOME": "/root", "LC_ALL": "C", "PYTHONPATH": "/opt/py", "HF_HOME": "/hf",
+            "VLLM_CPU_KVCACHE_SPACE": "1", "TORPOR_LIBRARY": "/lib/libtorpor.so", "CUDA_HOME": "/cuda",
+            "TORPOR_ADMIN_TOKEN": "secret-admin-token", "OPENAI_API_KEY": "sk-x", "AWS_SECRET_ACCESS_KEY": "y",
+            "AWS_PROFILE": "models", "MY_DB_PASSWORD": "z",
+        ]
+        let environment = spec.commandEnvironment(parent: parent)
+        for name in [
+            "PATH", "HOME", "LC_ALL", "PYTHONPATH", "HF_HOME", "VLLM_CPU_KVCACHE_SPACE", "TORPOR_LIBRARY", "CUDA_HOME",
+            "AWS_PROFILE",
+        ] {
+            #expect(environment[name] == parent[name], "\(name)")
+        }
+        for name in ["TORPOR_ADMIN_TOKEN", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY", "MY_DB_PASSWORD"] {
+            #expect(environment[name] == nil, "\(name) reached the engine")
+        }
+        #expect(environment["EXTRA"] == "1")
+        #expect(environment["VLLM_SERVER_DEV_MODE"] == "1")
     }
 
     @Test("start waits for readiness, logs to a file; stop takes the whole process group down")

@@ -381,6 +381,26 @@ import TorporEngine
         }
     }
 
+    @Test func enginesGetAnExplicitEnvironmentWithoutTheGatewaysSecrets() async throws {
+        setenv("MY_TEST_SECRET", "do-not-pass", 1)
+        setenv("MY_TEST_PASSED", "pass-me", 1)
+        defer {
+            unsetenv("MY_TEST_SECRET")
+            unsetenv("MY_TEST_PASSED")
+        }
+        try await withGateway(simulatedModels(1, awake: 1) + "pass_environment: [MY_TEST_PASSED]\n") { gateway in
+            let record = try Data(contentsOf: URL(fileURLWithPath: gateway.stateDirectory + "/engines/m0.engine.json"))
+            let pid = try #require((try JSONSerialization.jsonObject(with: record) as? [String: Any])?["pid"] as? Int)
+            let environ = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ"))
+            let names = Set(
+                String(decoding: environ, as: UTF8.self).split(separator: "\0").map { String($0.prefix { $0 != "=" }) })
+            #expect(names.contains("PATH"))
+            #expect(names.contains("MY_TEST_PASSED"))
+            #expect(!names.contains("MY_TEST_SECRET"), "\(names.sorted())")
+            #expect(!names.contains("TORPOR_ADMIN_TOKEN"))
+        }
+    }
+
     @Test func aSecondGatewayOnTheSameStateDirectoryIsRefusedAndTheFirstKeepsItsEngines() async throws {
         try await withGateway(simulatedModels(1, awake: 1)) { gateway in
             let second = await #expect(throws: ConfigurationError.self) {

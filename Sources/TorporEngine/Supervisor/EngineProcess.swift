@@ -15,8 +15,8 @@ public final class EngineProcess: Sendable {
     /// The exit status once the process has been reaped (waitpid can report it only once).
     private let reaped = Mutex<Int32?>(nil)
 
-    /// Starts `executable` with `arguments` and `environment` (added to this process's own), its output appended
-    /// to `logPath`.
+    /// Starts `executable` with `arguments` and exactly `environment` (nothing of this process's own unless it is
+    /// there: see `EngineEnvironment`), its output appended to `logPath`.
     /// - Throws: `EngineError` `.processFailed` naming the command when it cannot be started.
     public init(
         executable: String, arguments: [String], environment: [String: String] = [:], logPath: String
@@ -24,9 +24,8 @@ public final class EngineProcess: Sendable {
         let path = executable.contains("/") ? executable : Self.lookUp(executable) ?? executable
         commandLine = ([path] + arguments).joined(separator: " ")
         self.logPath = logPath
-        let merged = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
             for pointer in argv { free(pointer) }
             for pointer in envp { free(pointer) }

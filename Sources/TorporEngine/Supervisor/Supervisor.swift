@@ -15,6 +15,8 @@ public struct EngineSpec: Sendable, Equatable {
     public var arguments: [String]?
     /// Extra environment; `VLLM_SERVER_DEV_MODE=1` is always set (the dev endpoints need it).
     public var environment: [String: String] = [:]
+    /// Variables of Torpor's environment passed through besides those `EngineEnvironment` allows.
+    public var passEnvironment: [String] = []
     /// The loopback port; nil picks a free one. Ignored with `unixSocketPath`.
     public var port: Int?
     /// Serve on this unix socket (vLLM's `--uds`) instead of a loopback port.
@@ -44,9 +46,12 @@ public struct EngineSpec: Sendable, Equatable {
         return result
     }
 
-    /// The environment added to Torpor's own.
-    public var commandEnvironment: [String: String] {
-        var result = environment
+    /// The engine's whole environment: what `EngineEnvironment` passes of `parent` (Torpor's own), then
+    /// `environment`, then what Torpor sets.
+    /// `passing` names variables to pass besides the spec's own `passEnvironment`.
+    public func commandEnvironment(parent: [String: String], passing: [String] = []) -> [String: String] {
+        var result = EngineEnvironment.inherited(from: parent, passing: passEnvironment + passing)
+        result.merge(environment) { $1 }
         result["VLLM_SERVER_DEV_MODE"] = "1"
         if let cudaVisibleDevices { result["CUDA_VISIBLE_DEVICES"] = cudaVisibleDevices }
         return result
@@ -85,6 +90,8 @@ public actor Supervisor: Service {
     }
 
     private let stateDirectory: String
+    private let parentEnvironment: [String: String]
+    private let passEnvironment: [String]
     private let logDirectory: String
     private let logger: Logger
     private var engines: [String: RunningEngine] = [:]
@@ -92,7 +99,15 @@ public actor Supervisor: Service {
     /// Everything the supervisor does, in order.
     public nonisolated let eventStream: AsyncStream<SupervisorEvent>
 
-    public init(stateDirectory: String, logDirectory: String, logger: Logger) throws(EngineError) {
+    /// - Parameters:
+    ///   - environment: Torpor's environment (nil: this process's), of which engines get what `EngineEnvironment`
+    ///     passes.
+    ///   - passEnvironment: more variables of it that every engine gets.
+    public init(
+        stateDirectory: String, logDirectory: String,
+        environment: [String: String]? = nil, passEnvironment: [String] = [],
+        logger: Logger
+    ) throws(EngineError) {
         for directory in [stateDirectory, logDirectory] {
             do {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -102,6 +117,8 @@ public actor Supervisor: Service {
         }
         self.stateDirectory = stateDirectory
         self.logDirectory = logDirectory
+        parentEnvironment = environment ?? ProcessInfo.processInfo.environment
+        self.passEnvironment = passEnvironment
         self.logger = logger
         (eventStream, events) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1000))
     }
@@ -198,7 +215,8 @@ public actor Supervisor: Service {
             baseURL = "http://127.0.0.1:\(port)"
         }
         let process = try EngineProcess(
-            executable: spec.executable, arguments: arguments, environment: spec.commandEnvironment, logPath: logPath)
+            executable: spec.executable, arguments: arguments,
+            environment: spec.commandEnvironment(parent: parentEnvironment, passing: passEnvironment), logPath: logPath)
         let record = Record(
             name: spec.name, pid: process.pid, port: port, commandLine: process.commandLine,
             startTime: EngineProcess.startTime(of: process.pid))

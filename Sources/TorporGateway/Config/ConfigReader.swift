@@ -110,7 +110,7 @@ struct ConfigReader {
     func decodeGateway() throws(ConfigurationError) -> GatewayConfiguration {
         let fields = try mapping(allowed: [
             "listen", "admin_token", "api_keys", "limits", "scheduler", "host_memory_gib", "gpus", "models",
-            "state_dir", "host_cache_dir",
+            "state_dir", "host_cache_dir", "pass_environment",
         ])
         var result = GatewayConfiguration()
         if let listen = child(fields, "listen") {
@@ -197,6 +197,7 @@ struct ConfigReader {
         for item in try items(fields, "models") { result.models.append(try item.decodeModel()) }
         result.stateDirectory = try string(fields, "state_dir") ?? result.stateDirectory
         result.hostCacheDirectory = try string(fields, "host_cache_dir") ?? result.hostCacheDirectory
+        result.passEnvironment = try strings(fields, "pass_environment") ?? result.passEnvironment
         return result
     }
 

@@ -19,6 +19,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var hostMemoryBytes: Int = 64 << 30
     /// Where host-cache models' compressed checkpoints are held (a tmpfs: RAM).
     public var hostCacheDirectory: String = "/dev/shm"
+    /// Variables of Torpor's environment every engine gets besides those `EngineEnvironment` passes (credentials
+    /// an engine needs, say); engines get nothing else of it.
+    public var passEnvironment: [String] = []
     public var gpus: [GPU] = [GPU(id: "0")]
     public var models: [Model] = []
     /// Where engine records (`*.engine.json`), logs and simulated-GPU ledgers go.
