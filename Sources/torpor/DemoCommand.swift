@@ -27,7 +27,7 @@ struct Demo: AsyncParsableCommand {
 
     /// Three 6 GiB models (3 GiB weights, 3 GiB KV cache, 1.2 GiB sleep residue) on a 16 GiB GPU: two fit awake.
     static func configuration(port: Int, adminPort: Int) throws(ConfigurationError) -> GatewayConfiguration {
-        let state = NSTemporaryDirectory() + "/torpor-demo-\(getuid())"
+        let state = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("torpor-demo-\(getuid())").path
         let yaml = """
             listen:
               client: 127.0.0.1:\(port)
@@ -102,12 +102,13 @@ struct Demo: AsyncParsableCommand {
 
         # states, GPU ledger, transitions and metrics on the admin API
         curl -s http://127.0.0.1:\(admin)/admin/models -H 'Authorization: Bearer \(token)'
-        curl -sN http://127.0.0.1:\(admin)/admin/events?replay=1 -H 'Authorization: Bearer \(token)'
-        curl -s -X POST http://127.0.0.1:\(admin)/admin/switch?to=llama-3.2-1b -H 'Authorization: Bearer \(token)'
+        curl -sN 'http://127.0.0.1:\(admin)/admin/events?replay=1' -H 'Authorization: Bearer \(token)'
+        curl -s -X POST 'http://127.0.0.1:\(admin)/admin/switch?to=llama-3.2-1b' -H 'Authorization: Bearer \(token)'
         curl -s http://127.0.0.1:\(admin)/metrics -H 'Authorization: Bearer \(token)'
 
-        # Python (pip install openai)
-        python3 - <<'EOF'
+        # Python, with the openai package in a virtual environment (Debian's own python3 refuses pip install):
+        #   python3 -m venv ~/.venvs/openai && ~/.venvs/openai/bin/pip install openai
+        ~/.venvs/openai/bin/python - <<'EOF'
         from openai import OpenAI
         client = OpenAI(base_url="http://127.0.0.1:\(client)/v1", api_key="unused")
         for model in ["mistral-7b", "qwen3-0.6b", "llama-3.2-1b"]:

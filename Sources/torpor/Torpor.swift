@@ -264,7 +264,10 @@ struct BenchPack: ParsableCommand {
             }
             choices.append(choice)
         }
-        let scratch = workDir ?? (NSTemporaryDirectory() + "/torpor-bench-\(ProcessInfo.processInfo.processIdentifier)")
+        let scratch =
+            workDir
+            ?? URL(fileURLWithPath: NSTemporaryDirectory())
+            .appendingPathComponent("torpor-bench-\(ProcessInfo.processInfo.processIdentifier)").path
         try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { if workDir == nil { try? FileManager.default.removeItem(atPath: scratch) } }
         let result = try reportingErrors {

@@ -25,7 +25,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var gpus: [GPU] = [GPU(id: "0")]
     public var models: [Model] = []
     /// Where engine records (`*.engine.json`), logs and simulated-GPU ledgers go.
-    public var stateDirectory: String = NSTemporaryDirectory() + "/torpor-gateway"
+    public var stateDirectory: String = URL(fileURLWithPath: NSTemporaryDirectory())
+        .appendingPathComponent("torpor-gateway").path
 
     public init() {}
 
