@@ -125,6 +125,11 @@ struct CLITests {
         let unpacked = try torpor("unpack", pack, scratch.path + "/out")
         #expect(unpacked.status == 1)
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"))
+        // Cut in half, as an interrupted copy leaves it: it says so.
+        try Data(data.prefix(data.count / 2)).write(to: URL(fileURLWithPath: path))
+        let truncated = try torpor("inspect", pack)
+        #expect(truncated.status == 1)
+        #expect(truncated.stderr.contains("looks truncated"), "\(truncated.stderr)")
     }
 
     @Test("bad input gets a clear error and a non-zero exit")
@@ -136,6 +141,7 @@ struct CLITests {
         let broken = try torpor("pack", notSafetensors, scratch.path + "/out")
         #expect(broken.status == 1)
         #expect(broken.stderr.contains("model.safetensors"), "\(broken.stderr)")
+        #expect(broken.stderr.contains("not a safetensors file"), "\(broken.stderr)")
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"))
 
         let codec = try torpor("pack", notSafetensors, scratch.path + "/out", "--codec", "lz4")

@@ -93,7 +93,11 @@ struct Preamble: Equatable {
         flags = bytes.loadLE(UInt32.self, at: 12)
         func offset(_ at: Int) throws(CheckpointError) -> Int {
             let value = bytes.loadLE(UInt64.self, at: at)
-            guard value <= UInt64(fileSize) else { throw fail("preamble field at byte \(at) points beyond the file") }
+            guard value <= UInt64(fileSize) else {
+                throw fail(
+                    "looks truncated: its preamble (field at byte \(at)) points to byte \(value), beyond the file's "
+                        + "\(fileSize) bytes (an interrupted copy or download?)")
+            }
             return Int(value)
         }
         dataOffset = try offset(16)

@@ -57,7 +57,9 @@ public struct SafetensorsHeader: Sendable {
         }
         let declared = bytes.loadLE(UInt64.self, at: 0)
         guard declared <= UInt64(Self.maximumHeaderBytes) else {
-            throw fail("header length \(declared) exceeds the \(Self.maximumHeaderBytes)-byte limit")
+            throw fail(
+                "not a safetensors file: its first 8 bytes, a safetensors file's header length, read as \(declared), "
+                    + "more than the \(Self.maximumHeaderBytes)-byte limit")
         }
         let headerLength = Int(declared)
         guard headerLength <= bytes.count - 8 else {
