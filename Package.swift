@@ -184,7 +184,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TorporStorageTests",
-            dependencies: ["TorporStorage", "TorporCheckpoint"],
+            dependencies: ["TorporStorage", "TorporCheckpoint", "TorporTestSupport"],
             exclude: ["Clients"],
             swiftSettings: swiftSettings
         ),

@@ -105,20 +105,9 @@ import TorporTestSupport
     @Test("torpor serve on a port that is taken names the listener and the address")
     func serveOnABusyPort() throws {
         let scratch = Scratch()
-        // A socket of this test holds a loopback port.
-        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(holder) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(holder, $0, length) == 0 && listen(holder, 1) == 0 && getsockname(holder, $0, &length) == 0
-            }
-        }
-        try #require(bound)
-        let port = Int(UInt16(bigEndian: address.sin_port))
+        // This test holds a loopback port.
+        let holder = try #require(LoopbackPort(listening: true))
+        let port = holder.port
         let path = scratch.path + "/torpor.yaml"
         try """
         listen: {client: "127.0.0.1:\(port)", admin: "127.0.0.1:0"}
@@ -126,7 +115,7 @@ import TorporTestSupport
         models:
           - {name: tiny, engine: {simulated: true, time_scale: 0.01}, weights_gib: 1, kv_cache_gib: 1}
         """.write(toFile: path, atomically: true, encoding: .utf8)
-        let result = try torpor("serve", "--config", path, timeout: .seconds(60))
+        let result = try withExtendedLifetime(holder) { try torpor("serve", "--config", path, timeout: .seconds(60)) }
         #expect(result.status == 1)
         #expect(
             result.stderr.contains("the client listener cannot listen on 127.0.0.1:\(port): the address is in use"),

@@ -3,6 +3,7 @@ import Glibc
 import Synchronization
 import Testing
 import TorporCheckpoint
+import TorporTestSupport
 
 @testable import TorporStorage
 
@@ -219,17 +220,6 @@ struct CommandFailure: Error, CustomStringConvertible {
 
 /// A TCP port nothing listens on now.
 func freePort() throws -> Int {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(descriptor) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0
-        }
-    }
-    guard bound else { throw StorageError(.io, "no free port") }
-    return Int(UInt16(bigEndian: address.sin_port))
+    guard let free = LoopbackPort() else { throw StorageError(.io, "no free port") }
+    return free.port
 }
