@@ -69,12 +69,6 @@ private func saveInput(
     return input
 }
 
-/// The staged file's memory, which the device copies write into.
-private func writableMemory(of staged: StagedSafetensors) -> UnsafeMutableRawBufferPointer {
-    UnsafeMutableRawBufferPointer(
-        start: UnsafeMutableRawPointer(mutating: staged.mapping.bytes.baseAddress!), count: staged.mapping.count)
-}
-
 private func seconds(since start: ContinuousClock.Instant) -> Double {
     (ContinuousClock.now - start) / .seconds(1)
 }
@@ -177,7 +171,7 @@ public func torpor_save_start(
                 capture.device_capture = max(capture.device_capture, 1)
             } else {
                 try loan.region?.pin(on: device)
-                try device.copyToHost(zip(pieces, destinations).map { ($0.address, $1) }, through: nil)
+                try device.copyToHost(zip(pieces, destinations).map { ($0.address, $1) })
                 capture.device_capture = 2
             }
             copySeconds += seconds(since: started)
@@ -213,7 +207,7 @@ public func torpor_save_start(
                 defer { taken = UncheckedSendable([]) }
                 for (snapshot, destinations) in taken.value {
                     try loan.region?.pin(on: snapshot.device)
-                    try snapshot.copyToHost(destinations, through: nil)
+                    try snapshot.copyToHost(destinations)
                 }
             }
             return try staged.pack(to: path, options: options)

@@ -1,4 +1,5 @@
 public import TorporCheckpoint
+
 /// Pieces of device memory copied into one new device buffer: a save's capture of GPU tensors in the time of a
 /// device-to-device copy (a few milliseconds for gigabytes), after which the caller may change the tensors while
 /// the snapshot goes to host memory (`copyToHost`) on another thread, off the caller's path. Its memory is freed
@@ -43,16 +44,13 @@ public final class DeviceSnapshot: @unchecked Sendable {
         self.layout = layout
     }
 
-    /// Copies piece `i` to `destinations[i]` (as many bytes as the piece has) at pinned speed: `region`, the host
-    /// memory holding every destination, is registered with the driver for the copies (nil: it is pinned already).
-    public func copyToHost(
-        _ destinations: [UnsafeMutableRawBufferPointer], through region: UnsafeMutableRawBufferPointer?
-    ) throws(GPUError) {
+    /// Copies piece `i` to `destinations[i]` (as many bytes as the piece has), at pinned speed when the
+    /// destinations are registered with the driver.
+    public func copyToHost(_ destinations: [UnsafeMutableRawBufferPointer]) throws(GPUError) {
         precondition(destinations.count == layout.count)
         try device.copyToHost(
             zip(layout, destinations).map { place, destination in
                 (buffer.address + UInt64(place.offset), destination)
-            },
-            through: region)
+            })
     }
 }

@@ -51,26 +51,21 @@ extension GPUDevice {
         try driver.check(driver.cuStreamSynchronize(stream.map { OpaquePointer($0) }), "cuStreamSynchronize")
     }
 
-    /// Copies device memory to host memory, each piece `(address, destination)`, at pinned speed: `region` (the
-    /// host memory holding every destination, page-aligned) is registered with the driver for the copies; nil:
-    /// the destinations are pinned already (registering gigabytes costs tenths of a second of driver time, which
-    /// stalls the process's other CUDA calls, so memory that is reused stays registered).
-    public func copyToHost(
-        _ pieces: [(address: UInt64, destination: UnsafeMutableRawBufferPointer)],
-        through region: UnsafeMutableRawBufferPointer?
-    ) throws(GPUError) {
+    /// Copies device memory to host memory, each piece `(address, destination)`; at pinned speed when the
+    /// destinations are registered with the driver (`PinnedBuffer(registering:)`), which the caller keeps across
+    /// copies: registering gigabytes costs tenths of a second of driver time and stalls the process's other CUDA
+    /// calls.
+    public func copyToHost(_ pieces: [(address: UInt64, destination: UnsafeMutableRawBufferPointer)])
+        throws(GPUError)
+    {
         guard pieces.contains(where: { $0.destination.count > 0 }) else { return }
         try makeCurrent()
-        let pinned = try region.map { region throws(GPUError) in
-            try PinnedBuffer(device: self, registering: region.baseAddress!, count: region.count, readOnly: false)
-        }
         let stream = try GPUStream(device: self)
         for piece in pieces where piece.destination.count > 0 {
             try stream.copy(
                 toHost: piece.destination.baseAddress!, fromDevice: piece.address, count: piece.destination.count)
         }
         try stream.synchronize()
-        _ = pinned
     }
 }
 
