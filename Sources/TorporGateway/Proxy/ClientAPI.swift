@@ -168,19 +168,15 @@ struct ClientAPI: Sendable {
             try await connections.run(on: channel) {
                 // A connection refused or closed before the answer's head: the engine is checked at once (a dead
                 // one is failed and restarted), and the request waits for the restart, once.
-                for attempt in 1... {
+                for attempt in 1...2 {
                     do {
-                        try await forward(attempt)
+                        try await forward()
                         return
                     } catch let lost as EngineLost {
                         let dead = await scheduler.engineUnreachable(model)
                         // Sent again only when the engine cannot have answered it: a refused connection, or one
                         // closed by an engine that is now dead.
-                        guard attempt == 1, lost.refused || dead else {
-                            throw GatewayError(
-                                .upstream, "The engine of `\(model)` did not answer: \(lost.cause). Try again.",
-                                retryAfterSeconds: 1)
-                        }
+                        guard attempt == 1, lost.refused || dead else { throw didNotAnswer(lost.cause) }
                         logger.warning(
                             "an engine was lost before it answered; the request waits for its restart",
                             metadata: ["model": "\(model)", "error": "\(lost.cause)", "engine.dead": "\(dead)"])
@@ -204,7 +200,12 @@ struct ClientAPI: Sendable {
             return .success(())
         }
 
-        @Sendable func forward(_ attempt: Int) async throws {
+        @Sendable func didNotAnswer(_ cause: any Error) -> GatewayError {
+            GatewayError(
+                .upstream, "The engine of `\(model)` did not answer: \(cause). Try again.", retryAfterSeconds: 1)
+        }
+
+        @Sendable func forward() async throws {
             let waitStarted = ContinuousClock.now
             try await scheduler.withEngine(model) { engine in
                 let waited = ContinuousClock.now - waitStarted
@@ -218,12 +219,9 @@ struct ClientAPI: Sendable {
                     response = try await http.execute(upstream, timeout: .seconds(Int64(readTimeout)))
                 } catch is CancellationError {
                     throw CancellationError()
-                } catch let error where EngineLost(error) != nil {
-                    throw EngineLost(error)!
                 } catch {
-                    throw GatewayError(
-                        .upstream, "The engine of `\(model)` did not answer: \(error). Try again.",
-                        retryAfterSeconds: 1)
+                    if let lost = EngineLost(error) { throw lost }
+                    throw didNotAnswer(error)
                 }
                 metrics.observeProxyLatency(seconds: (ContinuousClock.now - arrived - waited) / .seconds(1))
                 var head = HTTPResponse(status: .init(code: Int(response.status.code)))

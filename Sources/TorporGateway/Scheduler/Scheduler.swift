@@ -224,29 +224,29 @@ public actor Scheduler: Service {
 
     /// Fails models whose engine process has died (they are restarted by the restart policy).
     public func checkEngines() async {
-        for name in order { await checkEngine(name, reason: "its engine exited") }
+        for name in order {
+            guard let phase = models[name]?.phase, phase.isSettled else { continue }
+            await checkEngine(name, reason: "its engine exited")
+        }
     }
 
     /// A request lost `name`'s engine before its answer (connection refused or closed): when its process is gone,
-    /// the model is failed now — the restart policy brings it back, and the request waits for that — rather than at the next
-    /// periodic check.
-    /// - Returns: whether the engine is dead (and the model failed for it).
+    /// the model is failed now — the restart policy brings it back, and the request waits for that — rather than
+    /// at the next periodic check.
+    /// - Returns: whether the engine is dead (and the model failed for it, when it was awake or asleep).
     @discardableResult
     public func engineUnreachable(_ name: String) async -> Bool {
         await checkEngine(name, reason: "its engine exited (a request lost its connection)")
     }
 
-    /// Whether `name`'s engine is gone; one that died while its model was awake or asleep fails the model.
+    /// Whether `name`'s engine is gone; one that died while its model was awake or asleep fails the model (in any
+    /// other phase a start, a transition or a failure already handles it).
     @discardableResult
     private func checkEngine(_ name: String, reason: String) async -> Bool {
         guard let phase = models[name]?.phase, let engine = engines[name], !(await engine.isAlive()) else {
             return false
         }
-        switch phase {
-        case .awake, .asleep:
-            if models[name]?.phase == phase { await fail(name, reason, stopEngine: true) }
-        default: break  // already being handled (stopped, starting, in a transition)
-        }
+        if phase.isSettled, models[name]?.phase == phase { await fail(name, reason, stopEngine: true) }
         return true
     }
 

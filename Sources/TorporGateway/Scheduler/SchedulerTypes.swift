@@ -67,6 +67,14 @@ public enum ModelPhase: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { name }
 
+    /// Awake or asleep, with no transition running: an engine that dies now is noticed only by a liveness check.
+    var isSettled: Bool {
+        switch self {
+        case .awake, .asleep: true
+        default: false
+        }
+    }
+
     static let allNames = [
         "stopped", "starting", "awake", "draining", "sleeping", "L1", "L2", "waking", "reloading", "failed",
     ]
