@@ -9,13 +9,27 @@ struct GPU: AsyncParsableCommand {
         subcommands: [GPUInfo.self, GPUSelfTestCommand.self])
 }
 
-/// Options naming nvCOMP and the device.
-struct GPUOptions: ParsableArguments {
+/// Options naming nvCOMP and the device (`pack --gpu`, and with NVRTC's every GPU command).
+struct NVCOMPOptions: ParsableArguments {
     @Option(help: "nvCOMP's library file or folder (default: TORPOR_NVCOMP_PATH, Python installs, the loader path).")
     var nvcomp: String?
 
     @Option(help: "The GPU to use.")
     var device: Int = 0
+
+    /// nvCOMP loaded and the device opened, or the reason either cannot be.
+    func open() throws(GPUError) -> (NVCOMPLibrary, GPUDevice) {
+        let nvcomp = try NVCOMPLibrary(explicitPath: nvcomp)
+        return (nvcomp, try GPUDevice(driver: CUDADriver(), ordinal: device))
+    }
+}
+
+/// Options naming nvCOMP, the device and NVRTC.
+struct GPUOptions: ParsableArguments {
+    @OptionGroup var target: NVCOMPOptions
+
+    var nvcomp: String? { target.nvcomp }
+    var device: Int { target.device }
 
     @Option(
         help:
@@ -127,8 +141,7 @@ struct GPUSelfTestCommand: ParsableCommand {
 
     func run() throws {
         do {
-            let nvcomp = try NVCOMPLibrary(explicitPath: gpu.nvcomp)
-            let device = try GPUDevice(driver: CUDADriver(), ordinal: gpu.device)
+            let (nvcomp, device) = try gpu.target.open()
             var data: [UInt8]
             if let file {
                 let safetensors = try SafetensorsFile(path: file)

@@ -162,8 +162,7 @@ struct Load: AsyncParsableCommand {
     private func load(remote: [RemotePack.RemoteContainer]) throws {
         let firstStreams = ReadAhead.chain(remote.map(\.object))
         firstStreams.first?.start()
-        let nvcomp = try NVCOMPLibrary(explicitPath: gpu.nvcomp)
-        let device = try GPUDevice(driver: CUDADriver(), ordinal: gpu.device)
+        let (nvcomp, device) = try gpu.target.open()
         var options = GPULoadOptions()
         options.batchBytes = batchMegabytes << 20
         options.readThreads = readThreads

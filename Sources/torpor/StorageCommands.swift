@@ -29,6 +29,23 @@ struct StoreOptions: ParsableArguments {
     var transfer: TransferOptions {
         TransferOptions(partSize: partMegabytes << 20, rangeSize: rangeMegabytes << 20, parallelism: parallelism)
     }
+
+    /// Connects to the store `location` names, runs `move` and prints its summary ("pushed 12 objects … to …").
+    func run(
+        _ location: String, verb: String, place: String,
+        _ move: (S3Location, S3Client, TransferOptions) async throws -> RemotePack.Report
+    ) async throws {
+        try await reportingErrors {
+            let (location, client) = try connect(location)
+            let report = try await move(location, client, transfer)
+            guard !quiet else { return }
+            let skipped = report.bytes - report.transferred
+            print(
+                "\(verb) \(plural(report.objects, "object")) (\(formatBytes(report.bytes))) \(place) in "
+                    + WorkOptions.rate(bytes: report.transferred, seconds: report.seconds)
+                    + (skipped > 0 ? "; \(formatBytes(skipped)) were already here from an interrupted pull" : ""))
+        }
+    }
 }
 
 struct Push: AsyncParsableCommand {
@@ -51,11 +68,8 @@ struct Push: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-        try await reportingErrors {
-            let (location, client) = try store.connect(destination)
-            let report = try await RemotePack.push(
-                directory: pack, to: location, client: client, options: store.transfer)
-            summarize(report, verb: "pushed", place: "to \(location)", quiet: store.quiet)
+        try await store.run(destination, verb: "pushed", place: "to \(destination)") { location, client, options in
+            try await RemotePack.push(directory: pack, to: location, client: client, options: options)
         }
     }
 }
@@ -78,11 +92,8 @@ struct Pull: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-        try await reportingErrors {
-            let (location, client) = try store.connect(source)
-            let report = try await RemotePack.pull(
-                from: location, to: output, client: client, options: store.transfer)
-            summarize(report, verb: "pulled", place: "into \(output)", quiet: store.quiet)
+        try await store.run(source, verb: "pulled", place: "into \(output)") { location, client, options in
+            try await RemotePack.pull(from: location, to: output, client: client, options: options)
         }
     }
 }
@@ -93,14 +104,4 @@ func localPack(_ text: String) async throws -> String {
     try await reportingErrors {
         try await RemotePack.localPath(for: text, environment: ProcessInfo.processInfo.environment)
     }
-}
-
-/// Prints what a push or pull did.
-func summarize(_ report: RemotePack.Report, verb: String, place: String, quiet: Bool) {
-    guard !quiet else { return }
-    let skipped = report.bytes - report.transferred
-    print(
-        "\(verb) \(plural(report.objects, "object")) (\(formatBytes(report.bytes))) \(place) in "
-            + WorkOptions.rate(bytes: report.transferred, seconds: report.seconds)
-            + (skipped > 0 ? "; \(formatBytes(skipped)) were already here from an interrupted pull" : ""))
 }

@@ -86,14 +86,7 @@ struct Pack: ParsableCommand {
     )
     var gpu = false
 
-    @Option(help: "The GPU for --gpu.")
-    var device: Int = 0
-
-    @Option(
-        help:
-            "nvCOMP's library file or folder for --gpu (default: TORPOR_NVCOMP_PATH, Python installs, the loader path)."
-    )
-    var nvcomp: String?
+    @OptionGroup(title: "With --gpu") var target: NVCOMPOptions
 
     @OptionGroup var ans: ANSTuningOptions
 
@@ -108,11 +101,9 @@ struct Pack: ParsableCommand {
         var options = PackOptions(codec: choice, chunkSize: chunkSize, workers: work.threads)
         if gpu {
             do {
-                let library = try NVCOMPLibrary(explicitPath: nvcomp)
+                let (nvcomp, device) = try target.open()
                 options.gpuEncoder = try GPUBatchEncoder(
-                    nvcomp: library, device: try GPUDevice(driver: CUDADriver(), ordinal: device),
-                    maxChunkBytes: chunkSize,
-                    ansTuning: try ans.tuning())
+                    nvcomp: nvcomp, device: device, maxChunkBytes: chunkSize, ansTuning: try ans.tuning())
             } catch {
                 FileHandle.standardError.write(Data("error: pack --gpu: \(error.message)\n".utf8))
                 throw ExitCode.failure
@@ -127,8 +118,7 @@ struct Pack: ParsableCommand {
             print(
                 "packed \(plural(report.manifest.files.count, "file")) into \(output): safetensors \(formatBytes(report.safetensorsBytes))"
                     + " → \(formatBytes(report.containerBytes)) (\(String(format: "%.4f", ratio))) in "
-                    + String(
-                        format: "%.2f s, %.0f MB/s", report.seconds, Double(report.sourceBytes) / 1e6 / report.seconds))
+                    + WorkOptions.rate(bytes: report.sourceBytes, seconds: report.seconds))
         }
     }
 }

@@ -68,6 +68,20 @@ struct ConfigReader {
         return value
     }
 
+    /// Sets `target` to the field's number where the field is given, leaving the default otherwise.
+    func read(_ fields: [String: Node], _ name: String, into target: inout Double, minimum: Double = 0)
+        throws(ConfigurationError)
+    {
+        if let value = try double(fields, name, minimum: minimum) { target = value }
+    }
+
+    /// Sets `target` to the field's whole number where the field is given, leaving the default otherwise.
+    func read(_ fields: [String: Node], _ name: String, into target: inout Int, minimum: Int = 0)
+        throws(ConfigurationError)
+    {
+        if let value = try int(fields, name, minimum: minimum) { target = value }
+    }
+
     func bool(_ fields: [String: Node], _ name: String) throws(ConfigurationError) -> Bool? {
         guard let node = fields[name] else { return nil }
         switch node.scalar?.string.lowercased() {
@@ -142,20 +156,15 @@ struct ConfigReader {
                 "upstream_read_timeout_seconds", "shutdown_grace_seconds", "request_read_timeout_seconds",
             ])
             var value = result.limits
-            value.maxRequestBytes = try limits.int(values, "max_request_bytes", minimum: 1) ?? value.maxRequestBytes
-            value.queueDepth = try limits.int(values, "queue_depth", minimum: 1) ?? value.queueDepth
-            value.queueTimeoutSeconds =
-                try limits.double(values, "queue_timeout_seconds", minimum: 0.001) ?? value.queueTimeoutSeconds
-            value.retryAfterSeconds =
-                try limits.int(values, "retry_after_seconds", minimum: 1) ?? value.retryAfterSeconds
-            value.upstreamReadTimeoutSeconds =
-                try limits.double(values, "upstream_read_timeout_seconds", minimum: 0.001)
-                ?? value.upstreamReadTimeoutSeconds
-            value.shutdownGraceSeconds =
-                try limits.double(values, "shutdown_grace_seconds", minimum: 0) ?? value.shutdownGraceSeconds
-            value.requestReadTimeoutSeconds =
-                try limits.double(values, "request_read_timeout_seconds", minimum: 0.001)
-                ?? value.requestReadTimeoutSeconds
+            try limits.read(values, "max_request_bytes", into: &value.maxRequestBytes, minimum: 1)
+            try limits.read(values, "queue_depth", into: &value.queueDepth, minimum: 1)
+            try limits.read(values, "queue_timeout_seconds", into: &value.queueTimeoutSeconds, minimum: 0.001)
+            try limits.read(values, "retry_after_seconds", into: &value.retryAfterSeconds, minimum: 1)
+            try limits.read(
+                values, "upstream_read_timeout_seconds", into: &value.upstreamReadTimeoutSeconds, minimum: 0.001)
+            try limits.read(values, "shutdown_grace_seconds", into: &value.shutdownGraceSeconds)
+            try limits.read(
+                values, "request_read_timeout_seconds", into: &value.requestReadTimeoutSeconds, minimum: 0.001)
             result.limits = value
         }
         if let scheduler = child(fields, "scheduler") {
@@ -164,20 +173,15 @@ struct ConfigReader {
                 "transition_timeout_seconds", "demand_half_life_seconds", "max_consecutive_failures",
             ])
             var value = result.scheduler
-            value.minResidencySeconds =
-                try scheduler.double(values, "min_residency_seconds") ?? value.minResidencySeconds
-            value.starvationBoundSeconds =
-                try scheduler.double(values, "starvation_bound_seconds") ?? value.starvationBoundSeconds
+            try scheduler.read(values, "min_residency_seconds", into: &value.minResidencySeconds)
+            try scheduler.read(values, "starvation_bound_seconds", into: &value.starvationBoundSeconds)
             if values["drain_timeout_seconds"] != nil {
                 value.drainTimeoutSeconds = try scheduler.double(values, "drain_timeout_seconds")
             }
-            value.transitionTimeoutSeconds =
-                try scheduler.double(values, "transition_timeout_seconds", minimum: 0.001)
-                ?? value.transitionTimeoutSeconds
-            value.demandHalfLifeSeconds =
-                try scheduler.double(values, "demand_half_life_seconds", minimum: 0.001) ?? value.demandHalfLifeSeconds
-            value.maxConsecutiveFailures =
-                try scheduler.int(values, "max_consecutive_failures", minimum: 1) ?? value.maxConsecutiveFailures
+            try scheduler.read(
+                values, "transition_timeout_seconds", into: &value.transitionTimeoutSeconds, minimum: 0.001)
+            try scheduler.read(values, "demand_half_life_seconds", into: &value.demandHalfLifeSeconds, minimum: 0.001)
+            try scheduler.read(values, "max_consecutive_failures", into: &value.maxConsecutiveFailures, minimum: 1)
             result.scheduler = value
         }
         result.hostMemoryBytes = try gibibytes(fields, "host_memory_gib") ?? result.hostMemoryBytes
