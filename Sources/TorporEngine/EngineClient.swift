@@ -62,6 +62,13 @@ public struct EngineClient: Sendable {
         "http+unix://" + (path.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? path)
     }
 
+    /// The socket path of an `http+unix` base URL, nil for any other URL.
+    public static func unixSocket(of baseURL: String) -> String? {
+        guard baseURL.hasPrefix("http+unix://") else { return nil }
+        let host = baseURL.dropFirst("http+unix://".count).prefix { $0 != "/" }
+        return String(host).removingPercentEncoding
+    }
+
     // MARK: - The contract
 
     /// `POST /sleep?level=L&mode=M`. vLLM answers `{"status": "sleeping"}`, or (0.25) an empty 200 once asleep.

@@ -92,7 +92,9 @@ public final class Gateway: Sendable {
         var engines: [String: any ModelEngine] = [:]
         var defaultPaths: [String: String] = [:]
         let timeout = configuration.scheduler.transitionTimeoutSeconds
-        for model in configuration.models {
+        let sockets =
+            configuration.engineTransport == .unixSocket ? try EngineSockets(stateDirectory: state) : nil
+        for (index, model) in configuration.models.enumerated() {
             guard let gpu = configuration.gpus.first(where: { $0.id == model.gpu }) else {
                 throw ConfigurationError("models.\(model.name).gpu: no GPU `\(model.gpu)` is configured")
             }
@@ -101,15 +103,19 @@ public final class Gateway: Sendable {
                     url: url, servedName: model.name, http: http, transitionTimeoutSeconds: timeout, logger: logger)
                 continue
             }
-            let port: Int
-            do {
-                port = try EngineProcess.freePort()
-            } catch {
-                throw ConfigurationError("models.\(model.name): \(error.message)")
+            let listening: EngineSpec.Listening
+            if let sockets {
+                listening = .unixSocket(try sockets.path(forModel: model.name, index: index))
+            } else {
+                do {
+                    listening = .port(try EngineProcess.freePort())
+                } catch {
+                    throw ConfigurationError("models.\(model.name): \(error.message)")
+                }
             }
             guard
                 let spec = model.engineSpec(
-                    port: port, gpu: gpu, stateDirectory: state, simulator: simulatorExecutable,
+                    listening: listening, gpu: gpu, stateDirectory: state, simulator: simulatorExecutable,
                     hostCacheDirectory: configuration.hostCacheDirectory)
             else { continue }
             defaultPaths[model.name] = spec.model

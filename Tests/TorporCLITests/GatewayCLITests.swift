@@ -197,9 +197,11 @@ import TorporTestSupport
             try await models().compactMap { $0["state"] as? String } == ["awake", "L1"]
         }
         #expect(started, "a and b are not awake and asleep at L1")
-        let engineB = try #require(try await models().last?["engine_url"] as? String)
+        let engineB = try #require(try await models().last?["engine_socket"] as? String)
         // b wakes for ever: requests for it stay queued.
-        _ = try await curl("-X", "POST", engineB + "/sim/fault?kind=slow_wake&factor=100000")
+        let injected = try await curl(
+            "-X", "POST", "--unix-socket", engineB, "http://engine/sim/fault?kind=slow_wake&factor=100000")
+        #expect(injected.contains("slow_wake"), "the fault was not injected: \(injected)")
         let completions = "http://127.0.0.1:\(client)/v1/completions"
         let streaming = try BackgroundCurl([
             "-N", completions, "-H", "Content-Type: application/json", "-d",

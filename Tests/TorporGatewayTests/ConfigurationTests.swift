@@ -31,6 +31,7 @@ import TorporEngine
           max_consecutive_failures: 2
         host_memory_gib: 32
         state_dir: /tmp/torpor-config-test
+        engine_transport: tcp
         gpus:
           - id: "0"
             memory_gib: 24
@@ -85,7 +86,9 @@ import TorporEngine
         #expect(configuration.models[1].engine == .simulated(timeScale: 0.1, tokensPerSecond: 100))
         #expect(configuration.models[2].engine == .external(url: "http://127.0.0.1:8000"))
         let spec = try #require(
-            qwen.engineSpec(port: 8123, gpu: configuration.gpus[0], stateDirectory: "/tmp", simulator: "torpor"))
+            qwen.engineSpec(
+                listening: .port(8123), gpu: configuration.gpus[0], stateDirectory: "/tmp", simulator: "torpor"))
+        #expect(configuration.engineTransport == .loopbackTCP)
         #expect(spec.model == "/models/qwen")
         #expect(
             spec.commandArguments(port: 8123).suffix(6) == [
@@ -100,6 +103,7 @@ import TorporEngine
         #expect(configuration.listen.admin == .init(host: "127.0.0.1", port: 8081))
         #expect(configuration.scheduler.drainTimeoutSeconds == 30)
         #expect(configuration.models[0].sleepLevel == .auto)
+        #expect(configuration.engineTransport == .unixSocket)
     }
 
     @Test(arguments: [
@@ -143,6 +147,10 @@ import TorporEngine
             "at least 8 characters"
         ),
         ("models: [\n", "invalid YAML"),
+        (
+            "engine_transport: udp\nmodels:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "engine_transport: expected unix (the default) or tcp, not \"udp\""
+        ),
         (
             "models:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1, sleep_level: host-cache}\n",
             "host-cache wakes from the model's Torpor pack; set checkpoint"
@@ -230,7 +238,7 @@ import TorporEngine
         #expect(configuration.models[1].hostCacheBytes == 0)
         let spec = try #require(
             tiny.engineSpec(
-                port: 8123, gpu: configuration.gpus[0], stateDirectory: "/tmp", simulator: "torpor",
+                listening: .port(8123), gpu: configuration.gpus[0], stateDirectory: "/tmp", simulator: "torpor",
                 hostCacheDirectory: configuration.hostCacheDirectory))
         #expect(
             spec.arguments == [
@@ -240,7 +248,7 @@ import TorporEngine
         // A command that names its own load format keeps it, and only host-cache models get the cache option.
         let plain = try #require(
             configuration.models[1].engineSpec(
-                port: 8124, gpu: configuration.gpus[0], stateDirectory: "/tmp", simulator: "torpor"))
+                listening: .port(8124), gpu: configuration.gpus[0], stateDirectory: "/tmp", simulator: "torpor"))
         #expect(plain.arguments == ["serve", pack.path, "--load-format", "torpor", "--served-model-name", "plain"])
     }
 

@@ -85,6 +85,8 @@ final class FakeEngine: ModelEngine {
         var failNextSleep = false
         var failNextWake = false
         var hangNextWake = false
+        /// What the engine itself would say of its sleep.
+        var sleepState = EngineSleepState.awake
     }
     private let state = Mutex(State())
     let name: String
@@ -97,9 +99,16 @@ final class FakeEngine: ModelEngine {
     func failNextSleep() { state.withLock { $0.failNextSleep = true } }
     func failNextWake() { state.withLock { $0.failNextWake = true } }
     func hangNextWake() { state.withLock { $0.hangNextWake = true } }
+    /// Someone else's `/sleep` or `/wake_up`: the engine's own state changes, the scheduler is not told.
+    func changeBehindTheBack(to sleepState: EngineSleepState) { state.withLock { $0.sleepState = sleepState } }
 
     func baseURL() async -> String { "http://fake/\(name)" }
-    func start() async throws(EngineError) { state.withLock { $0.calls.append(.start) } }
+    func start() async throws(EngineError) {
+        state.withLock {
+            $0.calls.append(.start)
+            $0.sleepState = .awake
+        }
+    }
     func stop() async { state.withLock { $0.calls.append(.stop) } }
     func isAlive() async -> Bool { true }
 
@@ -107,6 +116,7 @@ final class FakeEngine: ModelEngine {
         let fail = state.withLock { state in
             state.calls.append(.sleep(level, mode))
             defer { state.failNextSleep = false }
+            if !state.failNextSleep { state.sleepState = level == .offloadWeights ? .weightsOffloaded : .discardAll }
             return state.failNextSleep
         }
         if fail { throw EngineError(.httpStatus, "engine \(name): sleep failed with HTTP 500", status: 500) }
@@ -127,7 +137,10 @@ final class FakeEngine: ModelEngine {
             while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(5)) }
             throw EngineError(.timeout, "engine \(name): cancelled")
         }
+        state.withLock { $0.sleepState = .awake }
     }
+
+    func observedSleepState() async -> EngineSleepState? { state.withLock { $0.sleepState } }
 
     func reloadWeights(from path: String) async throws(EngineError) {
         state.withLock { $0.calls.append(.reload(path)) }
@@ -139,6 +152,7 @@ final class SchedulerRig: Sendable {
     let scheduler: Scheduler
     let clock = ManualClock()
     let engines: [String: FakeEngine]
+    private let bus = EventBus()
     private let workers: Task<Void, Never>
     /// Requests admitted by `acquire` and not yet released, by model.
     private let uses = Mutex<[String: [Scheduler.EngineUse]]>([:])
@@ -150,7 +164,7 @@ final class SchedulerRig: Sendable {
         // Every configured model has an engine here, so this cannot throw.
         scheduler = try! Scheduler(
             configuration: configuration, engines: engines, clock: clock, metrics: GatewayMetrics(),
-            events: EventBus(), logger: quietLogger)
+            events: bus, logger: quietLogger)
         let scheduler = self.scheduler
         let gpus = configuration.gpus.map(\.id)
         workers = Task {
@@ -161,6 +175,9 @@ final class SchedulerRig: Sendable {
     }
 
     func stop() { workers.cancel() }
+
+    /// The transitions published so far.
+    func events() -> [TransitionEvent] { bus.recent() }
 
     /// Admits one request for `name` (waiting for its wake) and holds it until `release(name)`.
     /// - Returns: the engine's base URL.

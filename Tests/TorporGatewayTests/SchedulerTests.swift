@@ -261,4 +261,61 @@ import TorporEngine
         #expect(await rig.scheduler.ledger(gpu: "0")?.awakeBytes == 10 << 30)
         #expect(await rig.scheduler.ledger(gpu: "1")?.awakeBytes == 0)
     }
+
+    @Test func anEngineSleptBehindTheGatewaysBackIsRecordedAsleepAndWokenForTheNextRequest() async throws {
+        let rig = SchedulerRig(rigConfiguration(models: 2, gpuGiB: 24, preload: 1))
+        defer { rig.stop() }
+        await rig.untilStartedUp { await rig.phases("m0", "m1") == ["awake", "L1"] }
+        let m0 = try #require(rig.engines["m0"])
+        // Someone calls /sleep?level=2 on m0's engine itself.
+        m0.changeBehindTheBack(to: .discardAll)
+        await rig.scheduler.checkEngines()
+        #expect(await rig.phase("m0") == "L2")
+        #expect(await rig.scheduler.ledger(gpu: "0")?.awakeBytes == 0)
+        #expect(rig.events().contains { $0.kind == "reconcile" && $0.model == "m0" && $0.to == "L2" })
+        // The next request wakes it with its weights reloaded, instead of being sent to a sleeping engine.
+        _ = try await rig.result(of: Task { try await rig.acquire("m0") })
+        #expect(m0.calls.last == .wake(.discardWeights, "m0"))
+        #expect(await rig.phase("m0") == "awake")
+    }
+
+    @Test func anEngineWokenBehindTheGatewaysBackIsPutBackToSleep() async throws {
+        let rig = SchedulerRig(rigConfiguration(models: 2, gpuGiB: 24, preload: 1))
+        defer { rig.stop() }
+        await rig.untilStartedUp { await rig.phases("m0", "m1") == ["awake", "L1"] }
+        let m1 = try #require(rig.engines["m1"])
+        m1.changeBehindTheBack(to: .awake)
+        await rig.scheduler.checkEngines()
+        await rig.until("m1 back asleep") { await rig.phase("m1") == "L1" }
+        #expect(m1.calls.last == .sleep(.offloadWeights, .abort))
+        #expect(await m1.observedSleepState() == .weightsOffloaded)
+        #expect(rig.events().contains { $0.kind == "reconcile" && $0.model == "m1" && $0.from == "L1" })
+        // Agreeing engines are left alone.
+        let calls = m1.calls.count
+        await rig.scheduler.checkEngines()
+        #expect(m1.calls.count == calls)
+        #expect(await rig.phases("m0", "m1") == ["awake", "L1"])
+    }
+
+    @Test func reconciliationIsDecidedFromThePhaseAndWhatTheEngineSays() {
+        let policy = SchedulingPolicy(rigConfiguration(models: 1, gpuGiB: 24))
+        var model = ModelState(config: rigConfiguration(models: 1, gpuGiB: 24).models[0], weightsPath: "w")
+        let cases: [(ModelPhase, EngineSleepState, SchedulingPolicy.Reconciliation?)] = [
+            (.awake, .awake, nil),
+            (.awake, .weightsOffloaded, .recordAsleep(.offloadWeights)),
+            (.awake, .discardAll, .recordAsleep(.discardWeights)),
+            (.asleep(.offloadWeights), .awake, .putBackToSleep(.offloadWeights)),
+            (.asleep(.discardWeights), .awake, .putBackToSleep(.discardWeights)),
+            (.asleep(.offloadWeights), .weightsOffloaded, nil),
+            (.asleep(.offloadWeights), .discardAll, .recordAsleep(.discardWeights)),
+            (.asleep(.discardWeights), .weightsOffloaded, nil),
+            // The gateway's own transitions explain any disagreement.
+            (.draining, .discardAll, nil), (.waking(.offloadWeights), .awake, nil), (.starting, .awake, nil),
+            (.sleeping(.discardWeights), .discardAll, nil), (.stopped, .awake, nil),
+        ]
+        for (phase, observed, expected) in cases {
+            model.enter(phase)
+            #expect(policy.reconciliation(of: model, observed: observed) == expected, "\(phase), \(observed)")
+        }
+    }
 }

@@ -120,12 +120,13 @@ def engine_processes(work: str) -> list[int]:
     return found
 
 
-def engine_pid(work: str, port: int) -> int:
+def engine_pid(work: str, address: str) -> int:
+    """The engine process whose command line names ``address``: its unix socket, or its port."""
     for pid in engine_processes(work):
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            if f"\0{port}\0".encode() in handle.read():
+            if f"\0{address}\0".encode() in handle.read():
                 return pid
-    raise AssertionError(f"no engine process listens on port {port}")
+    raise AssertionError(f"no engine process listens on {address}")
 
 
 def asleep_at_level_2(gateway: "Gateway", client, work: str, model: str) -> tuple[str, int]:
@@ -138,8 +139,9 @@ def asleep_at_level_2(gateway: "Gateway", client, work: str, model: str) -> tupl
         raise AssertionError(f"the admin sleep of {model} at level 2 answered {status}: {body}")
     _, models = gateway.admin("GET", "/admin/models")
     models = models.get("models", models) if isinstance(models, dict) else models
-    url = [entry for entry in models if entry["name"] == model][0]["engine_url"]
-    return gateway.states()[model], engine_pid(work, int(url.rsplit(":", 1)[1].split("/")[0]))
+    entry = [entry for entry in models if entry["name"] == model][0]
+    address = entry.get("engine_socket") or entry["engine_url"].rsplit(":", 1)[1].split("/")[0]
+    return gateway.states()[model], engine_pid(work, address)
 
 
 def answers(client, model: str) -> dict:

@@ -33,6 +33,31 @@ public struct EngineSpec: Sendable, Equatable {
         self.model = model
     }
 
+    /// Where an engine listens.
+    public enum Listening: Sendable, Equatable {
+        /// A TCP port on 127.0.0.1.
+        case port(Int)
+        /// A unix socket (vLLM's `--uds`).
+        case unixSocket(String)
+    }
+
+    /// Sets where the engine listens.
+    public mutating func listen(_ listening: Listening) {
+        switch listening {
+        case .port(let number):
+            port = number
+            unixSocketPath = nil
+        case .unixSocket(let path):
+            port = nil
+            unixSocketPath = path
+        }
+    }
+
+    /// The engine's base URL when it listens on `port` (ignored for a unix socket).
+    public func baseURL(port: Int) -> String {
+        unixSocketPath.map(EngineClient.baseURL(unixSocket:)) ?? "http://127.0.0.1:\(port)"
+    }
+
     /// The full argument list for a given port: always bound to 127.0.0.1 or a unix socket, as vLLM's dev
     /// endpoints have no authentication.
     public func commandArguments(port: Int) -> [String] {
@@ -206,14 +231,9 @@ public actor Supervisor: Service {
     {
         let arguments = spec.commandArguments(port: port)
         let logPath = logDirectory + "/\(spec.name).log"
-        let baseURL: String
-        if let socket = spec.unixSocketPath {
-            // A socket file left by a dead engine would make the new one fail to bind.
-            unlink(socket)
-            baseURL = EngineClient.baseURL(unixSocket: socket)
-        } else {
-            baseURL = "http://127.0.0.1:\(port)"
-        }
+        // A socket file left by a dead engine would make the new one fail to bind.
+        if let socket = spec.unixSocketPath { unlink(socket) }
+        let baseURL = spec.baseURL(port: port)
         let process = try EngineProcess(
             executable: spec.executable, arguments: arguments,
             environment: spec.commandEnvironment(parent: parentEnvironment, passing: passEnvironment), logPath: logPath)

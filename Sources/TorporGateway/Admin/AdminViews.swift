@@ -15,8 +15,10 @@ extension Scheduler {
         public var requestsPerSecond: Double
         public var wakeSeconds: [String: Double]
         public var weightsPath: String
-        /// Where the gateway sends this model's requests.
+        /// Where the gateway sends this model's requests (`http+unix://…` for an engine on a unix socket).
         public var engineURL: String
+        /// The unix socket the engine listens on, when it does (`curl --unix-socket PATH http://engine/health`).
+        public var engineSocket: String?
         public var lastError: String?
 
         enum CodingKeys: String, CodingKey {
@@ -29,6 +31,7 @@ extension Scheduler {
             case wakeSeconds = "wake_seconds"
             case weightsPath = "weights_path"
             case engineURL = "engine_url"
+            case engineSocket = "engine_socket"
             case lastError = "last_error"
         }
     }
@@ -66,7 +69,8 @@ extension Scheduler {
                     wakeSeconds: [
                         "1": model.wakeSeconds[.offloadWeights] ?? 0, "2": model.wakeSeconds[.discardWeights] ?? 0,
                     ],
-                    weightsPath: model.weightsPath, engineURL: url, lastError: model.lastError))
+                    weightsPath: model.weightsPath, engineURL: url, engineSocket: EngineClient.unixSocket(of: url),
+                    lastError: model.lastError))
         }
         return result
     }

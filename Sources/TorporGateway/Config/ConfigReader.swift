@@ -124,7 +124,7 @@ struct ConfigReader {
     func decodeGateway() throws(ConfigurationError) -> GatewayConfiguration {
         let fields = try mapping(allowed: [
             "listen", "admin_token", "api_keys", "limits", "scheduler", "host_memory_gib", "gpus", "models",
-            "state_dir", "host_cache_dir", "pass_environment",
+            "state_dir", "host_cache_dir", "pass_environment", "engine_transport",
         ])
         var result = GatewayConfiguration()
         if let listen = child(fields, "listen") {
@@ -202,6 +202,13 @@ struct ConfigReader {
         result.stateDirectory = try string(fields, "state_dir") ?? result.stateDirectory
         result.hostCacheDirectory = try string(fields, "host_cache_dir") ?? result.hostCacheDirectory
         result.passEnvironment = try strings(fields, "pass_environment") ?? result.passEnvironment
+        if let transport = try string(fields, "engine_transport") {
+            guard let value = GatewayConfiguration.EngineTransport(rawValue: transport) else {
+                throw ConfigurationError(
+                    "\(key("engine_transport")): expected unix (the default) or tcp, not \"\(transport)\"")
+            }
+            result.engineTransport = value
+        }
         return result
     }
 

@@ -22,6 +22,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// Variables of Torpor's environment every engine gets besides those `EngineEnvironment` passes (credentials
     /// an engine needs, say); engines get nothing else of it.
     public var passEnvironment: [String] = []
+    /// How the engines Torpor starts listen: a unix socket in `state_dir/sockets` (0700: only the gateway's user
+    /// can reach an engine's unauthenticated dev endpoints), or, when asked, a TCP port on 127.0.0.1.
+    public var engineTransport = EngineTransport.unixSocket
     public var gpus: [GPU] = [GPU(id: "0")]
     public var models: [Model] = []
     /// Where engine records (`*.engine.json`), logs and simulated-GPU ledgers go.
@@ -69,6 +72,14 @@ public struct GatewayConfiguration: Sendable, Equatable {
             self.key = key
             self.models = models
         }
+    }
+
+    /// How the engines Torpor starts listen (`engine_transport`).
+    public enum EngineTransport: String, Sendable, Equatable, CaseIterable {
+        /// A unix socket in a directory only the gateway's user may enter.
+        case unixSocket = "unix"
+        /// A TCP port on 127.0.0.1: every local user can reach it.
+        case loopbackTCP = "tcp"
     }
 
     public struct Limits: Sendable, Equatable {

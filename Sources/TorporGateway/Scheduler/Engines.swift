@@ -5,7 +5,7 @@ import TorporEngine
 
 /// An engine the gateway starts and stops through the `Supervisor`: vLLM from a command, or `torpor sim-engine`.
 ///
-/// The port is chosen once, so the engine keeps its address across restarts.
+/// Its socket or port is chosen once, so the engine keeps its address across restarts.
 final class ManagedEngine: ClientBackedEngine {
     let spec: EngineSpec
     let servedName: String
@@ -27,7 +27,7 @@ final class ManagedEngine: ClientBackedEngine {
         timeouts.rpc = bound
         timeouts.generate = bound
         client = EngineClient(
-            name: spec.name, baseURL: "http://127.0.0.1:\(spec.port ?? 0)", http: http, timeouts: timeouts,
+            name: spec.name, baseURL: spec.baseURL(port: spec.port ?? 0), http: http, timeouts: timeouts,
             logger: logger)
     }
 
@@ -94,6 +94,14 @@ protocol ClientBackedEngine: ModelEngine {
 extension ClientBackedEngine {
     func baseURL() async -> String { client.baseURL }
 
+    func observedSleepState() async -> EngineSleepState? {
+        guard let sleeping = try? await client.isSleeping() else { return nil }
+        guard sleeping else { return .awake }
+        // Without the metric, the worst case: the weights may be gone.
+        let state = try? await client.sleepState()
+        return state == nil || state == .awake ? .discardAll : state
+    }
+
     func sleep(level: SleepLevel, mode: SleepMode) async throws(EngineError) {
         try await client.sleep(level: level, mode: mode)
     }
@@ -121,11 +129,11 @@ extension GatewayConfiguration.Model {
     /// - Parameters:
     ///   - hostCacheDirectory: where a host-cache model's worker keeps the checkpoint (`host_cache_dir`).
     func engineSpec(
-        port: Int, gpu: GatewayConfiguration.GPU, stateDirectory: String, simulator: String,
+        listening: EngineSpec.Listening, gpu: GatewayConfiguration.GPU, stateDirectory: String, simulator: String,
         hostCacheDirectory: String = "/dev/shm"
     ) -> EngineSpec? {
         var spec = EngineSpec(name: name, model: name)
-        spec.port = port
+        spec.listen(listening)
         switch engine {
         case .external:
             return nil

@@ -14,7 +14,9 @@ struct ModelState: Sendable {
     }
 
     let config: GatewayConfiguration.Model
-    var phase = ModelPhase.stopped
+    private(set) var phase = ModelPhase.stopped
+    /// How many times `phase` has been entered: an observation made across an await is stale when it changed.
+    private(set) var phaseChanges = 0
     var inFlight = 0
     var queue: [QueuedRequest] = []
     var awakeSince = Duration.zero
@@ -114,6 +116,7 @@ struct ModelState: Sendable {
     /// Moves to `phase`, dropping intents that the new phase has made moot.
     mutating func enter(_ newPhase: ModelPhase) {
         phase = newPhase
+        phaseChanges += 1
         switch newPhase {
         case .asleep, .stopped, .failed:
             sleepIntent = nil

@@ -188,7 +188,7 @@ extension Scheduler {
     }
 
     /// Runs one engine call under the watchdog: past the transition timeout it is cancelled and reported.
-    private func watched(
+    func watched(
         _ step: String, timeout: Double? = nil, _ operation: @escaping @Sendable () async throws(EngineError) -> Void
     ) async throws(EngineError) {
         let timeout = timeout ?? configuration.scheduler.transitionTimeoutSeconds
@@ -218,7 +218,7 @@ extension Scheduler {
 
     /// A failed engine call: a failure, unless it was cancelled because the gateway is shutting down (the engine is
     /// stopped then anyway).
-    private func failUnlessShuttingDown(_ name: String, _ error: EngineError) async {
+    func failUnlessShuttingDown(_ name: String, _ error: EngineError) async {
         guard !(Task.isCancelled && shuttingDown) else { return }
         await fail(name, error.message, stopEngine: true)
     }

@@ -222,12 +222,14 @@ public actor Scheduler: Service {
         for id in gpus.keys { signal(id) }
     }
 
-    /// Fails models whose engine process has died (they are restarted by the restart policy).
+    /// Fails models whose engine process has died (they are restarted by the restart policy), then reconciles those
+    /// whose engine's sleep changed behind the gateway's back.
     public func checkEngines() async {
         for name in order {
             guard let phase = models[name]?.phase, phase.isSettled else { continue }
             await checkEngine(name, reason: "its engine exited")
         }
+        await reconcileEngines()
     }
 
     /// A request lost `name`'s engine before its answer (connection refused or closed): when its process is gone,
@@ -266,12 +268,16 @@ public actor Scheduler: Service {
             await withDiscardingTaskGroup { group in
                 for id in gpuIDs { group.addTask { await self.runGPU(id) } }
                 group.addTask {
-                    var ticks = 0
                     while !Task.isCancelled {
                         do { try await self.clock.sleep(for: .milliseconds(100)) } catch { break }
                         await self.tick()
-                        ticks += 1
-                        if ticks % 10 == 0 { await self.checkEngines() }
+                    }
+                }
+                // Apart from the tick: an engine slow to answer its checks delays no request's expiry.
+                group.addTask {
+                    while !Task.isCancelled {
+                        do { try await self.clock.sleep(for: .seconds(1)) } catch { break }
+                        await self.checkEngines()
                     }
                 }
             }

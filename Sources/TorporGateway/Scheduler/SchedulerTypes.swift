@@ -32,6 +32,9 @@ public protocol ModelEngine: Sendable {
     /// Wakes it fully: a plain wake from level 1, the reload sequence from level 2.
     func wake(from level: SleepLevel, weightsPath: String) async throws(EngineError)
     func reloadWeights(from path: String) async throws(EngineError)
+    /// What the engine itself says of its sleep (`/is_sleeping`, then the level from its sleep-state metric), or
+    /// nil when it cannot tell: the liveness check deals with an engine that does not answer.
+    func observedSleepState() async -> EngineSleepState?
 }
 
 /// Where a model is in its life; the admin API shows `name`.

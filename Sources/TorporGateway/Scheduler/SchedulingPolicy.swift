@@ -232,6 +232,29 @@ struct SchedulingPolicy: Sendable {
         return .sleep(.wait)
     }
 
+    // MARK: - Engines changed behind the gateway's back
+
+    /// What to do about an engine whose own sleep state disagrees with the model's.
+    enum Reconciliation: Equatable, Sendable {
+        /// Asleep although the model is awake (someone called `/sleep`): recorded asleep at this level, so that
+        /// the next request wakes it (reloading the weights at level 2) instead of being sent to a sleeping engine.
+        case recordAsleep(SleepLevel)
+        /// Awake although the model is asleep (someone called `/wake_up`): put back to sleep at the model's level,
+        /// since its GPU memory is promised to others.
+        case putBackToSleep(SleepLevel)
+    }
+
+    /// The reconciliation of `model` with what its engine says (`observed`), nil when they agree. Only settled
+    /// models are compared: in any other phase the gateway itself is changing the engine's state.
+    func reconciliation(of model: ModelState, observed: EngineSleepState) -> Reconciliation? {
+        switch (model.phase, observed) {
+        case (.awake, .weightsOffloaded): .recordAsleep(.offloadWeights)
+        case (.awake, .discardAll), (.asleep(.offloadWeights), .discardAll): .recordAsleep(.discardWeights)
+        case (.asleep(let level), .awake): .putBackToSleep(level)
+        default: nil
+        }
+    }
+
     // MARK: - Failures
 
     /// What a failure does to `model`: given up (`.failed`, requests answered 503) after too many in a row, else
