@@ -46,7 +46,8 @@ public struct EngineClient: Sendable {
     private let logger: Logger
 
     public init(
-        name: String, baseURL: String, http: HTTPClient = .shared, timeouts: Timeouts = Timeouts(), logger: Logger
+        name: String, baseURL: String, http: HTTPClient = EngineClient.sharedHTTP, timeouts: Timeouts = Timeouts(),
+        logger: Logger
     ) {
         self.name = name
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
@@ -56,6 +57,16 @@ public struct EngineClient: Sendable {
         logger[metadataKey: "engine.name"] = "\(name)"
         self.logger = logger
     }
+
+    /// The HTTP client of engine clients that are given none: like `HTTPClient.shared`, but a refused connection
+    /// fails at once — a local engine that refuses is dead, and retrying it until the call's deadline only turns
+    /// that into a timeout.
+    public static let sharedHTTP: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(5)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
 
     /// The base URL of an engine listening on a unix socket (AsyncHTTPClient's `http+unix` scheme).
     public static func baseURL(unixSocket path: String) -> String {

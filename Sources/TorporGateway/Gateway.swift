@@ -83,7 +83,9 @@ public final class Gateway: Sendable {
         }
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.timeout.connect = .seconds(5)
-        httpConfiguration.timeout.read = .milliseconds(Int64(configuration.limits.upstreamReadTimeoutSeconds * 1000))
+        // No idle timeout on the connection: it would also cut off the wait for a long answer's head. Proxied
+        // requests have their own bounds (UpstreamDeadlines), and every engine call its deadline (EngineClient).
+        httpConfiguration.timeout.read = nil
         httpConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 1024
         // Engines are local: a refused connection means a dead engine, which the proxy fails over to the restart
         // path at once (ClientAPI), instead of retrying it for the connect timeout.
@@ -160,6 +162,7 @@ public final class Gateway: Sendable {
                 configuration: .init(
                     additionalChannelHandlers: [
                         InboundCloseHandler(watch: client.connections), RequestReadDeadline(timeout: readTimeout),
+                        MalformedRequestAnswer(),
                     ],
                     idleTimeout: .seconds(300))),
             configuration: ServerConfiguration(

@@ -118,6 +118,22 @@ import TorporEngine
             #expect(!answer.contains(" 413 "), "\(answer)")
             #expect(answer.hasPrefix("HTTP/1.1 400"), "\(answer)")
             #expect(answer.contains("could not be read"), "\(answer)")
+            // Requests the HTTP parser refuses get 400 with a body that says so, and the connection closes.
+            for request in [
+                "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nNo colon here\r\n\r\n",
+                "BREW /v1/models HTCPCP/1.0\r\n\r\n",
+                "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad: a\u{01}b\r\n\r\n",
+            ] {
+                let refused = try HalfClosingClient(port: port, bytes: Array(request.utf8)).readAnswer()
+                #expect(refused.hasPrefix("HTTP/1.1 400"), "\(request.debugDescription): \(refused)")
+                #expect(refused.lowercased().contains("connection: close"), "\(refused)")
+                let json = refused.components(separatedBy: "\r\n\r\n").last ?? ""
+                let error = try #require(
+                    (try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?["error"]
+                        as? [String: Any], "\(refused)")
+                #expect((error["message"] as? String)?.contains("not valid HTTP/1.1") == true, "\(refused)")
+                #expect(error["type"] as? String == "invalid_request_error")
+            }
         }
     }
 

@@ -21,6 +21,8 @@ import TorporEngine
           queue_timeout_seconds: 30
           retry_after_seconds: 5
           upstream_read_timeout_seconds: 60
+          upstream_head_timeout_seconds: 90
+          request_timeout_seconds: 900
           shutdown_grace_seconds: 5
         scheduler:
           min_residency_seconds: 3
@@ -68,6 +70,9 @@ import TorporEngine
         #expect(configuration.limits.queueDepth == 8)
         #expect(configuration.limits.retryAfterSeconds == 5)
         #expect(configuration.limits.shutdownGraceSeconds == 5)
+        #expect(configuration.limits.upstreamReadTimeoutSeconds == 60)
+        #expect(configuration.limits.upstreamHeadTimeoutSeconds == 90)
+        #expect(configuration.limits.requestTimeoutSeconds == 900)
         #expect(configuration.scheduler.drainTimeoutSeconds == nil)
         #expect(configuration.scheduler.maxConsecutiveFailures == 2)
         #expect(configuration.hostMemoryBytes == 32 << 30)

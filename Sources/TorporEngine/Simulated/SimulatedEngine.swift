@@ -29,6 +29,8 @@ actor SimulatedEngine {
     private struct Generation {
         var started = false
         var aborted = false
+        /// Sends nothing after its first token (`stall_next_generation`).
+        var stalls = false
     }
 
     let configuration: SimulatedEngineConfiguration
@@ -229,7 +231,7 @@ actor SimulatedEngine {
 
     func register() -> Int {
         nextRequest += 1
-        generations[nextRequest] = Generation()
+        generations[nextRequest] = Generation(stalls: faults.remove(.stallNextGeneration) != nil)
         return nextRequest
     }
 
@@ -258,6 +260,13 @@ actor SimulatedEngine {
     private func waitForPermit(_ id: Int) async -> Permit {
         guard let generation = generations[id] else { return .abort }
         if generation.aborted { return .abort }
+        if generation.started && generation.stalls {
+            // Nothing more until the request is aborted (its client left).
+            while generations[id]?.aborted == false {
+                if await withCheckedContinuation({ waiters[id] = Waiter($0) }) == .abort { return .abort }
+            }
+            return .abort
+        }
         let blocked = isSleeping || (draining && !generation.started)
         if !blocked {
             generations[id]?.started = true
@@ -274,7 +283,8 @@ actor SimulatedEngine {
         return TextGenerator.token(seed: seed, prompt: prompt, index: index)
     }
 
-    private func abort(_ id: Int) {
+    /// Aborts request `id` (its client left); nothing for a request that has finished.
+    func abort(_ id: Int) {
         generations[id]?.aborted = true
         if let waiter = waiters.removeValue(forKey: id) { waiter.continuation.resume(returning: .abort) }
     }

@@ -65,4 +65,6 @@ public enum SimulatedFault: String, Sendable, CaseIterable {
     case failNextReload = "fail_next_reload"
     /// Make every wake take this many times longer (`factor`, default 10).
     case slowWake = "slow_wake"
+    /// The next generation sends its first token, then nothing until it is aborted (an engine stalled mid-answer).
+    case stallNextGeneration = "stall_next_generation"
 }

@@ -4,10 +4,23 @@ public import Logging
 import NIOCore
 import NIOFoundationCompat
 
+/// A request's context with its connection, so that a generation can be aborted when its client leaves.
+struct SimulatedRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+}
+
 /// `torpor sim-engine`: an HTTP server with vLLM's contract (DESIGN.md §2) over a `SimulatedEngine`.
 public struct SimulatedEngineServer: Sendable {
     let engine: SimulatedEngine
     let configuration: SimulatedEngineConfiguration
+    /// Sees clients leave (FIN or close), as vLLM's server does, to abort their generations.
+    let connections = ConnectionWatch()
 
     public init(configuration: SimulatedEngineConfiguration) {
         self.configuration = configuration
@@ -23,18 +36,21 @@ public struct SimulatedEngineServer: Sendable {
     ) async throws {
         try await engine.coldStart()
         let address: BindAddress = unixSocket.map { .unixDomainSocket(path: $0) } ?? .hostname(host, port: port)
+        let connections = self.connections
         let app = Application(
             router: makeRouter(),
+            server: .http1(additionalChannelHandlers: [InboundCloseHandler(watch: connections)]),
             configuration: .init(address: address, serverName: "torpor-sim-engine"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)
         try await app.runService()
     }
 
-    func makeRouter() -> Router<BasicRequestContext> {
-        let router = Router()
+    func makeRouter() -> Router<SimulatedRequestContext> {
+        let router = Router(context: SimulatedRequestContext.self)
         let engine = self.engine
         let configuration = self.configuration
+        let connections = self.connections
 
         router.get("/health") { _, _ in Response(status: .ok) }
         router.get("/is_sleeping") { _, _ in json(["is_sleeping": await engine.isSleeping]) }
@@ -128,11 +144,11 @@ public struct SimulatedEngineServer: Sendable {
                 ],
             ])
         }
-        router.post("/v1/completions") { request, _ in
-            try await generate(request, chat: false)
+        router.post("/v1/completions") { request, context in
+            try await generate(request, chat: false, channel: context.channel)
         }
-        router.post("/v1/chat/completions") { request, _ in
-            try await generate(request, chat: true)
+        router.post("/v1/chat/completions") { request, context in
+            try await generate(request, chat: true, channel: context.channel)
         }
         router.post("/sim/fault") { request, _ in
             if let token = configuration.adminToken,
@@ -153,7 +169,17 @@ public struct SimulatedEngineServer: Sendable {
         }
 
         /// One completion or chat completion, streamed or not.
-        @Sendable func generate(_ request: Request, chat: Bool) async throws -> Response {
+        /// Aborts request `id` when the client of `channel` leaves, as vLLM aborts a request whose client
+        /// disconnected, streamed or not; cancel the returned task when the request ends.
+        @Sendable func abortWhenClientLeaves(_ id: Int, on channel: any Channel) -> Task<Void, Never> {
+            Task {
+                _ = try? await connections.run(on: channel) { try await Task.sleep(for: .seconds(365 * 86400)) }
+                // Cancelled by the client's leaving, or by the request's end (then the abort does nothing).
+                await engine.abort(id)
+            }
+        }
+
+        @Sendable func generate(_ request: Request, chat: Bool, channel: any Channel) async throws -> Response {
             guard let body = try await jsonObject(request) else {
                 return json(
                     errorBody("The request body is not a JSON object", type: "BadRequestError", code: 400),
@@ -196,6 +222,7 @@ public struct SimulatedEngineServer: Sendable {
             let interval = Duration.microseconds(Int64(1_000_000 / configuration.tokensPerSecond))
             let promptTokens = TextGenerator.countTokens(prompt)
             let requestID = await engine.register()
+            let watch = abortWhenClientLeaves(requestID, on: channel)
 
             @Sendable func chunk(_ text: String, finish: String?, first: Bool) -> [String: any Sendable] {
                 let finishValue: any Sendable = finish ?? NSNull()
@@ -237,9 +264,11 @@ public struct SimulatedEngineServer: Sendable {
                             try await writer.finish(nil)
                         } catch {
                             await engine.finish(requestID)
+                            watch.cancel()
                             throw error
                         }
                         await engine.finish(requestID)
+                        watch.cancel()
                     })
             }
 
@@ -258,9 +287,11 @@ public struct SimulatedEngineServer: Sendable {
                 }
             } catch {
                 await engine.finish(requestID)
+                watch.cancel()
                 throw error
             }
             await engine.finish(requestID)
+            watch.cancel()
             let usage: [String: any Sendable] = [
                 "prompt_tokens": promptTokens, "completion_tokens": produced, "total_tokens": promptTokens + produced,
             ]

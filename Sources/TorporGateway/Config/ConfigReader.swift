@@ -154,6 +154,7 @@ struct ConfigReader {
             let values = try limits.mapping(allowed: [
                 "max_request_bytes", "queue_depth", "queue_timeout_seconds", "retry_after_seconds",
                 "upstream_read_timeout_seconds", "shutdown_grace_seconds", "request_read_timeout_seconds",
+                "upstream_head_timeout_seconds", "request_timeout_seconds",
             ])
             var value = result.limits
             try limits.read(values, "max_request_bytes", into: &value.maxRequestBytes, minimum: 1)
@@ -162,6 +163,9 @@ struct ConfigReader {
             try limits.read(values, "retry_after_seconds", into: &value.retryAfterSeconds, minimum: 1)
             try limits.read(
                 values, "upstream_read_timeout_seconds", into: &value.upstreamReadTimeoutSeconds, minimum: 0.001)
+            try limits.read(
+                values, "upstream_head_timeout_seconds", into: &value.upstreamHeadTimeoutSeconds, minimum: 0.001)
+            try limits.read(values, "request_timeout_seconds", into: &value.requestTimeoutSeconds, minimum: 0.001)
             try limits.read(values, "shutdown_grace_seconds", into: &value.shutdownGraceSeconds)
             try limits.read(
                 values, "request_read_timeout_seconds", into: &value.requestReadTimeoutSeconds, minimum: 0.001)

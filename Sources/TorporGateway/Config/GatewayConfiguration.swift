@@ -91,8 +91,13 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var queueTimeoutSeconds = 120.0
         /// `Retry-After` on 429 and 503 answers.
         public var retryAfterSeconds = 2
-        /// The longest gap between two chunks of an engine's answer.
+        /// The longest silence between two chunks of an engine's answer, once its head arrived.
         public var upstreamReadTimeoutSeconds = 300.0
+        /// The longest wait for an engine's answer head after the request was sent to it (for a request that is not
+        /// streamed, the whole generation).
+        public var upstreamHeadTimeoutSeconds = 600.0
+        /// The longest a request may take from its arrival to its last byte, waiting for a wake included.
+        public var requestTimeoutSeconds = 1800.0
         /// At shutdown, how long requests in flight may finish before they are cut off.
         public var shutdownGraceSeconds = 30.0
         /// A client's time to send a request's head (from the connection's start or the end of the previous answer:

@@ -1,5 +1,6 @@
 import Logging
 import ServiceLifecycle
+import TorporEngine
 
 /// The first step of graceful shutdown (it is the last service of the gateway's group, so it is told first):
 /// refuse new requests, answer every queued one with 503 and `Retry-After`, end the admin event streams, give the

@@ -9,6 +9,7 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOPosix
 import TorporCheckpoint
+import TorporEngine
 
 /// The OpenAI-compatible listener: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
 ///
@@ -163,29 +164,23 @@ struct ClientAPI: Sendable {
         let metrics = self.metrics
         let http = self.http
         let logger = self.logger
-        let readTimeout = configuration.limits.upstreamReadTimeoutSeconds
+        let deadlines = UpstreamDeadlines(model: model, arrived: arrived, limits: configuration.limits)
         do {
             try await connections.run(on: channel) {
-                // A connection refused or closed before the answer's head: the engine is checked at once (a dead
-                // one is failed and restarted), and the request waits for the restart, once.
-                for attempt in 1...2 {
-                    do {
-                        try await forward()
-                        return
-                    } catch let lost as EngineLost {
-                        let dead = await scheduler.engineUnreachable(model)
-                        // Sent again only when the engine cannot have answered it: a refused connection, or one
-                        // closed by an engine that is now dead.
-                        guard attempt == 1, lost.refused || dead else { throw didNotAnswer(lost.cause) }
-                        logger.warning(
-                            "an engine was lost before it answered; the request waits for its restart",
-                            metadata: ["model": "\(model)", "error": "\(lost.cause)", "engine.dead": "\(dead)"])
-                    }
-                }
+                try await deadlines.bounding { try await forwardOnce() }
             }
             return .success(())
         } catch let error as GatewayError {
             return .failure(error)
+        } catch let timeout as UpstreamTimeout {
+            logger.warning(
+                "a request ran past its time bound and was cancelled",
+                metadata: ["model": "\(model)", "bound": "\(timeout.bound.rawValue)"])
+            guard slot.writer == nil else { return .failure(timeout.error) }
+            // The answer had begun (a streamed one ended with an error event): the connection ends it.
+            metrics.countRequest(model: model, status: 504)
+            try? await channel.close()
+            return .success(())
         } catch {
             // Cut off at shutdown: answered, when nothing has been written yet.
             if connections.isCutOff {
@@ -198,6 +193,26 @@ struct ClientAPI: Sendable {
             // The client left: nothing to answer.
             metrics.countRequest(model: model, status: 499)
             return .success(())
+        }
+
+        /// Forwards the request, sent again once when the engine was lost before it could answer.
+        @Sendable func forwardOnce() async throws {
+            // A connection refused or closed before the answer's head: the engine is checked at once (a dead
+            // one is failed and restarted), and the request waits for the restart, once.
+            for attempt in 1...2 {
+                do {
+                    try await forward()
+                    return
+                } catch let lost as EngineLost {
+                    let dead = await scheduler.engineUnreachable(model)
+                    // Sent again only when the engine cannot have answered it: a refused connection, or one
+                    // closed by an engine that is now dead.
+                    guard attempt == 1, lost.refused || dead else { throw didNotAnswer(lost.cause) }
+                    logger.warning(
+                        "an engine was lost before it answered; the request waits for its restart",
+                        metadata: ["model": "\(model)", "error": "\(lost.cause)", "engine.dead": "\(dead)"])
+                }
+            }
         }
 
         @Sendable func didNotAnswer(_ cause: any Error) -> GatewayError {
@@ -215,8 +230,9 @@ struct ClientAPI: Sendable {
                 upstream.headers.add(name: "Accept", value: stream ? "text/event-stream" : "application/json")
                 upstream.body = .bytes(body)
                 let response: HTTPClientResponse
+                deadlines.sent()
                 do {
-                    response = try await http.execute(upstream, timeout: .seconds(Int64(readTimeout)))
+                    response = try await http.execute(upstream, deadline: .distantFuture)
                 } catch is CancellationError {
                     throw CancellationError()
                 } catch {
@@ -232,18 +248,24 @@ struct ClientAPI: Sendable {
                 }
                 guard let writer = slot.writer.take() else { throw CancellationError() }
                 var bodyWriter = try await writer.writeHead(head)
+                deadlines.received()
                 do {
                     for try await chunk in response.body {
+                        deadlines.received()
                         try await bodyWriter.write(chunk)
                     }
                 } catch is CancellationError {
-                    if stream && connections.isCutOff {
+                    let ending =
+                        connections.isCutOff
+                        ? GatewayError(.unavailable, "The gateway is shutting down.")
+                        : deadlines.expired?.error
+                    if stream, let ending {
                         // The stream's last event says why it ends. The cancelled task's writer takes no more
-                        // bytes, so the event goes to the channel itself (its pipeline's HTTP encoder frames
-                        // it as the next chunk); the connection is closed next.
-                        let failure = GatewayError(.unavailable, "The gateway is shutting down.")
-                        let event = ByteBuffer(bytes: Array("data: ".utf8) + failure.body() + [10, 10])
-                        try? await channel.writeAndFlush(HTTPResponsePart.body(event))
+                        // bytes, so the event and the answer's end go to the channel itself (its pipeline's HTTP
+                        // encoder frames them); the connection is closed next.
+                        let event = ByteBuffer(bytes: Array("data: ".utf8) + ending.body() + [10, 10])
+                        try? await channel.write(HTTPResponsePart.body(event))
+                        try? await channel.writeAndFlush(HTTPResponsePart.end(nil))
                     }
                     throw CancellationError()
                 } catch {
@@ -336,8 +358,12 @@ struct EngineLost: Error {
         if let error = error as? NIOConnectionError {
             refused = error.connectionErrors.contains { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
             if !refused { return nil }
-        } else if let error = error as? IOError, error.errnoCode == ECONNREFUSED {
+        } else if let error = error as? IOError, [ECONNREFUSED, ENOENT].contains(error.errnoCode) {
+            // A unix socket nobody listens on: refused, or gone with its engine.
             refused = true
+        } else if let error = error as? IOError, [ECONNRESET, EPIPE].contains(error.errnoCode) {
+            // A kept-alive connection to an engine that died (a unix socket reports a reset, not a close).
+            refused = false
         } else if let error = error as? HTTPClientError, error == .remoteConnectionClosed {
             refused = false
         } else {

@@ -9,6 +9,8 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
         case forbidden = "model_not_allowed", notFound = "model_not_found", unknownPath = "not_found"
         case payloadTooLarge = "request_too_large", queueFull = "queue_full"
         case unavailable = "model_unavailable", upstream = "engine_error", cancelled = "client_closed_request"
+        /// A request past one of its time bounds (`UpstreamTimeout`).
+        case timeout = "engine_timeout"
 
         public var description: String { rawValue }
     }
@@ -41,6 +43,7 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
         case .queueFull: 429
         case .unavailable: 503
         case .upstream: 502
+        case .timeout: 504
         case .cancelled: 499
         }
     }
@@ -52,7 +55,7 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
         case .unauthorized: "authentication_error"
         case .forbidden: "permission_error"
         case .queueFull: "rate_limit_error"
-        case .unavailable, .upstream, .cancelled: "server_error"
+        case .unavailable, .upstream, .cancelled, .timeout: "server_error"
         }
     }
 

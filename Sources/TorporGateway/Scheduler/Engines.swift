@@ -36,8 +36,9 @@ final class ManagedEngine: ClientBackedEngine {
         try await supervisor.start(spec, client: client)
     }
 
-    /// Stops a failed engine: it may be hung, so it gets two seconds to exit before SIGKILL.
-    func stop() async { await supervisor.stop(spec.name, grace: .seconds(2)) }
+    /// Stops a failed engine: it is being replaced and may be hung, so its process group is killed at once (SIGTERM
+    /// then SIGKILL) — a grace would only hold its GPU's worker longer.
+    func stop() async { await supervisor.stop(spec.name, grace: .zero) }
 
     func isAlive() async -> Bool {
         guard let running = await supervisor.engine(spec.name) else { return false }

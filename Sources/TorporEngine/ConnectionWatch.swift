@@ -1,4 +1,4 @@
-import NIOCore
+package import NIOCore
 import Synchronization
 
 /// Cancels the request in progress on a connection when its client leaves: when the connection closes (RST or a
@@ -9,11 +9,13 @@ import Synchronization
 /// answer; watching the channel instead keeps connections reusable. HTTP/1.1 has at most one request in progress
 /// per connection, so one callback per connection cancels whichever request is current. At shutdown `cutOff()`
 /// cancels every request still in progress.
-final class ConnectionWatch: Sendable {
+package final class ConnectionWatch: Sendable {
     private final class Connection: Sendable {
         struct State {
             var closed = false
             var cancelCurrent: (@Sendable () -> Void)?
+            /// Which `run` set `cancelCurrent`: one that ends late must not clear its successor's.
+            var current: UInt64 = 0
         }
         let state = Mutex(State())
 
@@ -38,19 +40,26 @@ final class ConnectionWatch: Sendable {
     }
     private let state = Mutex(State())
 
+    package init() {}
+
     /// Runs `operation` as its own task, cancelled when the client of `channel` leaves (or at `cutOff()`).
-    func run<T: Sendable>(
+    package func run<T: Sendable>(
         on channel: any Channel, _ operation: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         let connection = self.connection(for: channel)
         let task = Task { try await operation() }
-        let open = connection.state.withLock { state in
-            guard !state.closed else { return false }
+        let (open, mine) = connection.state.withLock { state in
+            guard !state.closed else { return (false, UInt64(0)) }
+            state.current &+= 1
             state.cancelCurrent = { task.cancel() }
-            return true
+            return (true, state.current)
         }
         if !open || isCutOff { task.cancel() }
-        defer { connection.state.withLock { $0.cancelCurrent = nil } }
+        defer {
+            connection.state.withLock { state in
+                if state.current == mine { state.cancelCurrent = nil }
+            }
+        }
         return try await withTaskCancellationHandler {
             try await task.value
         } onCancel: {
@@ -59,12 +68,12 @@ final class ConnectionWatch: Sendable {
     }
 
     /// The client of `channel` will send nothing more: whatever it asked for is abandoned.
-    func inputClosed(on channel: any Channel) {
+    package func inputClosed(on channel: any Channel) {
         connection(for: channel).close()
     }
 
     /// Cancels every request in progress, and any that starts later (shutdown's deadline has passed).
-    func cutOff() {
+    package func cutOff() {
         let connections = state.withLock { state in
             state.cutOff = true
             return Array(state.connections.values)
@@ -73,7 +82,7 @@ final class ConnectionWatch: Sendable {
     }
 
     /// Whether `cutOff()` has been called: a cancelled request was cut off rather than abandoned by its client.
-    var isCutOff: Bool { state.withLock { $0.cutOff } }
+    package var isCutOff: Bool { state.withLock { $0.cutOff } }
 
     private func connection(for channel: any Channel) -> Connection {
         let key = ObjectIdentifier(channel)
@@ -94,14 +103,14 @@ final class ConnectionWatch: Sendable {
 }
 
 /// Reports a client's half-close (FIN while the server may still write) to the `ConnectionWatch`.
-final class InboundCloseHandler: ChannelInboundHandler, RemovableChannelHandler, Sendable {
-    typealias InboundIn = NIOAny
+package final class InboundCloseHandler: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    package typealias InboundIn = NIOAny
 
     private let watch: ConnectionWatch
 
-    init(watch: ConnectionWatch) { self.watch = watch }
+    package init(watch: ConnectionWatch) { self.watch = watch }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .inputClosed? = event as? ChannelEvent {
             watch.inputClosed(on: context.channel)
         }
