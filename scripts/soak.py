@@ -300,10 +300,13 @@ def inject(gateway: Gateway, load: Load, kind: str, rng: random.Random, models: 
             return fault
         try:
             gateway.fault(model, kind)
-        except (OSError, RuntimeError) as error:  # the engine went away meanwhile (a sleep or a restart)
-            fault["note"] = f"not injected: {error}"
-            fault["effect"] = time.time()
-            return fault
+        except (OSError, RuntimeError) as error:
+            # A crashing engine exits before it answers: that is the fault. Otherwise the engine went away
+            # meanwhile (a sleep or a restart), and the fault was not injected.
+            if not (kind == "crash" and isinstance(error, http.client.RemoteDisconnected)):
+                fault["note"] = f"not injected: {error}"
+                fault["effect"] = time.time()
+                return fault
     # The fault takes effect when the gateway counts the engine's failure (a sleep or wake fault waits for the
     # switching load to sleep or wake that model).
     deadline = time.time() + 60
@@ -372,7 +375,7 @@ def report(records: list, faults: list, final: dict, args, began: float, work: s
     print(f"| non-200 on a model outside every fault window | {len(healthy_failures)} |")
     print(f"| faults injected / recovered | {len(faults)} / {len(faults) - len(unrecovered)} |")
     print()
-    print("| fault | count | recovered | slowest recovery (s) |")
+    print("| fault | count | recovered | slowest recovery, s from injection |")
     print("|---|---|---|---|")
     for kind in FAULTS:
         of_kind = [f for f in faults if f["kind"] == kind]
