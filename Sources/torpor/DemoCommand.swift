@@ -100,6 +100,10 @@ struct Demo: AsyncParsableCommand {
         curl -sN http://127.0.0.1:\(client)/v1/completions -H 'Content-Type: application/json' \\
             -d '{"model": "qwen3-0.6b", "prompt": "Once upon a time", "max_tokens": 16, "stream": true}'
 
+        # embeddings (a simulated engine's are deterministic 32-number unit vectors)
+        curl -s http://127.0.0.1:\(client)/v1/embeddings -H 'Content-Type: application/json' \\
+            -d '{"model": "llama-3.2-1b", "input": ["a sleepy GPU", "a busy GPU"]}'
+
         # states, GPU ledger, transitions and metrics on the admin API
         curl -s http://127.0.0.1:\(admin)/admin/models -H 'Authorization: Bearer \(token)'
         curl -sN 'http://127.0.0.1:\(admin)/admin/events?replay=1' -H 'Authorization: Bearer \(token)'

@@ -90,14 +90,18 @@ struct Pack: ParsableCommand {
 
     @OptionGroup var ans: ANSTuningOptions
 
-    func run() throws {
-        guard let choice = CodecChoice(name: codec) else {
+    func validate() throws {
+        guard CodecChoice(name: codec) != nil else {
             throw ValidationError(
                 "unknown codec \"\(codec)\"; use one of: \(CodecChoice.names.joined(separator: ", "))")
         }
         if !gpu, (ans.subChunks, ans.statesPerLane) != (ANSTuning.default.subChunks, ANSTuning.default.statesPerLane) {
             throw ValidationError("--ans-sub-chunks and --ans-states tune the GPU's ANS encoder: add --gpu")
         }
+    }
+
+    func run() throws {
+        guard let choice = CodecChoice(name: codec) else { throw ValidationError("unknown codec \"\(codec)\"") }
         var options = PackOptions(codec: choice, chunkSize: chunkSize, workers: work.threads)
         if gpu {
             do {
@@ -168,7 +172,12 @@ struct Verify: AsyncParsableCommand {
             try ModelPack.verify(pack: pack, against: against, workers: work.threads, progress: renderer.handler)
         }
         if !work.quiet {
-            let what = against.map { "every byte matches \($0)" } ?? "every checksum matches"
+            var isFolder: ObjCBool = false
+            let what =
+                against.map { path in
+                    FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) && !isFolder.boolValue
+                        ? "every checksum matches, and every byte of \(path)" : "every byte matches \(path)"
+                } ?? "every checksum matches"
             print(
                 "verified \(plural(report.files, "file")), \(plural(report.chunks, "chunk")), \(formatBytes(report.bytes)): \(what) ("
                     + WorkOptions.rate(bytes: report.bytes, seconds: report.seconds) + ")")
@@ -246,19 +255,39 @@ struct BenchPack: ParsableCommand {
     @Option(help: "Scratch directory for packs and restores.")
     var workDir: String?
 
-    func run() throws {
-        var choices: [CodecChoice] = []
-        for name in codecs.split(separator: ",") {
-            guard let choice = CodecChoice(name: String(name)) else {
-                throw ValidationError("unknown codec \"\(name)\"; use: \(CodecChoice.names.joined(separator: ", "))")
+    /// The codecs `--codecs` names.
+    private var choices: [CodecChoice] {
+        get throws {
+            try codecs.split(separator: ",").map { name in
+                guard let choice = CodecChoice(name: String(name)) else {
+                    throw ValidationError(
+                        "unknown codec \"\(name)\"; use: \(CodecChoice.names.joined(separator: ", "))")
+                }
+                return choice
             }
-            choices.append(choice)
         }
+    }
+
+    func validate() throws { _ = try choices }
+
+    func run() throws {
+        let choices = try choices
         let scratch =
             workDir
             ?? URL(fileURLWithPath: NSTemporaryDirectory())
             .appendingPathComponent("torpor-bench-\(ProcessInfo.processInfo.processIdentifier)").path
-        try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        // Where the results and the scratch files go is checked before the benchmark, not after it.
+        try reportingErrors {
+            if let reason = whyNotWritable(json) {
+                throw CheckpointError(.io, "cannot write the results to \(json): \(reason)")
+            }
+            do {
+                try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            } catch {
+                throw CheckpointError(
+                    .io, "cannot create the work directory \(scratch): \(whyNotWritable(scratch) ?? "\(error)")")
+            }
+        }
         defer { if workDir == nil { try? FileManager.default.removeItem(atPath: scratch) } }
         let result = try reportingErrors {
             try PackBenchmark.run(model: model, codecs: choices, workDirectory: scratch, repeats: repeats)
@@ -266,7 +295,13 @@ struct BenchPack: ParsableCommand {
         print(result.table())
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(result).write(to: URL(fileURLWithPath: json))
+        try reportingErrors {
+            do {
+                try encoder.encode(result).write(to: URL(fileURLWithPath: json), options: .atomic)
+            } catch {
+                throw CheckpointError(.io, "cannot write the results to \(json): \(whyNotWritable(json) ?? "\(error)")")
+            }
+        }
         print("wrote \(json)")
     }
 }

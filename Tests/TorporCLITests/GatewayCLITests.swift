@@ -79,6 +79,16 @@ import TorporTestSupport
             "http://127.0.0.1:\(client)/v1/chat/completions", "-H", "Content-Type: application/json", "-d",
             #"{"model": "mistral-7b", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}"#)
         #expect(chat.contains("\"finish_reason\":\"length\""), "\(chat)")
+        // So does the embeddings example (the README lists /v1/embeddings).
+        #expect(output.contains("/v1/embeddings"))
+        let embeddings = try await curl(
+            "http://127.0.0.1:\(client)/v1/embeddings", "-H", "Content-Type: application/json", "-d",
+            #"{"model": "llama-3.2-1b", "input": ["a sleepy GPU", "a busy GPU"]}"#)
+        let vectors = try #require(
+            (try? JSONSerialization.jsonObject(with: Data(embeddings.utf8)) as? [String: Any])?["data"]
+                as? [[String: Any]], "\(embeddings)")
+        #expect(vectors.count == 2)
+        #expect((vectors.first?["embedding"] as? [Double])?.count == 32)
         let states = try await curl("http://127.0.0.1:\(admin)/admin/models", "-H", "Authorization: Bearer \(token)")
         #expect(states.contains("\"state\" : \"awake\""))
         // Two of three fit: waking mistral put one of the others to sleep.

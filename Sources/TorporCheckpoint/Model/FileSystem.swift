@@ -1,44 +1,69 @@
 import FoundationEssentials
 import Glibc
 
-/// A directory being built beside its final path and moved into place only when complete.
+/// A directory being built apart and moved into place only when complete.
 ///
-/// The work happens in `.NAME.partial-PID` next to the destination; `commit()` fsyncs every file and directory in
-/// it and renames it to the destination, so a crash, a full disk or an error never leaves a directory at the
-/// destination that looks complete. Without `commit()`, `discard()` removes the partial directory.
+/// When the destination does not exist, the work happens in `.NAME.partial-PID` next to it and `commit()` renames
+/// that into place. When it is an empty directory (a fresh volume's mount point, say, which cannot be replaced), the
+/// work happens in `.torpor-partial-PID` inside it and `commit()` moves each entry up, `marker` last. Either way
+/// every file and directory is fsynced first, so a crash, a full disk or an error never leaves a destination that
+/// looks complete. Without `commit()`, `discard()` removes the partial directory.
 final class StagedDirectory {
     let destination: String
     let staging: String
+    /// Whether the work happens inside the (existing, empty) destination.
+    private let inPlace: Bool
+    /// The entry moved into place last, whose presence says the output is complete (a pack's manifest).
+    private let marker: String?
     private var committed = false
 
+    private static let innerPrefix = ".torpor-partial-"
+
     /// Prepares to build `destination`, which must not exist or must be an empty directory.
-    init(destination: String) throws(CheckpointError) {
+    /// - Parameter marker: the top-level entry that marks the output complete; moved into place last.
+    init(destination: String, marker: String? = nil) throws(CheckpointError) {
         let trimmed = destination.count > 1 && destination.hasSuffix("/") ? String(destination.dropLast()) : destination
         self.destination = trimmed
+        self.marker = marker
         let manager = FileManager.default
         if let directory = isDirectory(trimmed) {
-            let contents = (try? manager.contentsOfDirectory(atPath: trimmed)) ?? ["?"]
-            guard directory, contents.isEmpty else {
+            guard directory else {
+                throw CheckpointError(
+                    .outputExists, "\(trimmed) already exists and is a file; choose another output or remove it")
+            }
+            let contents = try listDirectory(trimmed)
+            // Partial work of runs that were killed (their process is gone) is a leftover, not content.
+            let leftovers = contents.filter { Self.isLeftover($0, prefix: Self.innerPrefix) }
+            for entry in leftovers { try? manager.removeItem(atPath: trimmed + "/" + entry) }
+            guard contents.count == leftovers.count else {
                 throw CheckpointError(
                     .outputExists,
                     "\(trimmed) already exists and is not an empty directory; choose another output or remove it")
             }
-        }
-        let url = URL(fileURLWithPath: trimmed)
-        let parent = url.deletingLastPathComponent().path
-        guard isDirectory(parent) == true else {
-            throw CheckpointError(.io, "cannot create \(trimmed): its parent directory \(parent) does not exist")
-        }
-        let prefix = "." + url.lastPathComponent + ".partial-"
-        staging = parent + "/" + prefix + "\(getpid())"
-        // Partial directories of runs that were killed (their process is gone) are leftovers: remove them.
-        for entry in (try? manager.contentsOfDirectory(atPath: parent)) ?? [] where entry.hasPrefix(prefix) {
-            guard let pid = Int32(entry.dropFirst(prefix.count)) else { continue }
-            if pid == getpid() || (kill(pid, 0) != 0 && errno == ESRCH) {
+            guard access(trimmed, W_OK) == 0 else { throw ioError("cannot write into the output directory", trimmed) }
+            inPlace = true
+            staging = trimmed + "/" + Self.innerPrefix + "\(getpid())"
+        } else {
+            inPlace = false
+            let url = URL(fileURLWithPath: trimmed)
+            let parent = url.deletingLastPathComponent().path
+            guard isDirectory(parent) == true else {
+                throw CheckpointError(.io, "cannot create \(trimmed): its parent directory \(parent) does not exist")
+            }
+            let prefix = "." + url.lastPathComponent + ".partial-"
+            staging = parent + "/" + prefix + "\(getpid())"
+            for entry in (try? manager.contentsOfDirectory(atPath: parent)) ?? []
+            where Self.isLeftover(entry, prefix: prefix) {
                 try? manager.removeItem(atPath: parent + "/" + entry)
             }
         }
         guard mkdir(staging, 0o755) == 0 else { throw ioError("cannot create", staging) }
+    }
+
+    /// Whether `entry` is a partial directory (`PREFIX` + pid) of this process or of one that is gone.
+    private static func isLeftover(_ entry: String, prefix: String) -> Bool {
+        guard entry.hasPrefix(prefix), let pid = Int32(entry.dropFirst(prefix.count)) else { return false }
+        return pid == getpid() || (kill(pid, 0) != 0 && errno == ESRCH)
     }
 
     /// The staging path of `relative`, creating its parent directories.
@@ -53,17 +78,27 @@ final class StagedDirectory {
         return full
     }
 
-    /// Fsyncs the staged tree, renames it to the destination and fsyncs the parent.
+    /// Fsyncs the staged tree and moves it into place: renamed to the destination, or (inside an existing
+    /// directory) each entry moved up, the marker last; then fsyncs the directory that changed.
     func commit() throws(CheckpointError) {
         try syncTree(staging)
-        if FileManager.default.fileExists(atPath: destination) {
-            guard rmdir(destination) == 0 else { throw ioError("cannot replace the empty directory", destination) }
+        guard inPlace else {
+            guard rename(staging, destination) == 0 else {
+                throw ioError("cannot move the finished output to", destination)
+            }
+            committed = true
+            try syncDirectory(URL(fileURLWithPath: destination).deletingLastPathComponent().path)
+            return
         }
-        guard rename(staging, destination) == 0 else {
-            throw ioError("cannot move the finished output to", destination)
+        let names = try listDirectory(staging)
+        for name in names.filter({ $0 != marker }) + names.filter({ $0 == marker }) {
+            guard rename(staging + "/" + name, destination + "/" + name) == 0 else {
+                throw ioError("cannot move the finished \(name) into", destination)
+            }
         }
         committed = true
-        try syncDirectory(URL(fileURLWithPath: destination).deletingLastPathComponent().path)
+        guard rmdir(staging) == 0 else { throw ioError("cannot remove", staging) }
+        try syncDirectory(destination)
     }
 
     /// Removes the staged tree unless it was committed.
@@ -90,6 +125,21 @@ final class StagedDirectory {
     }
 }
 
+/// The names in `directory` (without `.` and `..`), or the reason it cannot be read — `Permission denied`, say,
+/// where Foundation's listing would answer with nothing.
+func listDirectory(_ directory: String) throws(CheckpointError) -> [String] {
+    guard let stream = opendir(directory) else { throw ioError("cannot read the directory", directory) }
+    defer { closedir(stream) }
+    var names: [String] = []
+    while let entry = readdir(stream) {
+        let name = withUnsafePointer(to: entry.pointee.d_name) {
+            String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
 /// Every entry under `root` (files, links and directories, as relative paths, parents before children), descending
 /// into real directories but not into links to directories, nor into directories named `skipping`.
 func entries(under root: String, skipping skipped: String? = nil) throws(CheckpointError) -> [String] {
@@ -97,13 +147,7 @@ func entries(under root: String, skipping skipped: String? = nil) throws(Checkpo
     var pending = [""]
     while let relative = pending.popLast() {
         let directory = relative.isEmpty ? root : root + "/" + relative
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory)
-        } catch {
-            throw CheckpointError(.io, "cannot list \(directory): \(error)")
-        }
-        for name in names.sorted() where name != skipped {
+        for name in try listDirectory(directory).sorted() where name != skipped {
             let child = relative.isEmpty ? name : relative + "/" + name
             found.append(child)
             var info = stat()

@@ -70,7 +70,7 @@ public enum ModelPack {
             try ShardIndex(path: root + "/" + indexFile).check(indexPath: root + "/" + indexFile, shards: local)
         }
 
-        let stage = try StagedDirectory(destination: output)
+        let stage = try StagedDirectory(destination: output, marker: PackManifest.fileName)
         defer { stage.discard() }
         progress?(.job(files: files.count, bytes: totalSize(of: files.map { root + "/" + $0 })))
         var entries: [PackManifest.File] = []
@@ -187,13 +187,26 @@ public enum ModelPack {
     ) throws(CheckpointError) -> CheckReport {
         let started = ContinuousClock.now
         let manifest = try PackManifest.load(from: pack)
-        // A pack made from one .safetensors file is checked against that file, or against its directory.
+        // Against a directory: every file of the pack is compared with its namesake there. Against one file: that
+        // file is compared with the pack's file of the same name, the others only with their checksums.
         var original = original
+        var only: String?
         if let path = original {
             guard let pathIsDirectory = isDirectory(path) else {
                 throw CheckpointError(.invalidArgument, "\(path) (given to --against) does not exist")
             }
             if !pathIsDirectory {
+                let name = URL(fileURLWithPath: path).lastPathComponent
+                guard let match = manifest.files.first(where: { $0.path == name || $0.path.hasSuffix("/" + name) })
+                else {
+                    let names = manifest.files.map(\.path)
+                    throw CheckpointError(
+                        .invalidArgument,
+                        "\(path) (given to --against) is not one of the pack's files (\(names.prefix(8).joined(separator: ", "))"
+                            + (names.count > 8 ? ", …" : "") + "): give the model directory the pack was made from, "
+                            + "or one of those files")
+                }
+                only = match.path
                 original = URL(fileURLWithPath: path).deletingLastPathComponent().path
             }
         }
@@ -201,8 +214,14 @@ public enum ModelPack {
         progress?(.job(files: manifest.files.count, bytes: manifest.files.reduce(0) { $0 + $1.size }))
         for entry in manifest.files {
             var reference: MappedFile?
-            if let original {
-                let path = original + "/" + entry.path
+            if let original, only == nil || only == entry.path {
+                let path = original + "/" + (only.map { URL(fileURLWithPath: $0).lastPathComponent } ?? entry.path)
+                guard isDirectory(path) == false else {
+                    throw CheckpointError(
+                        .mismatch,
+                        "\(original) has no file \(entry.path), which the pack holds: is it the model the pack was "
+                            + "made from?")
+                }
                 reference = try MappedFile(path: path)
                 guard reference!.count == entry.size else {
                     throw CheckpointError(

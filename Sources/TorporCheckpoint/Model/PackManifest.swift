@@ -36,8 +36,14 @@ public struct PackManifest: Codable, Sendable, Equatable {
     /// Reads and checks the manifest of the pack directory `directory`.
     public static func load(from directory: String) throws(CheckpointError) -> PackManifest {
         let path = directory + "/" + fileName
-        guard isDirectory(directory) == true else {
-            throw CheckpointError(.invalidArgument, "\(directory) is not a directory")
+        switch isDirectory(directory) {
+        case nil:
+            throw CheckpointError(.invalidArgument, "\(directory) does not exist")
+        case false?:
+            throw CheckpointError(
+                .invalidArgument, "\(directory) is a file, not a pack: a pack is the directory `torpor pack` makes")
+        case true?:
+            break
         }
         guard FileManager.default.fileExists(atPath: path) else {
             throw CheckpointError(

@@ -279,9 +279,13 @@ actor SimulatedEngine {
 
     /// The text a request generates: deterministic in the prompt, the position and the loaded weights.
     func token(prompt: String, index: Int) -> String {
-        let seed = weightsValid ? weightsIdentity : "garbage:" + weightsIdentity
-        return TextGenerator.token(seed: seed, prompt: prompt, index: index)
+        TextGenerator.token(seed: seed, prompt: prompt, index: index)
     }
+
+    /// The embedding of `text`: deterministic in the text and the loaded weights.
+    func embedding(of text: String) -> [Double] { TextGenerator.embedding(seed: seed, text: text) }
+
+    private var seed: String { weightsValid ? weightsIdentity : "garbage:" + weightsIdentity }
 
     /// Aborts request `id` (its client left); nothing for a request that has finished.
     func abort(_ id: Int) {
@@ -362,23 +366,4 @@ func errorBody(_ message: String, type: String, code: Int, param: String? = nil)
             "message": message, "type": type, "param": param.map { $0 as any Sendable } ?? NSNull(), "code": code,
         ] as [String: any Sendable]
     ]
-}
-
-/// Deterministic text: each token is a word picked by a hash of the seed, the prompt and the position.
-enum TextGenerator {
-    static let words = [
-        "the", "model", "sleeps", "wakes", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "weights",
-        "return", "to", "the", "GPU", "in", "a", "second", "torpor", "keeps", "them", "warm", "while", "others", "run",
-    ]
-
-    static func token(seed: String, prompt: String, index: Int) -> String {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in (seed + "\u{0}" + prompt + "\u{0}\(index)").utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3
-        }
-        return " " + words[Int(hash % UInt64(words.count))]
-    }
-
-    /// A rough token count of a prompt: whitespace-separated words, at least 1.
-    static func countTokens(_ text: String) -> Int { max(1, text.split(whereSeparator: \.isWhitespace).count) }
 }

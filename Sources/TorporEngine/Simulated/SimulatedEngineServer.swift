@@ -150,6 +150,40 @@ public struct SimulatedEngineServer: Sendable {
         router.post("/v1/chat/completions") { request, context in
             try await generate(request, chat: true, channel: context.channel)
         }
+        router.post("/v1/embeddings") { request, _ in
+            guard let body = try await jsonObject(request) else {
+                return json(
+                    errorBody("The request body is not a JSON object", type: "BadRequestError", code: 400),
+                    status: .badRequest)
+            }
+            let inputs = (body["input"] as? String).map { [$0] } ?? (body["input"] as? [String]) ?? []
+            guard !inputs.isEmpty else {
+                return json(
+                    errorBody(
+                        "'input' must be a string or a list of strings", type: "BadRequestError", code: 400,
+                        param: "input"),
+                    status: .badRequest)
+            }
+            // Like a generation: waits while the engine sleeps.
+            let id = await engine.register()
+            let permit = await engine.permit(id)
+            var data: [[String: any Sendable]] = []
+            if permit == .proceed {
+                for (index, input) in inputs.enumerated() {
+                    data.append(["object": "embedding", "index": index, "embedding": await engine.embedding(of: input)])
+                }
+            }
+            await engine.finish(id)
+            guard permit == .proceed else {
+                return json(
+                    errorBody("The request was aborted", type: "AbortError", code: 500), status: .internalServerError)
+            }
+            let tokens = inputs.reduce(0) { $0 + TextGenerator.countTokens($1) }
+            return json([
+                "object": "list", "model": body["model"] as? String ?? configuration.model, "data": data,
+                "usage": ["prompt_tokens": tokens, "total_tokens": tokens] as [String: any Sendable],
+            ])
+        }
         router.post("/sim/fault") { request, _ in
             if let token = configuration.adminToken,
                 request.headers[.authorization] != "Bearer \(token)"
