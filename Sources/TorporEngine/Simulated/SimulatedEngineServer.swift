@@ -257,6 +257,11 @@ public struct SimulatedEngineServer: Sendable {
             let promptTokens = TextGenerator.countTokens(prompt)
             let requestID = await engine.register()
             let watch = abortWhenClientLeaves(requestID, on: channel)
+            /// The request leaves the engine however it ends (done, aborted, client gone).
+            @Sendable func end() async {
+                await engine.finish(requestID)
+                watch.cancel()
+            }
 
             @Sendable func chunk(_ text: String, finish: String?, first: Bool) -> [String: any Sendable] {
                 let finishValue: any Sendable = finish ?? NSNull()
@@ -280,7 +285,6 @@ public struct SimulatedEngineServer: Sendable {
                 return Response(
                     status: .ok, headers: .eventStream,
                     body: ResponseBody { writer in
-                        // The request leaves the engine however the stream ends (done, aborted, client gone).
                         do {
                             var last = ""
                             for index in 0..<maxTokens {
@@ -297,12 +301,10 @@ public struct SimulatedEngineServer: Sendable {
                             try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
                             try await writer.finish(nil)
                         } catch {
-                            await engine.finish(requestID)
-                            watch.cancel()
+                            await end()
                             throw error
                         }
-                        await engine.finish(requestID)
-                        watch.cancel()
+                        await end()
                     })
             }
 
@@ -320,12 +322,10 @@ public struct SimulatedEngineServer: Sendable {
                     produced += 1
                 }
             } catch {
-                await engine.finish(requestID)
-                watch.cancel()
+                await end()
                 throw error
             }
-            await engine.finish(requestID)
-            watch.cancel()
+            await end()
             let usage: [String: any Sendable] = [
                 "prompt_tokens": promptTokens, "completion_tokens": produced, "total_tokens": promptTokens + produced,
             ]
