@@ -3,9 +3,10 @@ import Testing
 
 @testable import TorporGateway
 
-/// What a hung engine costs the other models on its GPU: requests for awake models keep flowing while the watchdog
-/// waits for it and it is killed; only transitions on that GPU wait (docs/gateway.md, "A hung engine").
-@Suite(.serialized) struct HungEngineTests {
+/// What a hung or dead engine costs the other models on its GPU: requests for awake models keep flowing while the
+/// watchdog waits for a hung one and it is killed; a dead one is given up at once rather than after a connect
+/// timeout (docs/gateway.md, "What a hung engine costs the others").
+@Suite(.serialized) struct FaultyNeighbourTests {
     @Test func requestsForAnAwakeModelFlowWhileItsNeighbourHangsAndIsKilled() async throws {
         // Room for both awake: m1's wake needs no eviction of m0.
         let yaml = """
@@ -38,6 +39,24 @@ import Testing
             #expect(answer.status == 200, "\(answer.body)")
             let failure = try #require(gateway.events().first { $0.kind == "fail" && $0.model == "m1" })
             #expect(failure.reason?.contains("watchdog") == true)
+        }
+    }
+
+    @Test func aDeadEngineInTheWayIsGivenUpAtOnceNotAfterAConnectTimeout() async throws {
+        // One awake at a time: waking m1 means sleeping m0 first, and m0's engine is dead.
+        try await withGateway(
+            simulatedModels(2, awake: 1) + "scheduler: {min_residency_seconds: 0, transition_timeout_seconds: 30}\n"
+        ) { gateway in
+            #expect(await gateway.state("m1") == "L1")
+            _ = try? await HTTPAnswer.send(
+                "POST", await gateway.engineURL("m0") + "/sim/fault?kind=crash", timeout: .seconds(2))
+            let started = ContinuousClock.now
+            let answer = try await gateway.complete("m1")
+            let took = ContinuousClock.now - started
+            #expect(answer.status == 200, "\(answer.body)")
+            // A refused connection is a dead engine: no 5 s connect timeout, no 30 s watchdog before m1's wake.
+            #expect(took < .seconds(4), "m1 waited \(took) behind its dead neighbour")
+            #expect(gateway.events().contains { $0.kind == "fail" && $0.model == "m0" })
         }
     }
 }
