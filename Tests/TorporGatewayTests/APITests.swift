@@ -81,10 +81,16 @@ import TorporEngine
             #expect(large.error?["code"] as? String == "request_too_large")
             let wrongMethod = try await HTTPAnswer.send("GET", gateway.client + "/v1/completions")
             #expect(wrongMethod.status == 405)
-            // Embeddings pass through to the engine (the simulated one has none: its 404 comes back as is).
+            // Embeddings pass through to the engine (the simulated one makes deterministic unit vectors).
             let embeddings = try await HTTPAnswer.send(
+                "POST", gateway.client + "/v1/embeddings", json: ["model": "m0", "input": ["hi", "there"]])
+            #expect(embeddings.status == 200, "\(embeddings.body)")
+            let vectors = (embeddings.json?["data"] as? [[String: Any]])?.compactMap { $0["embedding"] as? [Double] }
+            #expect(vectors?.count == 2)
+            #expect(vectors?.first.map { abs($0.reduce(0) { $0 + $1 * $1 } - 1) < 1e-9 } == true)
+            let again = try await HTTPAnswer.send(
                 "POST", gateway.client + "/v1/embeddings", json: ["model": "m0", "input": "hi"])
-            #expect(embeddings.status == 404)
+            #expect((again.json?["data"] as? [[String: Any]])?.first?["embedding"] as? [Double] == vectors?.first)
         }
     }
 
@@ -198,6 +204,9 @@ import TorporEngine
                 "GET", gateway.client + "/v1/models", headers: ["Authorization": "Bearer sk-team-a-0123456789"])
             let ids = (models.json?["data"] as? [[String: Any]])?.compactMap { $0["id"] as? String }
             #expect(ids == ["m0"])
+            let hiddenModel = try await HTTPAnswer.send(
+                "GET", gateway.client + "/v1/models/m1", headers: ["Authorization": "Bearer sk-team-a-0123456789"])
+            #expect(hiddenModel.status == 404)
             #expect(try await HTTPAnswer.send("GET", gateway.client + "/v1/models").status == 401)
             // Keys never reach the metrics or the admin API.
             let metrics = try await gateway.adminCall("GET", "/metrics")
@@ -213,6 +222,20 @@ import TorporEngine
             let data = try #require(answer.json?["data"] as? [[String: Any]])
             #expect(data.map { $0["id"] as? String } == ["m0", "m1", "m2"])
             #expect(data.map { $0["state"] as? String } == ["awake", "awake", "L1"])
+            // One model by its id, as OpenAI's GET /v1/models/{id}; an unknown id is the usual 404.
+            let one = try await HTTPAnswer.send("GET", gateway.client + "/v1/models/m2")
+            #expect(one.status == 200)
+            #expect(one.json?["id"] as? String == "m2" && one.json?["object"] as? String == "model")
+            #expect(one.json?["state"] as? String == "L1", "asking about a model does not wake it")
+            let unknown = try await HTTPAnswer.send("GET", gateway.client + "/v1/models/m9")
+            #expect(unknown.status == 404 && unknown.error?["code"] as? String == "model_not_found")
+            // Clients given a base URL without /v1 send the paths without it.
+            let bare = try await HTTPAnswer.send("GET", gateway.client + "/models")
+            #expect((bare.json?["data"] as? [[String: Any]])?.count == 3)
+            let completion = try await HTTPAnswer.send(
+                "POST", gateway.client + "/completions", json: ["model": "m0", "prompt": "hi", "max_tokens": 2])
+            #expect(completion.status == 200 && completion.text?.isEmpty == false, "\(completion.body)")
+            #expect(try await HTTPAnswer.send("GET", gateway.client + "/models/m0").json?["id"] as? String == "m0")
         }
     }
 

@@ -29,16 +29,25 @@ struct ClientAPI: Sendable {
     let logger: Logger
     let connections = ConnectionWatch()
 
+    /// The OpenAI path a request names: as sent, or with the `/v1` that clients configured with a base URL
+    /// without it leave out (`/chat/completions`, `/models`). Any other path stays as it is (and answers 404).
+    static func canonicalPath(_ path: String) -> String {
+        guard !path.hasPrefix("/v1/") else { return path }
+        let prefixed = "/v1" + path
+        return proxiedPaths.contains(prefixed) || prefixed == "/v1/models" || prefixed.hasPrefix("/v1/models/")
+            ? prefixed : path
+    }
+
     /// Answers one request.
     func respond(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
-        let path = request.uri.path
+        let path = Self.canonicalPath(request.uri.path)
         if Self.proxiedPaths.contains(path) {
             guard request.method == .post else {
                 try await write(
                     GatewayError(.badRequest, "Use POST for \(path)."), status: 405, to: writer)
                 return
             }
-            try await proxy(request, writer: writer, channel: channel)
+            try await proxy(request, path: path, writer: writer, channel: channel)
             return
         }
         switch (request.method, path) {
@@ -48,7 +57,24 @@ struct ClientAPI: Sendable {
                 if case .failure(let error) = result { try await write(error, to: writer) }
                 return
             }
-            try await writeJSON(await modelList(for: key), to: writer)
+            let entries = await models(for: key).map(Self.modelEntry)
+            try await writeJSON(
+                Array("{\"object\":\"list\",\"data\":[\(entries.joined(separator: ","))]}".utf8), to: writer)
+        case (.get, _) where path.hasPrefix("/v1/models/"):
+            let result = authenticate(request)
+            guard case .success(let key) = result else {
+                if case .failure(let error) = result { try await write(error, to: writer) }
+                return
+            }
+            let id = String(path.dropFirst("/v1/models/".count))
+            let name = id.removingPercentEncoding ?? id
+            guard let status = await models(for: key).first(where: { $0.name == name }) else {
+                try await write(
+                    GatewayError(.notFound, "The model `\(name)` does not exist or you do not have access to it."),
+                    to: writer)
+                return
+            }
+            try await writeJSON(Array(Self.modelEntry(status).utf8), to: writer)
         case (.get, "/health"), (.head, "/health"):
             try await writeJSON(Array(#"{"status":"ok"}"#.utf8), to: writer)
         default:
@@ -56,15 +82,19 @@ struct ClientAPI: Sendable {
         }
     }
 
-    private func modelList(for key: GatewayConfiguration.APIKey?) async -> [UInt8] {
-        let statuses = await scheduler.statuses()
-        let created = Int(Date().timeIntervalSince1970)
-        let entries = statuses.filter { key?.models?.contains($0.name) ?? true }.map { status in
-            "{\"id\":\(jsonString(status.name)),\"object\":\"model\",\"created\":\(created),"
-                + "\"owned_by\":\"torpor\",\"state\":\"\(status.state)\"}"
-        }
-        return Array("{\"object\":\"list\",\"data\":[\(entries.joined(separator: ","))]}".utf8)
+    /// The models `key` may use (all of them without keys).
+    private func models(for key: GatewayConfiguration.APIKey?) async -> [Scheduler.ModelStatus] {
+        await scheduler.statuses().filter { key?.models?.contains($0.name) ?? true }
     }
+
+    /// One model as OpenAI's model object, with its state.
+    private static func modelEntry(_ status: Scheduler.ModelStatus) -> String {
+        "{\"id\":\(jsonString(status.name)),\"object\":\"model\",\"created\":\(startTime),"
+            + "\"owned_by\":\"torpor\",\"state\":\"\(status.state)\"}"
+    }
+
+    /// When the gateway started, as OpenAI's `created`.
+    private static let startTime = Int(Date().timeIntervalSince1970)
 
     /// The key a request carries, nil when no keys are configured.
     private func authenticate(_ request: Request) -> Result<GatewayConfiguration.APIKey?, GatewayError> {
@@ -79,7 +109,9 @@ struct ClientAPI: Sendable {
         return .success(key)
     }
 
-    private func proxy(_ request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
+    private func proxy(
+        _ request: Request, path: String, writer: consuming ResponseWriter, channel: any Channel
+    ) async throws {
         let arrived = ContinuousClock.now
         let key: GatewayConfiguration.APIKey?
         switch authenticate(request) {
@@ -138,7 +170,7 @@ struct ClientAPI: Sendable {
         let stream = fields["stream"] as? Bool ?? false
         let slot = WriterSlot(writer)
         let outcome = await proxyWatched(
-            channel: channel, path: request.uri.path, model: model, body: body, stream: stream, arrived: arrived,
+            channel: channel, path: path, model: model, body: body, stream: stream, arrived: arrived,
             slot: slot)
         if case .failure(let error) = outcome {
             // Names of models that do not exist come from clients: they are not metric labels.
