@@ -39,7 +39,7 @@ public struct SimulatedEngineServer: Sendable {
         let connections = self.connections
         let app = Application(
             router: makeRouter(),
-            server: .http1(additionalChannelHandlers: [InboundCloseHandler(watch: connections)]),
+            server: .http1(configuration: .init(additionalChannelHandlers: [InboundCloseHandler(watch: connections)])),
             configuration: .init(address: address, serverName: "torpor-sim-engine"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)

@@ -296,7 +296,7 @@ struct ClientAPI: Sendable {
                         // bytes, so the event and the answer's end go to the channel itself (its pipeline's HTTP
                         // encoder frames them); the connection is closed next.
                         let event = ByteBuffer(bytes: Array("data: ".utf8) + ending.body() + [10, 10])
-                        try? await channel.write(HTTPResponsePart.body(event))
+                        channel.write(HTTPResponsePart.body(event), promise: nil)
                         try? await channel.writeAndFlush(HTTPResponsePart.end(nil))
                     }
                     throw CancellationError()
@@ -346,60 +346,4 @@ struct ClientAPI: Sendable {
 final class WriterSlot: @unchecked Sendable {
     var writer: ResponseWriter?
     init(_ writer: consuming ResponseWriter) { self.writer = consume writer }
-}
-
-/// The configured API keys, matched in constant time.
-struct APIKeyTable: Sendable {
-    private let keys: [(bytes: [UInt8], key: GatewayConfiguration.APIKey)]
-
-    init(_ keys: [GatewayConfiguration.APIKey]) { self.keys = keys.map { (Array($0.key.utf8), $0) } }
-
-    var isEmpty: Bool { keys.isEmpty }
-
-    /// The key equal to `presented`; every configured key is compared in full, so timing reveals nothing.
-    func match(_ presented: String) -> GatewayConfiguration.APIKey? {
-        let bytes = Array(presented.utf8)
-        var found: GatewayConfiguration.APIKey?
-        for entry in keys where constantTimeEqual(bytes, entry.bytes) { found = entry.key }
-        return found
-    }
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
-    let count = max(a.count, b.count)
-    for index in 0..<count {
-        let x = index < a.count ? a[index] : 0
-        let y = index < b.count ? b[index] : 0
-        difference |= x ^ y
-    }
-    return difference == 0 && a.count == b.count
-}
-
-/// A proxied request that lost its engine before the answer's head: the connection was refused (nothing reached
-/// the engine) or closed.
-struct EngineLost: Error {
-    let cause: any Error
-    /// The engine never got the request.
-    let refused: Bool
-
-    /// `error` from the HTTP client as a lost engine, or nil for any other failure.
-    init?(_ error: any Error) {
-        cause = error
-        if let error = error as? NIOConnectionError {
-            refused = error.connectionErrors.contains { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
-            if !refused { return nil }
-        } else if let error = error as? IOError, [ECONNREFUSED, ENOENT].contains(error.errnoCode) {
-            // A unix socket nobody listens on: refused, or gone with its engine.
-            refused = true
-        } else if let error = error as? IOError, [ECONNRESET, EPIPE].contains(error.errnoCode) {
-            // A kept-alive connection to an engine that died (a unix socket reports a reset, not a close).
-            refused = false
-        } else if let error = error as? HTTPClientError, error == .remoteConnectionClosed {
-            refused = false
-        } else {
-            return nil
-        }
-    }
 }
