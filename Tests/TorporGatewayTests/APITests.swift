@@ -239,6 +239,37 @@ import TorporEngine
         }
     }
 
+    @Test func streamsReportUsageWhenAskedAndCountersStartAtZero() async throws {
+        try await withGateway(simulatedModels(2, awake: 1)) { gateway in
+            // Every model's failure counter and queue depth exist before anything happens (issue 16).
+            let metrics = try await gateway.adminCall("GET", "/metrics").body
+            for model in ["m0", "m1"] {
+                #expect(metrics.contains("torpor_engine_failures_total{model=\"\(model)\"} 0"), "\(metrics)")
+            }
+            // With stream_options.include_usage, the last chunk before [DONE] has no choices and the usage, as vLLM.
+            let answer = try await HTTPAnswer.send(
+                "POST", gateway.client + "/v1/chat/completions",
+                json: [
+                    "model": "m0", "messages": [["role": "user", "content": "hi"]], "max_tokens": 3, "stream": true,
+                    "stream_options": ["include_usage": true],
+                ])
+            #expect(answer.status == 200)
+            let events = answer.body.components(separatedBy: "\n\n").filter { $0.hasPrefix("data: {") }
+            let last = try #require(
+                events.last.flatMap {
+                    try? JSONSerialization.jsonObject(with: Data($0.dropFirst(6).utf8)) as? [String: Any]
+                })
+            #expect((last["choices"] as? [Any])?.isEmpty == true, "\(answer.body)")
+            #expect((last["usage"] as? [String: Any])?["completion_tokens"] as? Int == 3, "\(answer.body)")
+            #expect(answer.body.hasSuffix("data: [DONE]\n\n"))
+            // Without it, no usage chunk.
+            let plain = try await HTTPAnswer.send(
+                "POST", gateway.client + "/v1/completions",
+                json: ["model": "m0", "prompt": "hi", "max_tokens": 3, "stream": true])
+            #expect(!plain.body.contains("\"usage\""))
+        }
+    }
+
     @Test func adminSleepWakeSwitchReloadAndEvents() async throws {
         try await withGateway(simulatedModels(3, awake: 2) + "scheduler: {min_residency_seconds: 0}\n") { gateway in
             var eventsRequest = HTTPClientRequest(url: gateway.admin + "/admin/events")

@@ -263,6 +263,13 @@ public struct SimulatedEngineServer: Sendable {
                 watch.cancel()
             }
 
+            @Sendable func usage(completionTokens: Int) -> [String: any Sendable] {
+                [
+                    "prompt_tokens": promptTokens, "completion_tokens": completionTokens,
+                    "total_tokens": promptTokens + completionTokens,
+                ]
+            }
+
             @Sendable func chunk(_ text: String, finish: String?, first: Bool) -> [String: any Sendable] {
                 let finishValue: any Sendable = finish ?? NSNull()
                 let choice: [String: any Sendable] =
@@ -282,11 +289,14 @@ public struct SimulatedEngineServer: Sendable {
             }
 
             if stream {
+                // As vLLM: with `stream_options.include_usage`, a last chunk with no choices carries the usage.
+                let includeUsage = (body["stream_options"] as? [String: Any])?["include_usage"] as? Bool ?? false
                 return Response(
                     status: .ok, headers: .eventStream,
                     body: ResponseBody { writer in
                         do {
                             var last = ""
+                            var produced = 0
                             for index in 0..<maxTokens {
                                 if await engine.permit(requestID) == .abort {
                                     try await writer.write(sse(chunk(last, finish: "abort", first: index == 0)))
@@ -294,9 +304,16 @@ public struct SimulatedEngineServer: Sendable {
                                 }
                                 try await Task.sleep(for: interval)
                                 last = await engine.token(prompt: prompt, index: index)
+                                produced += 1
                                 let done = index == maxTokens - 1
                                 try await writer.write(
                                     sse(chunk(last, finish: done ? "length" : nil, first: index == 0)))
+                            }
+                            if includeUsage {
+                                var final = chunk("", finish: nil, first: false)
+                                final["choices"] = [[String: any Sendable]]()
+                                final["usage"] = usage(completionTokens: produced)
+                                try await writer.write(sse(final))
                             }
                             try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
                             try await writer.finish(nil)
@@ -326,9 +343,7 @@ public struct SimulatedEngineServer: Sendable {
                 throw error
             }
             await end()
-            let usage: [String: any Sendable] = [
-                "prompt_tokens": promptTokens, "completion_tokens": produced, "total_tokens": promptTokens + produced,
-            ]
+
             let choice: [String: any Sendable] =
                 chat
                 ? [
@@ -339,7 +354,7 @@ public struct SimulatedEngineServer: Sendable {
                 : ["index": 0, "text": text, "logprobs": NSNull(), "finish_reason": finish]
             return json([
                 "id": id, "object": chat ? "chat.completion" : "text_completion", "created": created, "model": model,
-                "choices": [choice], "usage": usage,
+                "choices": [choice], "usage": usage(completionTokens: produced),
             ])
         }
         return router

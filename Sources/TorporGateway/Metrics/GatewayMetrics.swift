@@ -43,6 +43,18 @@ public final class GatewayMetrics: Sendable {
 
     public init() {}
 
+    /// Starts every per-model series of `models` at zero (failures, queue depth) and their phase at `stopped`, so
+    /// that a scrape sees them before anything happens and `increase()` sees the first failure.
+    func register(models: [String]) {
+        state.withLock { state in
+            for model in models {
+                state.failures[model] = state.failures[model] ?? 0
+                state.queueDepth[model] = state.queueDepth[model] ?? 0
+                state.phases[model] = state.phases[model] ?? "stopped"
+            }
+        }
+    }
+
     func setPhase(_ model: String, _ phase: String) { state.withLock { $0.phases[model] = phase } }
 
     func observeTransition(kind: String, level: Int?, seconds: Double) {

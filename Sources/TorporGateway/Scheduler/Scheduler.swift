@@ -62,6 +62,7 @@ public actor Scheduler: Service {
         self.events = events
         self.engines = engines
         order = configuration.models.map(\.name)
+        metrics.register(models: order)
         for model in configuration.models {
             guard engines[model.name] != nil else {
                 throw ConfigurationError("models.\(model.name): no engine was made for it")
