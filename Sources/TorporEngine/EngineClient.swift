@@ -58,15 +58,19 @@ public struct EngineClient: Sendable {
         self.logger = logger
     }
 
-    /// The HTTP client of engine clients that are given none: like `HTTPClient.shared`, but a refused connection
-    /// fails at once — a local engine that refuses is dead, and retrying it until the call's deadline only turns
-    /// that into a timeout.
-    public static let sharedHTTP: HTTPClient = {
+    /// How an HTTP client that talks to local engines is set up: a refused connection fails at once — a local engine
+    /// that refuses is dead, and retrying it until the call's deadline only turns that into a timeout — and no
+    /// idle read timeout (every call has its own deadline).
+    public static var httpConfiguration: HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
         configuration.timeout.connect = .seconds(5)
+        configuration.timeout.read = nil
         configuration.connectionPool.retryConnectionEstablishment = false
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
+        return configuration
+    }
+
+    /// The HTTP client of engine clients that are given none (`httpConfiguration`).
+    public static let sharedHTTP = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
 
     /// The base URL of an engine listening on a unix socket (AsyncHTTPClient's `http+unix` scheme).
     public static func baseURL(unixSocket path: String) -> String {

@@ -81,15 +81,11 @@ public final class Gateway: Sendable {
         for name in await supervisor.cleanUpPredecessors() {
             logger.info("stopped an engine a previous gateway left running", metadata: ["engine.name": "\(name)"])
         }
-        var httpConfiguration = HTTPClient.Configuration()
-        httpConfiguration.timeout.connect = .seconds(5)
-        // No idle timeout on the connection: it would also cut off the wait for a long answer's head. Proxied
-        // requests have their own bounds (UpstreamDeadlines), and every engine call its deadline (EngineClient).
-        httpConfiguration.timeout.read = nil
+        // One client for proxying and engine control, set up for local engines: a refused connection is a dead
+        // engine, which the proxy fails over to the restart path at once (ClientAPI); no idle timeout, which would
+        // also cut off the wait for a long answer's head (proxied requests have their bounds in UpstreamDeadlines).
+        var httpConfiguration = EngineClient.httpConfiguration
         httpConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 1024
-        // Engines are local: a refused connection means a dead engine, which the proxy fails over to the restart
-        // path at once (ClientAPI), instead of retrying it for the connect timeout.
-        httpConfiguration.connectionPool.retryConnectionEstablishment = false
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
         var engines: [String: any ModelEngine] = [:]
         var defaultPaths: [String: String] = [:]

@@ -51,19 +51,16 @@ struct ClientAPI: Sendable {
             return
         }
         switch (request.method, path) {
-        case (.get, "/v1/models"):
+        case (.get, _) where path == "/v1/models" || path.hasPrefix("/v1/models/"):
             let result = authenticate(request)
             guard case .success(let key) = result else {
                 if case .failure(let error) = result { try await write(error, to: writer) }
                 return
             }
-            let entries = await models(for: key).map(Self.modelEntry)
-            try await writeJSON(
-                Array("{\"object\":\"list\",\"data\":[\(entries.joined(separator: ","))]}".utf8), to: writer)
-        case (.get, _) where path.hasPrefix("/v1/models/"):
-            let result = authenticate(request)
-            guard case .success(let key) = result else {
-                if case .failure(let error) = result { try await write(error, to: writer) }
+            guard path.hasPrefix("/v1/models/") else {
+                let entries = await models(for: key).map(Self.modelEntry)
+                try await writeJSON(
+                    Array("{\"object\":\"list\",\"data\":[\(entries.joined(separator: ","))]}".utf8), to: writer)
                 return
             }
             let id = String(path.dropFirst("/v1/models/".count))
@@ -295,8 +292,7 @@ struct ClientAPI: Sendable {
                         // The stream's last event says why it ends. The cancelled task's writer takes no more
                         // bytes, so the event and the answer's end go to the channel itself (its pipeline's HTTP
                         // encoder frames them); the connection is closed next.
-                        let event = ByteBuffer(bytes: Array("data: ".utf8) + ending.body() + [10, 10])
-                        channel.write(HTTPResponsePart.body(event), promise: nil)
+                        channel.write(HTTPResponsePart.body(ByteBuffer(bytes: ending.streamEvent)), promise: nil)
                         try? await channel.writeAndFlush(HTTPResponsePart.end(nil))
                     }
                     throw CancellationError()
@@ -306,8 +302,7 @@ struct ClientAPI: Sendable {
                     if stream {
                         let failure = GatewayError(
                             .upstream, "The engine of `\(model)` stopped answering: \(error)")
-                        try? await bodyWriter.write(
-                            ByteBuffer(bytes: Array("data: ".utf8) + failure.body() + [10, 10]))
+                        try? await bodyWriter.write(ByteBuffer(bytes: failure.streamEvent))
                     }
                 }
                 try await bodyWriter.finish(nil)

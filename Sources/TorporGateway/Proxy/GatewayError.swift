@@ -67,4 +67,7 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
             {"error":{"message":\(jsonString(message)),"type":"\(type)","param":\(paramJSON),"code":"\(code)"}}
             """.utf8)
     }
+
+    /// The body as a stream's last server-sent event, which tells a client mid-stream why its answer ends.
+    var streamEvent: [UInt8] { Array("data: ".utf8) + body() + [10, 10] }
 }
