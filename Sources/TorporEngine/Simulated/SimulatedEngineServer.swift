@@ -152,9 +152,7 @@ public struct SimulatedEngineServer: Sendable {
         }
         router.post("/v1/embeddings") { request, _ in
             guard let body = try await jsonObject(request) else {
-                return json(
-                    errorBody("The request body is not a JSON object", type: "BadRequestError", code: 400),
-                    status: .badRequest)
+                return notAJSONObject()
             }
             let inputs = (body["input"] as? String).map { [$0] } ?? (body["input"] as? [String]) ?? []
             guard !inputs.isEmpty else {
@@ -215,9 +213,7 @@ public struct SimulatedEngineServer: Sendable {
 
         @Sendable func generate(_ request: Request, chat: Bool, channel: any Channel) async throws -> Response {
             guard let body = try await jsonObject(request) else {
-                return json(
-                    errorBody("The request body is not a JSON object", type: "BadRequestError", code: 400),
-                    status: .badRequest)
+                return notAJSONObject()
             }
             let model = body["model"] as? String ?? configuration.model
             guard model == configuration.model else {
@@ -367,6 +363,11 @@ func json(_ object: [String: any Sendable], status: HTTPResponse.Status = .ok) -
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: data)))
+}
+
+/// vLLM's 400 for a body that is not a JSON object.
+func notAJSONObject() -> Response {
+    json(errorBody("The request body is not a JSON object", type: "BadRequestError", code: 400), status: .badRequest)
 }
 
 /// One server-sent event carrying a JSON object.
