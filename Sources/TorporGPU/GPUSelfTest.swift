@@ -94,45 +94,6 @@ public struct GPUSelfTest: Sendable {
             crc32GBps: Double(count) / crcMilliseconds / 1e6)
     }
 
-    /// What `runZstd` measures.
-    public struct ZstdResult: Sendable, Codable {
-        public var bytes: Int
-        public var chunkBytes: Int
-        public var compressedBytes: Int
-        public var ratio: Double
-        public var decodeGBps: Double
-        public var bitExact: Bool
-    }
-
-    /// Decodes CPU-written zstd frames (one per chunk of `data`, made by `compressFrame`) on the GPU with nvCOMP's
-    /// Zstd and compares the result with `data`: the path of the container's zstd chunks to GPU memory.
-    public func runZstd(
-        nvcomp: NVCOMPLibrary, device: GPUDevice, data: UnsafeRawBufferPointer,
-        compressFrame: (UnsafeRawBufferPointer) -> [UInt8]
-    ) throws(GPUError) -> ZstdResult {
-        let plan = try ChunkPlan(totalBytes: data.count, chunkBytes: chunkBytes, maxCompressedChunkBytes: chunkBytes)
-        let frames = plan.chunks.map { chunk in
-            compressFrame(UnsafeRawBufferPointer(rebasing: data[chunk.offset..<(chunk.offset + chunk.count)]))
-        }
-        let stream = try GPUStream(device: device)
-        let decoder = GPUZstdDecoder(nvcomp: nvcomp, device: device)
-        let uploaded = try decoder.upload(frames, stream: stream)
-        let output = try DeviceBuffer(device: device, count: data.count)
-        var milliseconds = Double.infinity
-        for _ in 0..<repeats {
-            milliseconds = min(milliseconds, try decoder.decode(uploaded, plan: plan, into: output, stream: stream))
-        }
-        let back = try PinnedBuffer(device: device, count: data.count)
-        try output.copy(to: back.pointer, count: data.count, on: stream)
-        try stream.synchronize()
-        let compressed = frames.reduce(0) { $0 + $1.count }
-        return ZstdResult(
-            bytes: data.count, chunkBytes: chunkBytes, compressedBytes: compressed,
-            ratio: Double(compressed) / Double(max(data.count, 1)),
-            decodeGBps: Double(data.count) / milliseconds / 1e6,
-            bitExact: memcmp(back.pointer, data.baseAddress!, data.count) == 0)
-    }
-
     /// Synthetic bf16 weights: N(0, σ) with σ changing every 4 MiB (as tensors differ), deterministic.
     public static func syntheticBF16(bytes: Int, seed: UInt64 = 0x5eed) -> [UInt8] {
         var state = seed | 1

@@ -42,6 +42,18 @@ struct Preamble: Equatable {
     var sourceHeaderLength = 0
     var sourceHeaderCRC: UInt32 = 0
 
+    /// Where each u64 region field sits in the preamble (docs/FORMAT.md's table, stated once for both directions).
+    private static var regionFields: [(field: WritableKeyPath<Preamble, Int>, at: Int)] {
+        [
+            (\.dataOffset, 16), (\.dataLength, 24), (\.chunkTableOffset, 32), (\.chunkCount, 40),
+            (\.indexOffset, 56), (\.indexLength, 64), (\.sourceHeaderOffset, 72), (\.sourceHeaderLength, 80),
+        ]
+    }
+    /// Where each u32 checksum field sits in the preamble.
+    private static var checksumFields: [(field: WritableKeyPath<Preamble, UInt32>, at: Int)] {
+        [(\.chunkTableCRC, 48), (\.indexCRC, 52), (\.sourceHeaderCRC, 88)]
+    }
+
     func serialized() -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: ContainerLayout.preambleSize)
         bytes.withUnsafeMutableBytes { out in
@@ -49,17 +61,8 @@ struct Preamble: Equatable {
             out.storeLE(majorVersion, at: 8)
             out.storeLE(minorVersion, at: 10)
             out.storeLE(flags, at: 12)
-            out.storeLE(UInt64(dataOffset), at: 16)
-            out.storeLE(UInt64(dataLength), at: 24)
-            out.storeLE(UInt64(chunkTableOffset), at: 32)
-            out.storeLE(UInt64(chunkCount), at: 40)
-            out.storeLE(chunkTableCRC, at: 48)
-            out.storeLE(indexCRC, at: 52)
-            out.storeLE(UInt64(indexOffset), at: 56)
-            out.storeLE(UInt64(indexLength), at: 64)
-            out.storeLE(UInt64(sourceHeaderOffset), at: 72)
-            out.storeLE(UInt64(sourceHeaderLength), at: 80)
-            out.storeLE(sourceHeaderCRC, at: 88)
+            for (field, at) in Self.regionFields { out.storeLE(UInt64(self[keyPath: field]), at: at) }
+            for (field, at) in Self.checksumFields { out.storeLE(self[keyPath: field], at: at) }
             let crc = CRC32.checksum(UnsafeRawBufferPointer(rebasing: out[0..<124]))
             out.storeLE(crc, at: 124)
         }
@@ -100,17 +103,8 @@ struct Preamble: Equatable {
             }
             return Int(value)
         }
-        dataOffset = try offset(16)
-        dataLength = try offset(24)
-        chunkTableOffset = try offset(32)
-        chunkCount = try offset(40)
-        chunkTableCRC = bytes.loadLE(UInt32.self, at: 48)
-        indexCRC = bytes.loadLE(UInt32.self, at: 52)
-        indexOffset = try offset(56)
-        indexLength = try offset(64)
-        sourceHeaderOffset = try offset(72)
-        sourceHeaderLength = try offset(80)
-        sourceHeaderCRC = bytes.loadLE(UInt32.self, at: 88)
+        for (field, at) in Self.regionFields { self[keyPath: field] = try offset(at) }
+        for (field, at) in Self.checksumFields { self[keyPath: field] = bytes.loadLE(UInt32.self, at: at) }
         guard bytes[92..<124].allSatisfy({ $0 == 0 }) else { throw fail("reserved preamble bytes are not zero") }
 
         guard dataOffset >= ContainerLayout.preambleSize, dataOffset <= fileSize - dataLength,
