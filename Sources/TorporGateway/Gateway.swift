@@ -33,11 +33,19 @@ public final class Gateway: Sendable {
     public let adminToken: String
     /// True when the token was generated (and must be shown to the operator once).
     public let adminTokenGenerated: Bool
+    /// The read-only metrics credential, when one is configured.
+    private let metricsToken: String?
     private let supervisor: Supervisor
     private let logger: Logger
     /// The one HTTP client: proxied requests and every engine's control calls.
     private let http: HTTPClient
     private let client: ClientAPI
+    /// Makes models' engines: at start-up, and for the models a reload adds or changes.
+    private let factory: EngineFactory
+    /// Applies a re-read configuration: SIGHUP, `POST /admin/reload`, the file watch.
+    public let reloader: ConfigurationReloader
+    /// The configuration file, reloaded when its content changes; nil does not watch it.
+    private let watchFile: String?
     private let onListening: @Sendable (Listening) async -> Void
     /// Held while this gateway exists: one gateway per state directory.
     private let stateLock: StateDirectoryLock
@@ -50,10 +58,13 @@ public final class Gateway: Sendable {
     ///   - simulatorExecutable: the `torpor` binary that runs `sim-engine` for simulated models.
     ///   - environment: the process environment (`TORPOR_ADMIN_TOKEN`); by default this process's.
     ///   - clock: the scheduler's time.
+    ///   - reloadSource: reads the configuration anew for a reload (nil: reloads are refused).
+    ///   - watchFile: with `reloadSource`, the configuration file to reload from whenever its content changes.
     ///   - onListening: called once both listeners accept connections.
     public init(
         configuration: GatewayConfiguration, simulatorExecutable: String,
         environment: [String: String]? = nil, clock: any SchedulerClock = SystemClock(),
+        reloadSource: ConfigurationReloader.Source? = nil, watchFile: String? = nil,
         logger: Logger, onListening: @escaping @Sendable (Listening) async -> Void = { _ in }
     ) async throws(ConfigurationError) {
         try configuration.validate()
@@ -61,6 +72,7 @@ public final class Gateway: Sendable {
         self.logger = logger
         let environment = environment ?? ProcessInfo.processInfo.environment
         (adminToken, adminTokenGenerated) = try Self.adminToken(configuration, environment: environment)
+        metricsToken = try Self.metricsToken(configuration, environment: environment)
         let state = configuration.stateDirectory
         let stateLock = try StateDirectoryLock(directory: state)
         self.stateLock = stateLock
@@ -87,52 +99,32 @@ public final class Gateway: Sendable {
         var httpConfiguration = EngineClient.httpConfiguration
         httpConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 1024
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
-        var engines: [String: any ModelEngine] = [:]
-        var defaultPaths: [String: String] = [:]
-        let timeout = configuration.scheduler.transitionTimeoutSeconds
         let sockets =
             configuration.engineTransport == .unixSocket ? try EngineSockets(stateDirectory: state) : nil
-        for (index, model) in configuration.models.enumerated() {
-            guard let gpu = configuration.gpus.first(where: { $0.id == model.gpu }) else {
-                throw ConfigurationError("models.\(model.name).gpu: no GPU `\(model.gpu)` is configured")
-            }
-            if case .external(let url) = model.engine {
-                engines[model.name] = ExternalEngine(
-                    url: url, servedName: model.name, http: http, transitionTimeoutSeconds: timeout, logger: logger)
-                continue
-            }
-            let listening: EngineSpec.Listening
-            if let sockets {
-                listening = .unixSocket(try sockets.path(forModel: model.name, index: index))
-            } else {
-                do {
-                    listening = .port(try EngineProcess.freePort())
-                } catch {
-                    throw ConfigurationError("models.\(model.name): \(error.message)")
-                }
-            }
-            guard
-                let spec = model.engineSpec(
-                    listening: listening, gpu: gpu, stateDirectory: state, simulator: simulatorExecutable,
-                    hostCacheDirectory: configuration.hostCacheDirectory)
-            else { continue }
-            defaultPaths[model.name] = spec.model
-            engines[model.name] = ManagedEngine(
-                spec: spec, servedName: model.name, supervisor: supervisor, http: http,
-                transitionTimeoutSeconds: timeout, logger: logger)
-        }
+        factory = EngineFactory(
+            supervisor: supervisor, http: http, sockets: sockets, simulatorExecutable: simulatorExecutable,
+            logger: logger)
+        let made = try factory.engines(for: configuration)
+        let engines = made.mapValues(\.engine)
+        let defaultPaths = made.compactMapValues(\.loads)
         scheduler = try Scheduler(
             configuration: configuration, engines: engines, defaultWeightsPaths: defaultPaths, clock: clock,
             metrics: metrics, events: events, logger: logger)
-        client = ClientAPI(
-            configuration: configuration, scheduler: scheduler, metrics: metrics,
-            keys: APIKeyTable(configuration.apiKeys), http: http, logger: logger)
+        let settings = LiveSettings(configuration)
+        client = ClientAPI(settings: settings, scheduler: scheduler, metrics: metrics, http: http, logger: logger)
+        reloader = ConfigurationReloader(
+            running: configuration, source: reloadSource, factory: factory, scheduler: scheduler, settings: settings,
+            logger: logger)
+        self.watchFile = watchFile
     }
 
     /// The longest a graceful shutdown takes: the grace for requests in flight, then the engines' stop grace and a
     /// second for the rest. Past it the service group cancels what is left.
-    public var shutdownBound: Duration {
-        .seconds(configuration.limits.shutdownGraceSeconds) + Self.engineStopGrace + .seconds(1)
+    public var shutdownBound: Duration { Self.shutdownBound(configuration) }
+
+    /// `shutdownBound` of a gateway with `configuration` (what a unit's or a pod's stop timeout must outlast).
+    public static func shutdownBound(_ configuration: GatewayConfiguration) -> Duration {
+        .seconds(configuration.limits.shutdownGraceSeconds) + engineStopGrace + .seconds(1)
     }
 
     /// One group for the whole gateway, shut down gracefully on `gracefulShutdownSignals`.
@@ -168,7 +160,9 @@ public final class Gateway: Sendable {
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: logger)
         warnIfExposed(admin: configuration.listen.admin.host, logger: logger)
-        let admin = AdminAPI(token: adminToken, scheduler: scheduler, metrics: metrics, events: events)
+        let admin = AdminAPI(
+            token: adminToken, metricsToken: metricsToken, scheduler: scheduler, metrics: metrics, events: events,
+            reloader: reloader, http: http, logDirectory: configuration.stateDirectory + "/logs")
         let adminServer = Application(
             router: admin.makeRouter(),
             configuration: .init(
@@ -179,9 +173,10 @@ public final class Gateway: Sendable {
         return [
             .init(
                 service: EngineSupervision(
-                    supervisor: supervisor, http: http, configuration: configuration, stopGrace: Self.engineStopGrace,
+                    supervisor: supervisor, http: http, hostCaches: EngineSupervision.hostCaches(of: configuration),
                     logger: logger)),
             .init(service: scheduler),
+            .init(service: ReloadTriggers(reloader: reloader, watchFile: watchFile, logger: logger)),
             .init(
                 service: Listener(
                     name: "admin", host: configuration.listen.admin.host, port: configuration.listen.admin.port,
@@ -195,7 +190,7 @@ public final class Gateway: Sendable {
                 successTerminationBehavior: .ignore),
             .init(
                 service: ShutdownDrain(
-                    scheduler: scheduler, events: events, connections: client.connections,
+                    scheduler: scheduler, connections: client.connections,
                     graceSeconds: configuration.limits.shutdownGraceSeconds, logger: logger)),
         ]
     }
@@ -213,6 +208,19 @@ public final class Gateway: Sendable {
         let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }
             .joined()
         return (token, true)
+    }
+
+    /// `TORPOR_METRICS_TOKEN` when set, else `metrics_token`, else none (the one place either is read).
+    static func metricsToken(
+        _ configuration: GatewayConfiguration, environment: [String: String]
+    ) throws(ConfigurationError) -> String? {
+        if let token = environment["TORPOR_METRICS_TOKEN"], !token.isEmpty {
+            guard token.count >= 16 else {
+                throw ConfigurationError("TORPOR_METRICS_TOKEN: use at least 16 characters")
+            }
+            return token
+        }
+        return configuration.metricsToken.flatMap { $0.isEmpty ? nil : $0 }
     }
 }
 

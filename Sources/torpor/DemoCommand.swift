@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import TorporGateway
 
 struct Demo: AsyncParsableCommand {
@@ -16,8 +17,8 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Admin API port (loopback only).")
     var adminPort: Int = 8081
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
-    var logLevel: String = "notice"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .notice
 
     func validate() throws {
         for value in [port, adminPort] where !(0...65535).contains(value) {

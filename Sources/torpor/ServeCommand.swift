@@ -1,8 +1,10 @@
-import ArgumentParser
+public import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import TorporCheckpoint
 import TorporGateway
+import TorporStorage
 import UnixSignals
 
 struct Serve: AsyncParsableCommand {
@@ -19,27 +21,33 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The YAML configuration file.")
     var config: String
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
-    var logLevel: String = "info"
+    @Flag(
+        help: """
+            Reload the configuration whenever the file's content changes, as SIGHUP and POST /admin/reload do: \
+            models added, removed or changed are started, drained or replaced; the others keep their engines.
+            """)
+    var watchConfig = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
+        let path = config
+        let source: ConfigurationReloader.Source = { () async throws(ConfigurationError) in
+            try await loadConfiguration(path, environment: environment)
+        }
         let configuration: GatewayConfiguration
         do {
-            // The file is read once; checkpoints in object storage are pulled (or found in the local cache) before
-            // it is decoded.
-            let yaml = try GatewayConfiguration.text(config)
-            var packs: [String: String] = [:]
-            for pack in GatewayConfiguration.remoteCheckpoints(yaml: yaml) {
-                packs[pack] = try await localPack(pack)
-            }
-            configuration = try GatewayConfiguration.parse(
-                yaml: yaml, packs: packs, environment: environment, source: config)
-        } catch let error as ConfigurationError {
+            configuration = try await source()
+        } catch {
             FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
             throw ExitCode.failure
         }
-        try await runGateway(configuration, environment: environment, logLevel: logLevel) { listening, gateway in
+        try await runGateway(
+            configuration, environment: environment, logLevel: logLevel, reloadSource: source,
+            watchFile: watchConfig ? path : nil
+        ) { listening, gateway in
             var lines = [
                 "torpor: client API on http://\(configuration.listen.client.host):\(listening.clientPort)",
                 "torpor: admin API on http://\(configuration.listen.admin.host):\(listening.adminPort)",
@@ -52,17 +60,34 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
+/// Reads a configuration file: the file once, then the checkpoints in object storage it names (pulled, or found in
+/// the local cache) before it is decoded and checked. `serve` and every reload read it this way.
+func loadConfiguration(
+    _ path: String, environment: [String: String]
+) async throws(ConfigurationError) -> GatewayConfiguration {
+    let yaml = try GatewayConfiguration.text(path)
+    var packs: [String: String] = [:]
+    for pack in GatewayConfiguration.remoteCheckpoints(yaml: yaml) {
+        do {
+            packs[pack] = try await RemotePack.localPath(for: pack, environment: environment)
+        } catch {
+            throw ConfigurationError("\(path): checkpoint \(pack): \(error.message)")
+        }
+    }
+    return try GatewayConfiguration.parse(yaml: yaml, packs: packs, environment: environment, source: path)
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
 /// Runs a gateway until SIGINT or SIGTERM; `onListening` runs once both listeners accept connections.
 func runGateway(
-    _ configuration: GatewayConfiguration, environment: [String: String], logLevel: String,
+    _ configuration: GatewayConfiguration, environment: [String: String], logLevel: Logger.Level,
+    reloadSource: ConfigurationReloader.Source? = nil, watchFile: String? = nil,
     onListening: @escaping @Sendable (Gateway.Listening, Gateway) async -> Void
 ) async throws {
-    guard let level = Logger.Level(rawValue: logLevel) else {
-        throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning or error")
-    }
     LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
+        handler.logLevel = logLevel
         return handler
     }
     let logger = Logger(label: "torpor.gateway")
@@ -71,7 +96,7 @@ func runGateway(
     do {
         gateway = try await Gateway(
             configuration: configuration, simulatorExecutable: currentExecutable(), environment: environment,
-            logger: logger
+            reloadSource: reloadSource, watchFile: watchFile, logger: logger
         ) { listening in
             guard let gateway = box.gateway else { return }
             await onListening(listening, gateway)

@@ -100,6 +100,15 @@ struct Pull: AsyncParsableCommand {
 
 /// A pack argument: a local path as it is, or `s3://…` pulled into the local cache (`TORPOR_S3_CACHE`, else
 /// ~/.cache/torpor/s3) unless it is there already.
+/// The pack argument of the commands that read a whole pack on this machine.
+struct PackSource: ParsableArguments {
+    @Argument(help: "A pack directory made by `torpor pack`, or s3://bucket/prefix (pulled into the local cache).")
+    var pack: String
+
+    /// The pack's local directory: `pack` itself, or the local cache's copy of an `s3://` pack, pulled first.
+    func local() async throws -> String { try await localPack(pack) }
+}
+
 func localPack(_ text: String) async throws -> String {
     try await reportingErrors {
         try await RemotePack.localPath(for: text, environment: ProcessInfo.processInfo.environment)

@@ -11,7 +11,8 @@ struct Torpor: AsyncParsableCommand {
         abstract: "One GPU, many LLMs: a sleep-aware OpenAI gateway, compressed checkpoints, a simulated vLLM engine.",
         version: torporVersion,
         subcommands: [
-            Serve.self, Demo.self, Pack.self, Unpack.self, Inspect.self, Verify.self, Load.self, Push.self, Pull.self,
+            Serve.self, Demo.self, Admin.self, Pack.self, Unpack.self, Inspect.self, Verify.self, Load.self, Push.self,
+            Pull.self,
             Bench.self, GPU.self, SimEngine.self,
         ]
     )
@@ -131,8 +132,7 @@ struct Unpack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Restore every original file of a pack, byte for byte, into a new directory.")
 
-    @Argument(help: "A pack directory made by `torpor pack`, or s3://bucket/prefix (pulled into the local cache).")
-    var pack: String
+    @OptionGroup var source: PackSource
 
     @Argument(help: "The directory to create; it must not exist or be empty.")
     var output: String
@@ -140,7 +140,7 @@ struct Unpack: AsyncParsableCommand {
     @OptionGroup var work: WorkOptions
 
     func run() async throws {
-        let pack = try await localPack(pack)
+        let pack = try await source.local()
         let renderer = ProgressRenderer(quiet: work.quiet)
         let report = try reportingErrors {
             try ModelPack.unpack(pack: pack, to: output, workers: work.threads, progress: renderer.handler)
@@ -157,8 +157,7 @@ struct Verify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check every checksum of a pack; with --against, compare every restored byte with the original.")
 
-    @Argument(help: "A pack directory made by `torpor pack`, or s3://bucket/prefix (pulled into the local cache).")
-    var pack: String
+    @OptionGroup var source: PackSource
 
     @Option(help: "The original model directory (or .safetensors file) to compare against, byte for byte.")
     var against: String?
@@ -166,7 +165,7 @@ struct Verify: AsyncParsableCommand {
     @OptionGroup var work: WorkOptions
 
     func run() async throws {
-        let pack = try await localPack(pack)
+        let pack = try await source.local()
         let renderer = ProgressRenderer(quiet: work.quiet)
         let report = try reportingErrors {
             try ModelPack.verify(pack: pack, against: against, workers: work.threads, progress: renderer.handler)

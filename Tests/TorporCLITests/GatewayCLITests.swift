@@ -157,6 +157,101 @@ import TorporTestSupport
         #expect(await serve.terminate() == 0)
     }
 
+    @Test("torpor serve reloads its configuration on SIGHUP and, with --watch-config, when the file changes")
+    func reload() async throws {
+        let scratch = Scratch()
+        let path = scratch.path + "/torpor.yaml"
+        func write(_ models: String) throws {
+            try """
+            listen: {client: "127.0.0.1:0", admin: "127.0.0.1:0"}
+            state_dir: \(scratch.path)/state
+            models:
+            \(models)
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        let tiny =
+            "  - {name: tiny, preload: true, engine: {simulated: true, time_scale: 0.01}, weights_gib: 1, kv_cache_gib: 1}"
+        func model(_ name: String) -> String {
+            "  - {name: \(name), engine: {simulated: true, time_scale: 0.01}, weights_gib: 1, kv_cache_gib: 1}"
+        }
+        try write(tiny)
+        let serve = try Running(["serve", "--config", path, "--watch-config"])
+        #expect(await serve.waitFor("admin token (shown once)"), "stderr: \(serve.stderr)")
+        let client = try #require(serve.stdout.firstMatch(of: /client API on http:\/\/127\.0\.0\.1:(\d+)/)?.1)
+        func ids() async throws -> String { try await curl("http://127.0.0.1:\(client)/v1/models") }
+
+        // The file watch.
+        try write(tiny + "\n" + model("second"))
+        #expect(await poll(timeout: .seconds(30)) { (try? await ids())?.contains("\"id\":\"second\"") == true })
+        // A broken file is refused and logged; the gateway goes on with what it runs.
+        try "models: [".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(await poll(timeout: .seconds(30)) { serve.stderr.contains("configuration reload refused") })
+        #expect(try await ids().contains("\"id\":\"second\""))
+        // SIGHUP (the file watch sees this change too; either reload leaves the same result).
+        try write(tiny + "\n" + model("third"))
+        kill(serve.process.processIdentifier, SIGHUP)
+        #expect(await poll(timeout: .seconds(30)) { (try? await ids())?.contains("\"id\":\"third\"") == true })
+        #expect(try await !ids().contains("\"id\":\"second\""))
+        #expect(serve.process.isRunning, "SIGHUP does not stop the gateway")
+        #expect(await serve.terminate() == 0)
+    }
+
+    @Test("torpor admin shows, sleeps, wakes, switches, reloads, leases and tails logs of a running gateway")
+    func admin() async throws {
+        let scratch = Scratch()
+        let path = scratch.path + "/torpor.yaml"
+        let token = "admin-cli-token-0123456789"
+        try """
+        listen: {client: "127.0.0.1:0", admin: "127.0.0.1:0"}
+        state_dir: \(scratch.path)/state
+        admin_token: \(token)
+        gpus: [{id: "0", memory_gib: 10}]
+        models:
+          - {name: a, preload: true, engine: {simulated: true, time_scale: 0.01}, weights_gib: 3, kv_cache_gib: 3}
+          - {name: b, aliases: [bee], engine: {simulated: true, time_scale: 0.01}, weights_gib: 3, kv_cache_gib: 3}
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let serve = try Running(["serve", "--config", path])
+        defer { _ = serve.process.isRunning ? kill(serve.process.processIdentifier, SIGKILL) : 0 }
+        #expect(await serve.waitFor("admin API on"), "stderr: \(serve.stderr)")
+        let port = try #require(serve.stdout.firstMatch(of: /admin API on http:\/\/127\.0\.0\.1:(\d+)/)?.1)
+        let connection = ["--url", "http://127.0.0.1:\(port)", "--token", token]
+        func admin(_ arguments: String...) throws -> CommandResult {
+            try torpor(["admin"] + arguments + connection, timeout: .seconds(120))
+        }
+        #expect(
+            await poll(timeout: .seconds(60)) {
+                let table = (try? admin("status"))?.stdout ?? ""
+                return table.contains(/b\s+L[12]\s/) && table.contains(/a\s+awake\s/)
+            })
+        let status = try admin("status")
+        #expect(status.status == 0)
+        #expect(status.stdout.hasPrefix("MODEL"), "\(status.stdout)")
+        #expect(status.stdout.contains(/a\s+awake\s+0\s/) && status.stdout.contains("bee"), "\(status.stdout)")
+        #expect(status.stdout.contains(/\nGPU\s+AWAKE/), "\(status.stdout)")
+
+        #expect(try admin("switch", "b", "--from", "a").stdout.contains(/b\s+awake/))
+        #expect(try admin("sleep", "b", "--level", "2").stdout == "b: L2\n")
+        #expect(try admin("wake", "a").stdout == "a: awake\n")
+        let leased = try admin("lease", "0", "--mode", "refuse")
+        #expect(leased.stdout.contains(/0\s.*refuse/), "\(leased.stdout)")
+        let released = try admin("lease", "0", "--release")
+        #expect(released.status == 0 && !released.stdout.contains("refuse"), "\(released.stdout)")
+        #expect(try admin("reload").stdout == "nothing changed\n")
+        let logs = try admin("logs", "b", "--lines", "2")
+        #expect(logs.status == 0 && logs.stdout.split(separator: "\n").count == 2, "\(logs.stdout)")
+
+        // Errors name the problem.
+        let unknown = try admin("wake", "zzz")
+        #expect(unknown.status == 1 && unknown.stderr.contains("no model `zzz`"), "\(unknown.stderr)")
+        let refused = try torpor([
+            "admin", "status", "--url", "http://127.0.0.1:\(port)", "--token", "wrong-token-0123",
+        ])
+        #expect(refused.status == 1 && refused.stderr.contains("refused the admin token"))
+        let nobody = try torpor(["admin", "status", "--url", "http://127.0.0.1:1", "--token", token])
+        #expect(nobody.status == 1 && nobody.stderr.contains("no gateway answers at http://127.0.0.1:1"))
+        #expect(await serve.terminate() == 0)
+    }
+
     /// `curl` started in the background, its output (with headers) in a file.
     final class BackgroundCurl {
         let process = Process()

@@ -164,12 +164,52 @@ import TorporEngine
             "models:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1, checkpoint: /nowhere/pack}\n",
             "models[0].checkpoint: /nowhere/pack"
         ),
+        (
+            "models:\n  - {name: a, aliases: [b], engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n"
+                + "  - {name: b, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "configured twice"
+        ),
+        (
+            "models:\n  - {name: a, aliases: [x], engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n"
+                + "  - {name: b, aliases: [x], engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "models.b.aliases: \"x\" is already the name or an alias of another model"
+        ),
+        (
+            "models:\n  - {name: a, served_name: q, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "served_name: \"q\" is only for an external engine"
+        ),
     ])
     func badConfigurationsNameTheKey(yaml: String, message: String) {
         #expect {
             _ = try GatewayConfiguration.parse(yaml: yaml)
         } throws: { error in
             (error as? ConfigurationError)?.message.contains(message) == true
+        }
+    }
+
+    @Test func aReloadIsSortedIntoWhatKeepsItsEngineAndWhatDoesNot() throws {
+        func configuration(_ models: String, extra: String = "") throws -> GatewayConfiguration {
+            try GatewayConfiguration.parse(yaml: extra + "gpus: [{id: '0', memory_gib: 40}]\nmodels:\n" + models)
+        }
+        let line = { (name: String, rest: String) in
+            "  - {name: \(name), engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1\(rest)}\n"
+        }
+        let old = try configuration(line("a", "") + line("b", "") + line("c", "") + line("d", ""))
+        let new = try configuration(
+            line("a", "") + line("c", ", sleep_residue_gib: 0.5")
+                + line("d", ", aliases: [x], idle_ttl_seconds: 9, pinned: true")
+                + line("e", ""), extra: "limits: {queue_depth: 3}\n")
+        let change = try ConfigurationChange.between(old, new)
+        #expect(change.unchanged == ["a"] && change.removed == ["b"] && change.restarted == ["c"])
+        #expect(change.updated == ["d"] && change.added == ["e"] && change.settings == ["limits"])
+        #expect(try ConfigurationChange.between(old, old).isEmpty)
+
+        let moved = try configuration(line("a", ""), extra: "listen: {client: ':9000'}\nstate_dir: /tmp/elsewhere\n")
+        #expect {
+            _ = try ConfigurationChange.between(old, moved)
+        } throws: { error in
+            (error as? ConfigurationError)?.message.hasPrefix("listen, state_dir changed, which only a restart applies")
+                == true
         }
     }
 

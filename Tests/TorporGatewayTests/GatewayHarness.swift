@@ -18,6 +18,9 @@ final class GatewayUnderTest: Sendable {
     let admin: String
     let token: String
     let stateDirectory: String
+    /// The YAML file it was started from (listeners and state directory included); `reconfigure` rewrites it.
+    let configFile: String
+    private let header: String
     private let group: ServiceGroup
     private let running: Task<Void, any Error>
 
@@ -34,18 +37,23 @@ final class GatewayUnderTest: Sendable {
         waitForEngines: Bool = true
     ) async throws -> GatewayUnderTest {
         let state = NSTemporaryDirectory() + "/torpor-gateway-test-\(getpid())-\(UUID().uuidString.prefix(8))"
-        let full = """
+        let header = """
             listen:
               client: 127.0.0.1:0
               admin: 127.0.0.1:0
             state_dir: \(state)
             admin_token: \(token)
 
-            """ + yaml
-        let configuration = try GatewayConfiguration.parse(yaml: full)
+            """
+        let file = state + ".yaml"
+        try (header + yaml).write(toFile: file, atomically: true, encoding: .utf8)
+        let configuration = try GatewayConfiguration.parse(yaml: header + yaml)
         let (ports, continuation) = AsyncStream<Gateway.Listening>.makeStream()
         let gateway = try await Gateway(
-            configuration: configuration, simulatorExecutable: torporBinary, logger: quietLogger
+            configuration: configuration, simulatorExecutable: torporBinary,
+            reloadSource: { () async throws(ConfigurationError) in
+                try GatewayConfiguration.parse(yaml: try GatewayConfiguration.text(file), source: file)
+            }, logger: quietLogger
         ) { listening in continuation.yield(listening) }
         let group = gateway.serviceGroup()
         let running = Task {
@@ -60,8 +68,8 @@ final class GatewayUnderTest: Sendable {
         }
         let result = GatewayUnderTest(
             gateway: gateway, client: "http://127.0.0.1:\(listening.clientPort)",
-            admin: "http://127.0.0.1:\(listening.adminPort)", token: listening.adminToken, state: state, group: group,
-            running: running)
+            admin: "http://127.0.0.1:\(listening.adminPort)", token: listening.adminToken, state: state,
+            configFile: file, header: header, group: group, running: running)
         guard waitForEngines else { return result }
         do {
             try await result.waitUntil("every engine started", timeout: startTimeout) {
@@ -81,9 +89,11 @@ final class GatewayUnderTest: Sendable {
     }
 
     private init(
-        gateway: Gateway, client: String, admin: String, token: String, state: String, group: ServiceGroup,
-        running: Task<Void, any Error>
+        gateway: Gateway, client: String, admin: String, token: String, state: String, configFile: String,
+        header: String, group: ServiceGroup, running: Task<Void, any Error>
     ) {
+        self.configFile = configFile
+        self.header = header
         self.gateway = gateway
         self.client = client
         self.admin = admin
@@ -98,6 +108,12 @@ final class GatewayUnderTest: Sendable {
         await group.triggerGracefulShutdown()
         _ = try? await running.value
         try? FileManager.default.removeItem(atPath: stateDirectory)
+        try? FileManager.default.removeItem(atPath: configFile)
+    }
+
+    /// Rewrites the configuration file with `yaml` (under the same listeners and state directory).
+    func reconfigure(_ yaml: String) throws {
+        try (header + yaml).write(toFile: configFile, atomically: true, encoding: .utf8)
     }
 
     func state(_ model: String) async -> String {

@@ -297,6 +297,28 @@ import TorporEngine
         #expect(await rig.phases("m0", "m1") == ["awake", "L1"])
     }
 
+    @Test func aStartedModelForgetsItsFailuresAndABootstrappedOneGoesBackToSleepUnlessWanted() {
+        let configuration = rigConfiguration(models: 2, gpuGiB: 24, preload: 1)
+        var bootstrapped = ModelState(config: configuration.models[1], weightsPath: "w")
+        bootstrapped.consecutiveFailures = 2
+        bootstrapped.restartNotBefore = .seconds(9)
+        bootstrapped.lastError = "CUDA out of memory"
+        bootstrapped.recordStarted(at: .seconds(5))
+        #expect(bootstrapped.consecutiveFailures == 0 && bootstrapped.restartNotBefore == nil)
+        #expect(bootstrapped.lastError == nil && bootstrapped.startedOnce && bootstrapped.bootstrapSince == nil)
+        #expect(bootstrapped.awakeSince == .seconds(5) && bootstrapped.lastUsed == .seconds(5))
+        #expect(bootstrapped.sleepIntent == .init(reason: .idle))
+
+        var asked = ModelState(config: configuration.models[1], weightsPath: "w")
+        asked.queue.append(.init(id: 1, enqueued: .zero, deadline: .seconds(60)))
+        asked.recordStarted(at: .seconds(5))
+        #expect(asked.sleepIntent == nil, "a request waits for it")
+
+        var preloaded = ModelState(config: configuration.models[0], weightsPath: "w")
+        preloaded.recordStarted(at: .seconds(5))
+        #expect(preloaded.sleepIntent == nil && !preloaded.preloading)
+    }
+
     @Test func reconciliationIsDecidedFromThePhaseAndWhatTheEngineSays() {
         let policy = SchedulingPolicy(rigConfiguration(models: 1, gpuGiB: 24))
         var model = ModelState(config: rigConfiguration(models: 1, gpuGiB: 24).models[0], weightsPath: "w")

@@ -3,6 +3,7 @@ import Hummingbird
 public import Logging
 import NIOCore
 import NIOFoundationCompat
+import Synchronization
 
 /// A request's context with its connection, so that a generation can be aborted when its client leaves.
 struct SimulatedRequestContext: RequestContext {
@@ -51,6 +52,8 @@ public struct SimulatedEngineServer: Sendable {
         let engine = self.engine
         let configuration = self.configuration
         let connections = self.connections
+        // The headers of the last generation request, for tests of what a proxy passes on (`/sim/last-request`).
+        let lastHeaders = Mutex<[String: String]>([:])
 
         router.get("/health") { _, _ in Response(status: .ok) }
         router.get("/is_sleeping") { _, _ in json(["is_sleeping": await engine.isSleeping]) }
@@ -182,6 +185,9 @@ public struct SimulatedEngineServer: Sendable {
                 "usage": ["prompt_tokens": tokens, "total_tokens": tokens] as [String: any Sendable],
             ])
         }
+        router.get("/sim/last-request") { _, _ in
+            json(["headers": lastHeaders.withLock { $0 }])
+        }
         router.post("/sim/fault") { request, _ in
             if let token = configuration.adminToken,
                 request.headers[.authorization] != "Bearer \(token)"
@@ -212,6 +218,9 @@ public struct SimulatedEngineServer: Sendable {
         }
 
         @Sendable func generate(_ request: Request, chat: Bool, channel: any Channel) async throws -> Response {
+            let headers = Dictionary(
+                request.headers.map { ($0.name.canonicalName, $0.value) }, uniquingKeysWith: { $0 + ", " + $1 })
+            lastHeaders.withLock { $0 = headers }
             guard let body = try await jsonObject(request) else {
                 return notAJSONObject()
             }

@@ -110,6 +110,7 @@ public final class EngineProcess: Sendable {
     ///   the deadline passes.
     public func waitUntilReady(_ client: EngineClient, deadline: Duration) async throws(EngineError) {
         let end = ContinuousClock.now + deadline
+        let socket = EngineClient.unixSocket(of: client.baseURL)
         while true {
             if let status = exitStatus() {
                 throw EngineError(
@@ -117,11 +118,13 @@ public final class EngineProcess: Sendable {
                     "engine \(client.name) exited with status \(status) before it was ready; log \(logPath):\n\(logTail())"
                 )
             }
+            // An engine on a unix socket is not probed before its socket exists: a probe would only fail to connect.
+            let listening = socket.map { access($0, F_OK) == 0 } ?? true
             // Each probe gets at most the time left: the HTTP client keeps retrying a refused connection until
             // its own deadline.
             var probe = client
             probe.timeouts.probe = max(.milliseconds(50), min(client.timeouts.probe, end - ContinuousClock.now))
-            if (try? await probe.isHealthy()) == true { return }
+            if listening, (try? await probe.isHealthy()) == true { return }
             guard ContinuousClock.now < end else {
                 throw EngineError(
                     .timeout, "engine \(client.name) was not ready within \(deadline); log \(logPath):\n\(logTail())")

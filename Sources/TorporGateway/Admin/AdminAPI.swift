@@ -1,25 +1,37 @@
+import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOFoundationCompat
+import NIOHTTP1
 import TorporCheckpoint
 import TorporEngine
 
 /// The admin listener (127.0.0.1:8081 by default): model states and ledgers, sleep / wake / switch, weight reloads,
-/// GPU leases, the transition event stream and Prometheus metrics. Every call needs `Authorization: Bearer TOKEN`.
+/// GPU leases, configuration reloads, the transition event stream and Prometheus metrics (the gateway's and each
+/// engine's). Every call needs `Authorization: Bearer TOKEN`; the metrics also take the read-only metrics token.
 struct AdminAPI: Sendable {
     let token: String
+    let metricsToken: String?
     let scheduler: Scheduler
     let metrics: GatewayMetrics
     let events: EventBus
+    let reloader: ConfigurationReloader
+    let http: HTTPClient
+    /// Where the engines' logs are (`NAME.log`).
+    let logDirectory: String
 
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
-        router.add(middleware: BearerTokenMiddleware(token: Array(token.utf8)))
+        router.add(
+            middleware: BearerTokenMiddleware(
+                token: Array(token.utf8), metricsToken: metricsToken.map { Array($0.utf8) }))
         let scheduler = self.scheduler
         let metrics = self.metrics
         let events = self.events
+        let reloader = self.reloader
+        let http = self.http
 
         router.get("/metrics") { _, _ in
             var headers = HTTPFields()
@@ -29,6 +41,24 @@ struct AdminAPI: Sendable {
         }
         router.get("/admin/models") { _, _ in
             try jsonResponse(ModelsReply(models: await scheduler.statuses(), gpus: await scheduler.ledgers()))
+        }
+        router.get("/admin/models/{name}/metrics") { _, context in
+            let name = try context.parameters.require("name")
+            let status = try await status(name)
+            return try await engineMetrics(status, http: http)
+        }
+        router.get("/admin/models/{name}/logs") { request, context in
+            let name = try context.parameters.require("name")
+            _ = try await status(name)
+            guard FileManager.default.fileExists(atPath: logDirectory + "/\(name).log") else {
+                throw AdminError(
+                    .notFound, "`\(name)` has no engine log (an external engine, or one not started yet)")
+            }
+            let query = request.uri.queryParameters
+            let lines = query["lines"].flatMap { Int(String($0)) } ?? 200
+            let follow = query["follow"].map { $0 == "1" || $0 == "true" } ?? false
+            return EngineLogTail(path: logDirectory + "/\(name).log", lines: max(0, lines))
+                .response(following: follow, request: request, stopping: { await scheduler.shuttingDown })
         }
         router.get("/admin/models/{name}") { _, context in
             let name = try context.parameters.require("name")
@@ -70,6 +100,15 @@ struct AdminAPI: Sendable {
             }
             _ = try await adminCall { () async throws(GatewayError) in try await scheduler.wake(target) }
             return try jsonResponse(ModelsReply(models: await scheduler.statuses(), gpus: await scheduler.ledgers()))
+        }
+        router.post("/admin/reload") { _, _ in
+            let change: ConfigurationChange
+            do throws(ConfigurationError) {
+                change = try await reloader.reload(trigger: "admin API")
+            } catch {
+                throw AdminError(.badRequest, "the configuration was not reloaded: \(error.message)")
+            }
+            return try jsonResponse(change)
         }
         router.get("/admin/gpus") { _, _ in try jsonResponse(await scheduler.ledgers()) }
         router.post("/admin/gpus/{id}/lease") { request, context in
@@ -173,19 +212,53 @@ struct AdminError: HTTPResponseError {
     }
 }
 
-/// Lets a request through only with `Authorization: Bearer TOKEN`, compared in constant time.
+/// Lets a request through only with `Authorization: Bearer TOKEN`, compared in constant time; the metrics (GET
+/// `/metrics` and `/admin/models/NAME/metrics`) also with the metrics token.
 struct BearerTokenMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
     let token: [UInt8]
+    let metricsToken: [UInt8]?
+
+    static func readsMetrics(_ request: Request) -> Bool {
+        let path = request.uri.path
+        return request.method == .get
+            && (path == "/metrics" || (path.hasPrefix("/admin/models/") && path.hasSuffix("/metrics")))
+    }
 
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        guard let presented = request.headers[.authorization].flatMap(bearerToken),
-            constantTimeEqual(Array(presented.utf8), token)
-        else {
+        let presented = request.headers[.authorization].flatMap(bearerToken).map { Array($0.utf8) }
+        let admitted = presented.map { presented in
+            constantTimeEqual(presented, token)
+                || (Self.readsMetrics(request) && metricsToken.map { constantTimeEqual(presented, $0) } ?? false)
+        }
+        guard admitted == true else {
             throw AdminError(.unauthorized, "the admin API needs `Authorization: Bearer TOKEN` with the admin token")
         }
         return try await next(request, context)
     }
+}
+
+/// An engine's own Prometheus metrics (vLLM's `vllm:*`), fetched from its private socket; a sleeping engine answers
+/// too, so nothing is woken.
+private func engineMetrics(_ status: Scheduler.ModelStatus, http: HTTPClient) async throws -> Response {
+    guard !["stopped", "starting", "failed"].contains(status.state) else {
+        throw AdminError(.serviceUnavailable, "the engine of `\(status.name)` is not running (it is \(status.state))")
+    }
+    let response: HTTPClientResponse
+    let body: ByteBuffer
+    do {
+        response = try await http.execute(
+            HTTPClientRequest(url: status.engineURL + "/metrics"), timeout: .seconds(10))
+        body = try await response.body.collect(upTo: 32 << 20)
+    } catch {
+        throw AdminError(.badGateway, "the engine of `\(status.name)` did not answer /metrics: \(error)")
+    }
+    guard response.status == .ok else {
+        throw AdminError(.badGateway, "the engine of `\(status.name)` answered /metrics with \(response.status.code)")
+    }
+    var headers = HTTPFields()
+    headers[.contentType] = response.headers.first(name: "Content-Type") ?? "text/plain; version=0.0.4"
+    return Response(status: .ok, headers: headers, body: .init(byteBuffer: body))
 }

@@ -19,6 +19,10 @@ extension Scheduler {
         public var engineURL: String
         /// The unix socket the engine listens on, when it does (`curl --unix-socket PATH http://engine/health`).
         public var engineSocket: String?
+        /// The engine's process, when Torpor started it and it runs.
+        public var enginePID: Int32?
+        /// Other names clients may send for it.
+        public var aliases: [String]
         public var lastError: String?
 
         enum CodingKeys: String, CodingKey {
@@ -32,6 +36,8 @@ extension Scheduler {
             case weightsPath = "weights_path"
             case engineURL = "engine_url"
             case engineSocket = "engine_socket"
+            case enginePID = "engine_pid"
+            case aliases
             case lastError = "last_error"
         }
     }
@@ -70,6 +76,7 @@ extension Scheduler {
                         "1": model.wakeSeconds[.offloadWeights] ?? 0, "2": model.wakeSeconds[.discardWeights] ?? 0,
                     ],
                     weightsPath: model.weightsPath, engineURL: url, engineSocket: EngineClient.unixSocket(of: url),
+                    enginePID: await engines[name]?.processID(), aliases: model.config.aliases,
                     lastError: model.lastError))
         }
         return result

@@ -124,7 +124,7 @@ struct ConfigReader {
     func decodeGateway() throws(ConfigurationError) -> GatewayConfiguration {
         let fields = try mapping(allowed: [
             "listen", "admin_token", "api_keys", "limits", "scheduler", "host_memory_gib", "gpus", "models",
-            "state_dir", "host_cache_dir", "pass_environment", "engine_transport",
+            "state_dir", "host_cache_dir", "pass_environment", "engine_transport", "metrics_token",
         ])
         var result = GatewayConfiguration()
         if let listen = child(fields, "listen") {
@@ -137,6 +137,7 @@ struct ConfigReader {
             }
         }
         result.adminToken = try string(fields, "admin_token")
+        result.metricsToken = try string(fields, "metrics_token")
         for (index, item) in try items(fields, "api_keys").enumerated() {
             let values = try item.mapping(allowed: ["name", "key", "key_env", "models"])
             let name = try item.string(values, "name") ?? "key\(index + 1)"
@@ -219,7 +220,7 @@ struct ConfigReader {
     func decodeModel() throws(ConfigurationError) -> Model {
         let values = try mapping(allowed: [
             "name", "gpu", "engine", "weights_gib", "kv_cache_gib", "sleep_residue_gib", "sleep_level", "pinned",
-            "preload", "idle_ttl_seconds", "weights_path", "checkpoint",
+            "preload", "idle_ttl_seconds", "weights_path", "checkpoint", "aliases", "served_name",
         ])
         guard let name = try string(values, "name") else { throw ConfigurationError("\(path).name is missing") }
         guard let engineReader = child(values, "engine") else { throw ConfigurationError("\(path).engine is missing") }
@@ -243,6 +244,8 @@ struct ConfigReader {
         model.preload = try bool(values, "preload") ?? false
         model.idleTTLSeconds = try double(values, "idle_ttl_seconds", minimum: 0.001)
         model.weightsPath = try string(values, "weights_path")
+        model.aliases = try strings(values, "aliases") ?? []
+        model.servedName = try string(values, "served_name")
         if let pack = try string(values, "checkpoint") {
             guard !pack.hasPrefix("s3://") || context.packs[pack] != nil else {
                 throw ConfigurationError(

@@ -21,6 +21,22 @@ extension GatewayConfiguration {
                     "models.\(model.name): awake it needs \(gib(model.awakeBytes)) and its neighbours' sleep residue "
                         + "\(gib(needed - model.awakeBytes)), more than GPU \(gpu.id)'s \(gib(gpu.memoryBytes))")
             }
+            for alias in model.aliases {
+                guard !alias.isEmpty else {
+                    throw ConfigurationError("models.\(model.name).aliases: an alias is empty")
+                }
+                guard seen.insert(alias).inserted else {
+                    throw ConfigurationError(
+                        "models.\(model.name).aliases: \"\(alias)\" is already the name or an alias of another model")
+                }
+            }
+            if let served = model.servedName {
+                guard case .external = model.engine else {
+                    throw ConfigurationError(
+                        "models.\(model.name).served_name: \"\(served)\" is only for an external engine (`engine.url`); "
+                            + "engines Torpor starts serve the model's name")
+                }
+            }
             if model.sleepLevel == .hostCache, model.checkpoint == nil {
                 throw ConfigurationError(
                     "models.\(model.name).sleep_level: host-cache wakes from the model's Torpor pack; set checkpoint")
@@ -65,6 +81,9 @@ extension GatewayConfiguration {
         }
         if let token = adminToken, token.count < 16 {
             throw ConfigurationError("admin_token: use at least 16 characters")
+        }
+        if let token = metricsToken, token.count < 16 {
+            throw ConfigurationError("metrics_token: use at least 16 characters")
         }
     }
 }

@@ -10,6 +10,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var listen = Listeners()
     /// The admin API's bearer token; `TORPOR_ADMIN_TOKEN` overrides it; without either one is generated.
     public var adminToken: String?
+    /// A read-only credential for the admin listener's metrics (`/metrics` and each engine's); `TORPOR_METRICS_TOKEN`
+    /// overrides it; without either only the admin token reads them.
+    public var metricsToken: String?
     /// Client API keys; none means the client API is open.
     public var apiKeys: [APIKey] = []
     public var limits = Limits()
@@ -183,6 +186,11 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public struct Model: Sendable, Equatable {
         /// The `model` clients send.
         public var name: String
+        /// Other names clients may send for it (`gpt-4o-mini`, say); `/v1/models` lists them too.
+        public var aliases: [String] = []
+        /// The name its engine serves, sent upstream as the request's `model`: for engines Torpor starts, `name`
+        /// (they get `--served-model-name NAME`); an external engine may serve another.
+        public var servedName: String?
         public var gpu = "0"
         public var engine: Engine
         /// GPU memory of the weights (also the host RAM a level-1 sleep holds).
@@ -219,6 +227,21 @@ public struct GatewayConfiguration: Sendable, Equatable {
                 max(30, SimulatedEngineConfiguration.defaultColdStartSeconds * timeScale * 3)
             case .external: 60
             }
+        }
+
+        /// The name sent upstream.
+        public var upstreamName: String { servedName ?? name }
+
+        /// The model with only what its running engine depends on: two models with the same identity can keep one
+        /// engine across a configuration reload (their names, aliases, TTLs, pins and preloads may differ).
+        public var engineIdentity: Model {
+            var identity = self
+            identity.aliases = []
+            identity.pinned = false
+            identity.preload = false
+            identity.idleTTLSeconds = nil
+            identity.weightsPath = nil
+            return identity
         }
 
         /// GPU memory while awake: weights, KV cache and what stays when it sleeps.

@@ -8,7 +8,6 @@ import TorporEngine
 /// next then have no request left to wait for.
 struct ShutdownDrain: Service {
     let scheduler: Scheduler
-    let events: EventBus
     let connections: ConnectionWatch
     let graceSeconds: Double
     let logger: Logger
@@ -21,7 +20,7 @@ struct ShutdownDrain: Service {
             return
         }
         await scheduler.beginShutdown()
-        events.finish()
+        scheduler.events.finish()
         let left = await scheduler.waitUntilIdle(seconds: graceSeconds)
         if left > 0 {
             logger.warning(

@@ -1,10 +1,12 @@
 import Foundation
 import Synchronization
+import TorporCheckpoint
 
 /// The gateway's Prometheus metrics, rendered in the text exposition format at the admin API's `/metrics`.
 ///
 /// Model states, transition durations by kind and level, queue depth and wait, requests by model and status,
-/// GPU ledgers, host memory, and the latency the proxy adds before an engine answers.
+/// GPU ledgers, host memory; per model the latency the gateway adds before an answer's head, time to first token,
+/// tokens in and out, and requests in flight; and the build.
 public final class GatewayMetrics: Sendable {
     private struct Histogram {
         var buckets: [Double]
@@ -34,10 +36,17 @@ public final class GatewayMetrics: Sendable {
         var ledgers: [String: (awake: Int, residue: Int, capacity: Int)] = [:]
         var hostBytes = 0
         var hostBudget = 0
-        var proxyLatency = Histogram(buckets: latencyBuckets)
+        var addedLatency: [String: Histogram] = [:]
+        var firstToken: [String: Histogram] = [:]
+        var promptTokens: [String: Int] = [:]
+        var completionTokens: [String: Int] = [:]
+        var inFlight: [String: Int] = [:]
     }
 
-    private static let latencyBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
+    /// From a tenth of a millisecond (the proxy alone) to the minutes a cold start takes.
+    private static let latencyBuckets = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+    ]
     private static let secondsBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
     private let state = Mutex(State())
 
@@ -51,6 +60,9 @@ public final class GatewayMetrics: Sendable {
                 state.failures[model] = state.failures[model] ?? 0
                 state.queueDepth[model] = state.queueDepth[model] ?? 0
                 state.phases[model] = state.phases[model] ?? "stopped"
+                state.promptTokens[model] = state.promptTokens[model] ?? 0
+                state.completionTokens[model] = state.completionTokens[model] ?? 0
+                state.inFlight[model] = state.inFlight[model] ?? 0
             }
         }
     }
@@ -91,8 +103,27 @@ public final class GatewayMetrics: Sendable {
         }
     }
 
-    /// Time from a request's arrival to the engine's answer head, less the time it waited for a wake.
-    public func observeProxyLatency(seconds: Double) { state.withLock { $0.proxyLatency.observe(seconds) } }
+    /// What the gateway added before an answer's head reached the client: from the request's arrival to its
+    /// sending upstream (the wait for a wake included), plus the time to pass the engine's head on.
+    func observeAddedLatency(_ model: String, seconds: Double) {
+        state.withLock { $0.addedLatency[model, default: Histogram(buckets: Self.latencyBuckets)].observe(seconds) }
+    }
+
+    /// From a streamed request's arrival to its first chunk of answer written to the client.
+    func observeTimeToFirstToken(_ model: String, seconds: Double) {
+        state.withLock { $0.firstToken[model, default: Histogram(buckets: Self.latencyBuckets)].observe(seconds) }
+    }
+
+    /// Tokens an engine reported in an answer's `usage`.
+    func countTokens(_ model: String, prompt: Int, completion: Int) {
+        state.withLock {
+            $0.promptTokens[model, default: 0] += prompt
+            $0.completionTokens[model, default: 0] += completion
+        }
+    }
+
+    /// One more (or, with -1, one less) request of `model` on its engine.
+    func addInFlight(_ model: String, _ delta: Int) { state.withLock { $0.inFlight[model, default: 0] += delta } }
 
     /// The Prometheus text exposition.
     public func render() -> String {
@@ -130,8 +161,22 @@ public final class GatewayMetrics: Sendable {
             "torpor_host_memory_bytes", "Host RAM held by level-1 sleepers, and the budget.", "gauge",
             [("use=\"level1_weights\"", state.hostBytes), ("use=\"budget\"", state.hostBudget)])
         out += histogram(
-            "torpor_proxy_latency_seconds", "Latency the gateway adds before the engine's answer starts.",
-            [("", state.proxyLatency)])
+            "torpor_added_latency_seconds",
+            "Time the gateway adds before an answer's head reaches the client, waiting for a wake included.",
+            byModel(state.addedLatency))
+        out += histogram(
+            "torpor_time_to_first_token_seconds", "From a streamed request's arrival to its first chunk of answer.",
+            byModel(state.firstToken))
+        out += family(
+            "torpor_prompt_tokens_total", "Prompt tokens engines reported in their answers' usage.", "counter",
+            byModel(state.promptTokens))
+        out += family(
+            "torpor_completion_tokens_total", "Generated tokens engines reported in their answers' usage.", "counter",
+            byModel(state.completionTokens))
+        out += family(
+            "torpor_requests_in_flight", "Requests on their model's engine now.", "gauge", byModel(state.inFlight))
+        out += family(
+            "torpor_build_info", "The running build.", "gauge", [("version=\"\(escaped(torporVersion))\"", 1)])
         return out
     }
 

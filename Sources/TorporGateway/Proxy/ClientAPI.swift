@@ -21,10 +21,9 @@ import TorporEngine
 struct ClientAPI: Sendable {
     static let proxiedPaths: Set<String> = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
 
-    let configuration: GatewayConfiguration
+    let settings: LiveSettings
     let scheduler: Scheduler
     let metrics: GatewayMetrics
-    let keys: APIKeyTable
     let http: HTTPClient
     let logger: Logger
     let connections = ConnectionWatch()
@@ -40,6 +39,7 @@ struct ClientAPI: Sendable {
 
     /// Answers one request.
     func respond(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
+        let settings = self.settings.current
         let path = Self.canonicalPath(request.uri.path)
         if Self.proxiedPaths.contains(path) {
             guard request.method == .post else {
@@ -47,54 +47,95 @@ struct ClientAPI: Sendable {
                     GatewayError(.badRequest, "Use POST for \(path)."), status: 405, to: writer)
                 return
             }
-            try await proxy(request, path: path, writer: writer, channel: channel)
+            try await proxy(request, path: path, settings: settings, writer: writer, channel: channel)
             return
         }
         switch (request.method, path) {
         case (.get, _) where path == "/v1/models" || path.hasPrefix("/v1/models/"):
-            let result = authenticate(request)
+            let result = authenticate(request, keys: settings.keys)
             guard case .success(let key) = result else {
                 if case .failure(let error) = result { try await write(error, to: writer) }
                 return
             }
+            let entries = await modelEntries(for: key, settings: settings)
             guard path.hasPrefix("/v1/models/") else {
-                let entries = await models(for: key).map(Self.modelEntry)
-                try await writeJSON(
-                    Array("{\"object\":\"list\",\"data\":[\(entries.joined(separator: ","))]}".utf8), to: writer)
+                let list = entries.map(\.json).joined(separator: ",")
+                try await writeJSON(Array("{\"object\":\"list\",\"data\":[\(list)]}".utf8), to: writer)
                 return
             }
             let id = String(path.dropFirst("/v1/models/".count))
             let name = id.removingPercentEncoding ?? id
-            guard let status = await models(for: key).first(where: { $0.name == name }) else {
+            guard let entry = entries.first(where: { $0.id == name }) else {
                 try await write(
                     GatewayError(.notFound, "The model `\(name)` does not exist or you do not have access to it."),
                     to: writer)
                 return
             }
-            try await writeJSON(Array(Self.modelEntry(status).utf8), to: writer)
+            try await writeJSON(Array(entry.json.utf8), to: writer)
         case (.get, "/health"), (.head, "/health"):
             try await writeJSON(Array(#"{"status":"ok"}"#.utf8), to: writer)
+        case (.get, "/ready"), (.head, "/ready"):
+            // Serving: every model has been started once (or has failed) since the gateway began, and it is not
+            // shutting down.
+            let (ready, shuttingDown) = await (scheduler.isReady, scheduler.shuttingDown)
+            let status = shuttingDown ? "shutting_down" : ready ? "ready" : "starting"
+            try await writeJSON(
+                Array("{\"status\":\"\(status)\"}".utf8), status: status == "ready" ? .ok : .serviceUnavailable,
+                to: writer)
+        case (.get, _) where path.hasPrefix("/health/"):
+            // One model's health, as its state says; asking never wakes it.
+            let sent = String(path.dropFirst("/health/".count))
+            let name = sent.removingPercentEncoding ?? sent
+            let model = settings.routes[name]?.model ?? name
+            let result = authenticate(request, keys: settings.keys)
+            guard case .success(let key) = result else {
+                if case .failure(let error) = result { try await write(error, to: writer) }
+                return
+            }
+            guard key?.models?.contains(model) ?? true,
+                let state = await scheduler.statuses().first(where: { $0.name == model })?.state
+            else {
+                try await write(
+                    GatewayError(.notFound, "The model `\(name)` does not exist or you do not have access to it."),
+                    to: writer)
+                return
+            }
+            let healthy = state != "failed"
+            try await writeJSON(
+                Array("{\"model\":\(jsonString(model)),\"state\":\"\(state)\",\"healthy\":\(healthy)}".utf8),
+                status: healthy ? .ok : .serviceUnavailable, to: writer)
         default:
             try await write(GatewayError(.unknownPath, "Unknown request URL: \(request.method) \(path)."), to: writer)
         }
     }
 
-    /// The models `key` may use (all of them without keys).
-    private func models(for key: GatewayConfiguration.APIKey?) async -> [Scheduler.ModelStatus] {
-        await scheduler.statuses().filter { key?.models?.contains($0.name) ?? true }
-    }
-
-    /// One model as OpenAI's model object, with its state.
-    private static func modelEntry(_ status: Scheduler.ModelStatus) -> String {
-        "{\"id\":\(jsonString(status.name)),\"object\":\"model\",\"created\":\(startTime),"
-            + "\"owned_by\":\"torpor\",\"state\":\"\(status.state)\"}"
+    /// The models `key` may use (all of them without keys) as OpenAI's model objects with their state: each
+    /// model, then each of its aliases (whose `root` names the model).
+    private func modelEntries(
+        for key: GatewayConfiguration.APIKey?, settings: LiveSettings.Snapshot
+    ) async -> [(id: String, json: String)] {
+        let states = Dictionary(
+            await scheduler.statuses().map { ($0.name, $0.state) }, uniquingKeysWith: { first, _ in first })
+        var entries: [(id: String, json: String)] = []
+        for model in settings.models where key?.models?.contains(model.name) ?? true {
+            guard let state = states[model.name] else { continue }
+            for id in [model.name] + model.aliases {
+                let json =
+                    "{\"id\":\(jsonString(id)),\"object\":\"model\",\"created\":\(Self.startTime),"
+                    + "\"owned_by\":\"torpor\",\"root\":\(jsonString(model.name)),\"state\":\"\(state)\"}"
+                entries.append((id, json))
+            }
+        }
+        return entries
     }
 
     /// When the gateway started, as OpenAI's `created`.
     private static let startTime = Int(Date().timeIntervalSince1970)
 
     /// The key a request carries, nil when no keys are configured.
-    private func authenticate(_ request: Request) -> Result<GatewayConfiguration.APIKey?, GatewayError> {
+    private func authenticate(
+        _ request: Request, keys: APIKeyTable
+    ) -> Result<GatewayConfiguration.APIKey?, GatewayError> {
         guard !keys.isEmpty else { return .success(nil) }
         guard let token = request.headers[.authorization].flatMap(bearerToken) else {
             return .failure(
@@ -107,18 +148,20 @@ struct ClientAPI: Sendable {
     }
 
     private func proxy(
-        _ request: Request, path: String, writer: consuming ResponseWriter, channel: any Channel
+        _ request: Request, path: String, settings: LiveSettings.Snapshot, writer: consuming ResponseWriter,
+        channel: any Channel
     ) async throws {
         let arrived = ContinuousClock.now
+        let requestID = UpstreamHeaders.requestID(request.headers)
         let key: GatewayConfiguration.APIKey?
-        switch authenticate(request) {
+        switch authenticate(request, keys: settings.keys) {
         case .success(let found): key = found
         case .failure(let error):
             metrics.countRequest(model: "", status: error.status)
             try await write(error, to: writer)
             return
         }
-        let limit = configuration.limits.maxRequestBytes
+        let limit = settings.limits.maxRequestBytes
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
             let error = GatewayError(
                 .payloadTooLarge, "The request body has \(length) bytes; this gateway accepts at most \(limit).")
@@ -145,7 +188,7 @@ struct ClientAPI: Sendable {
             return
         }
         let fields = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]
-        guard let fields, let model = fields["model"] as? String else {
+        guard var fields, let sent = fields["model"] as? String else {
             metrics.countRequest(model: "", status: 400)
             try await write(
                 GatewayError(
@@ -155,8 +198,10 @@ struct ClientAPI: Sendable {
                 to: writer)
             return
         }
-        // An unknown model is the scheduler's 404 (one actor call per request); one outside the key's list gets
-        // the same answer here.
+        // An alias means its model; an unknown name is the scheduler's 404 (one actor call per request). A model
+        // outside the key's list gets the same answer here.
+        let route = settings.routes[sent] ?? LiveSettings.Route(model: sent, upstreamName: sent)
+        let model = route.model
         guard key?.models?.contains(model) ?? true else {
             metrics.countRequest(model: "", status: 404)
             try await write(
@@ -165,16 +210,23 @@ struct ClientAPI: Sendable {
             return
         }
         let stream = fields["stream"] as? Bool ?? false
+        var upstreamBody = body
+        if route.upstreamName != sent {
+            // The engine knows the model by the name it serves.
+            fields["model"] = route.upstreamName
+            if let data = try? JSONSerialization.data(withJSONObject: fields) { upstreamBody = ByteBuffer(data: data) }
+        }
+        let upstreamHeaders = UpstreamHeaders.forwarded(request.headers, requestID: requestID, stream: stream)
         let slot = WriterSlot(writer)
         let outcome = await proxyWatched(
-            channel: channel, path: path, model: model, body: body, stream: stream, arrived: arrived,
-            slot: slot)
+            channel: channel, path: path, model: model, body: upstreamBody, headers: upstreamHeaders,
+            requestID: requestID, stream: stream, limits: settings.limits, arrived: arrived, slot: slot)
         if case .failure(let error) = outcome {
             // Names of models that do not exist come from clients: they are not metric labels.
             metrics.countRequest(model: error.code == .notFound ? "" : model, status: error.status)
             // A client that left gets no answer: there is no one to read it.
             if error.code != .cancelled, let writer = slot.writer.take() {
-                try await write(error, to: writer)
+                try await write(error, to: writer, requestID: requestID)
             } else if connections.isCutOff {
                 // Cut off at shutdown with the answer begun: it cannot be completed, so the connection ends it
                 // (the client sees a truncated answer instead of waiting for the rest).
@@ -185,15 +237,19 @@ struct ClientAPI: Sendable {
 
     /// Waits for the model, forwards the request and streams the answer back, all cancelled if the client leaves.
     private func proxyWatched(
-        channel: any Channel, path: String, model: String, body: ByteBuffer, stream: Bool,
-        arrived: ContinuousClock.Instant, slot: WriterSlot
+        channel: any Channel, path: String, model: String, body: ByteBuffer, headers: HTTPHeaders, requestID: String,
+        stream: Bool, limits: GatewayConfiguration.Limits, arrived: ContinuousClock.Instant, slot: WriterSlot
     ) async -> Result<Void, GatewayError> {
         let scheduler = self.scheduler
         let connections = self.connections
         let metrics = self.metrics
         let http = self.http
-        let logger = self.logger
-        let deadlines = UpstreamDeadlines(model: model, arrived: arrived, limits: configuration.limits)
+        let logger = {
+            var logger = self.logger
+            logger[metadataKey: "request.id"] = "\(requestID)"
+            return logger
+        }()
+        let deadlines = UpstreamDeadlines(model: model, arrived: arrived, limits: limits)
         do {
             try await connections.run(on: channel) {
                 try await deadlines.bounding { try await forwardOnce() }
@@ -217,7 +273,7 @@ struct ClientAPI: Sendable {
                 return .failure(
                     GatewayError(
                         .unavailable, "The gateway is shutting down.",
-                        retryAfterSeconds: configuration.limits.retryAfterSeconds))
+                        retryAfterSeconds: limits.retryAfterSeconds))
             }
             // The client left: nothing to answer.
             metrics.countRequest(model: model, status: 499)
@@ -250,16 +306,16 @@ struct ClientAPI: Sendable {
         }
 
         @Sendable func forward() async throws {
-            let waitStarted = ContinuousClock.now
             try await scheduler.withEngine(model) { engine in
-                let waited = ContinuousClock.now - waitStarted
+                metrics.addInFlight(model, 1)
+                defer { metrics.addInFlight(model, -1) }
                 var upstream = HTTPClientRequest(url: engine.baseURL + path)
                 upstream.method = .POST
-                upstream.headers.add(name: "Content-Type", value: "application/json")
-                upstream.headers.add(name: "Accept", value: stream ? "text/event-stream" : "application/json")
+                upstream.headers = headers
                 upstream.body = .bytes(body)
                 let response: HTTPClientResponse
                 deadlines.sent()
+                let sent = ContinuousClock.now
                 do {
                     response = try await http.execute(upstream, deadline: .distantFuture)
                 } catch is CancellationError {
@@ -268,8 +324,9 @@ struct ClientAPI: Sendable {
                     if let lost = EngineLost(error) { throw lost }
                     throw didNotAnswer(error)
                 }
-                metrics.observeProxyLatency(seconds: (ContinuousClock.now - arrived - waited) / .seconds(1))
+                let headReceived = ContinuousClock.now
                 var head = HTTPResponse(status: .init(code: Int(response.status.code)))
+                head.headerFields[RequestID.field] = requestID
                 for name in ["Content-Type", "Content-Length", "Cache-Control"] {
                     if let value = response.headers.first(name: name), let field = HTTPField.Name(name) {
                         head.headerFields[field] = value
@@ -277,11 +334,21 @@ struct ClientAPI: Sendable {
                 }
                 guard let writer = slot.writer.take() else { throw CancellationError() }
                 var bodyWriter = try await writer.writeHead(head)
+                metrics.observeAddedLatency(
+                    model, seconds: (sent - arrived + (ContinuousClock.now - headReceived)) / .seconds(1))
                 deadlines.received()
+                var usage = UsageTally()
+                var first = true
                 do {
                     for try await chunk in response.body {
                         deadlines.received()
+                        usage.consume(chunk)
                         try await bodyWriter.write(chunk)
+                        if first, stream {
+                            metrics.observeTimeToFirstToken(
+                                model, seconds: (ContinuousClock.now - arrived) / .seconds(1))
+                        }
+                        first = false
                     }
                 } catch is CancellationError {
                     let ending =
@@ -307,16 +374,21 @@ struct ClientAPI: Sendable {
                 }
                 try await bodyWriter.finish(nil)
                 metrics.countRequest(model: model, status: Int(response.status.code))
+                if let tokens = usage.usage {
+                    metrics.countTokens(model, prompt: tokens.prompt, completion: tokens.completion)
+                }
             }
         }
     }
 
     private func write(
-        _ error: GatewayError, status: Int? = nil, to writer: consuming ResponseWriter, close: Bool = false
+        _ error: GatewayError, status: Int? = nil, to writer: consuming ResponseWriter, close: Bool = false,
+        requestID: String? = nil
     )
         async throws
     {
         var head = HTTPResponse(status: .init(code: status ?? error.status))
+        if let requestID { head.headerFields[RequestID.field] = requestID }
         head.headerFields[.contentType] = "application/json"
         if let retry = error.retryAfterSeconds { head.headerFields[.retryAfter] = "\(retry)" }
         if close { head.headerFields[.connection] = "close" }
@@ -327,8 +399,10 @@ struct ClientAPI: Sendable {
         try await bodyWriter.finish(nil)
     }
 
-    private func writeJSON(_ body: [UInt8], to writer: consuming ResponseWriter) async throws {
-        var head = HTTPResponse(status: .ok)
+    private func writeJSON(
+        _ body: [UInt8], status: HTTPResponse.Status = .ok, to writer: consuming ResponseWriter
+    ) async throws {
+        var head = HTTPResponse(status: status)
         head.headerFields[.contentType] = "application/json"
         head.headerFields[.contentLength] = "\(body.count)"
         var bodyWriter = try await writer.writeHead(head)

@@ -45,6 +45,11 @@ final class ManagedEngine: ClientBackedEngine {
         return running.process.exitStatus() == nil
     }
 
+    func processID() async -> Int32? {
+        guard let running = await supervisor.engine(spec.name), running.process.exitStatus() == nil else { return nil }
+        return running.process.pid
+    }
+
 }
 
 /// An engine someone else runs; Torpor can sleep and wake it but not restart it.

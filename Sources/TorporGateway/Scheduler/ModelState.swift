@@ -13,7 +13,7 @@ struct ModelState: Sendable {
         let deadline: Duration
     }
 
-    let config: GatewayConfiguration.Model
+    private(set) var config: GatewayConfiguration.Model
     private(set) var phase = ModelPhase.stopped
     /// How many times `phase` has been entered: an observation made across an await is stale when it changed.
     private(set) var phaseChanges = 0
@@ -47,6 +47,16 @@ struct ModelState: Sendable {
     /// An admin reload of an awake model.
     var reloadIntent = false
     var lastError: String?
+    /// Set by a configuration reload that removed or changed the model: its engine is stopped at the GPU worker's
+    /// next turn (after a drain), and the model removed or replaced.
+    var retirement: Retirement?
+
+    enum Retirement: Sendable, Equatable {
+        /// No longer configured.
+        case remove
+        /// Configured with another engine: a new state and engine take its place, with its queue.
+        case replace
+    }
 
     struct SleepIntent: Sendable, Equatable {
         var reason: SleepReason
@@ -65,6 +75,33 @@ struct ModelState: Sendable {
         } else {
             bootstrapSince = .zero
         }
+    }
+
+    /// Its engine came up (a first start or a restart): past failures are forgotten, and a model started only
+    /// to exist asleep goes back to sleep unless someone asked for it meanwhile.
+    mutating func recordStarted(at now: Duration) {
+        consecutiveFailures = 0
+        restartNotBefore = nil
+        lastError = nil
+        awakeSince = now
+        lastUsed = now
+        startedOnce = true
+        preloading = false
+        if bootstrapSince != nil, queue.isEmpty, wakeIntent == nil {
+            sleepIntent = .init(reason: .idle)
+        }
+        bootstrapSince = nil
+    }
+
+    /// Takes a reloaded configuration of the same engine (`Model.engineIdentity`): names, TTL, pins, preloads and
+    /// `weights_path` change; a model newly preloaded or pinned is wanted awake.
+    mutating func update(config new: GatewayConfiguration.Model) {
+        let wantedAwake = !(config.preload || config.pinned) && (new.preload || new.pinned)
+        if new.weightsPath != config.weightsPath, let path = new.weightsPath ?? new.checkpoint?.path {
+            weightsPath = path
+        }
+        config = new
+        if wantedAwake, phase != .awake, wakeIntent == nil { wakeIntent = .zero }
     }
 
     var name: String { config.name }

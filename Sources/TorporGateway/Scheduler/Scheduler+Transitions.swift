@@ -30,6 +30,7 @@ extension Scheduler {
         case .wake(let name): await wake(name, gpu: id)
         case .drain(let name, let level, let reason): await drainAndSleep(name, level: level, reason: reason, gpu: id)
         case .reload(let name): await reload(name, gpu: id)
+        case .retire(let name): await retire(name, gpu: id)
         }
         gpus[id]?.state.transition = nil
         publishLedger(gpu: id)
@@ -60,20 +61,7 @@ extension Scheduler {
         let seconds = (clock.now - started) / .seconds(1)
         metrics.observeTransition(kind: "start", level: nil, seconds: seconds)
         let now = clock.now
-        modify(name) { model in
-            model.consecutiveFailures = 0
-            model.restartNotBefore = nil
-            model.lastError = nil
-            model.awakeSince = now
-            model.lastUsed = now
-            model.startedOnce = true
-            model.preloading = false
-            // Started to exist asleep: it goes back to sleep unless someone asked for it meanwhile.
-            if model.bootstrapSince != nil, model.queue.isEmpty, model.wakeIntent == nil {
-                model.sleepIntent = .init(reason: .idle)
-            }
-            model.bootstrapSince = nil
-        }
+        modify(name) { model in model.recordStarted(at: now) }
         setPhase(name, .awake)
         emit(name, kind: "start", from: from, to: .awake, seconds: seconds)
         admitQueue(name)

@@ -24,24 +24,29 @@ public actor Scheduler: Service {
         let signals: AsyncStream<Void>
     }
 
-    let configuration: GatewayConfiguration
-    let policy: SchedulingPolicy
+    /// The running configuration; a reload replaces it (`apply`).
+    var configuration: GatewayConfiguration
+    var policy: SchedulingPolicy
     let clock: any SchedulerClock
     let logger: Logger
     let metrics: GatewayMetrics
     let events: EventBus
     var models: [String: ModelState] = [:]
-    let engines: [String: any ModelEngine]
-    /// Model names in configuration order.
-    let order: [String]
+    var engines: [String: any ModelEngine]
+    /// Model names in configuration order (then models a reload removed, until their engines are stopped).
+    var order: [String]
+    /// The new state and engine of each model a reload changed, taken up once its old engine is stopped.
+    var replacements: [String: (state: ModelState, engine: any ModelEngine)] = [:]
     var gpus: [String: GPUWorker] = [:]
     /// The continuations of queued requests, by request id.
     private var waiting: [UInt64: CheckedContinuation<Void, any Error>] = [:]
     /// Admitted requests, by use id: the model each one holds.
-    private var uses: [UInt64: String] = [:]
+    var uses: [UInt64: String] = [:]
     private var nextID: UInt64 = 0
     /// Set by `beginShutdown()`: nothing new is admitted, started or woken.
     private(set) var shuttingDown = false
+    /// Latched by `isReady` the first time every model had started.
+    private var startedUp = false
     /// Resumed at every change of state and every tick.
     let changes = ChangeSignal()
 
@@ -306,6 +311,12 @@ public actor Scheduler: Service {
     }
 
     private var inFlightTotal: Int { models.values.reduce(0) { $0 + $1.inFlight } }
+
+    /// True once the gateway has started up (`isStartedUp` held once): what `/ready` reports until shutdown.
+    public var isReady: Bool {
+        if !startedUp, isStartedUp { startedUp = true }
+        return startedUp && !shuttingDown
+    }
 
     /// True once every model has been started once (awake or put to sleep), or has failed.
     public var isStartedUp: Bool {

@@ -35,6 +35,12 @@ public protocol ModelEngine: Sendable {
     /// What the engine itself says of its sleep (`/is_sleeping`, then the level from its sleep-state metric), or
     /// nil when it cannot tell: the liveness check deals with an engine that does not answer.
     func observedSleepState() async -> EngineSleepState?
+    /// The engine's process, when Torpor started it and it runs.
+    func processID() async -> Int32?
+}
+
+extension ModelEngine {
+    public func processID() async -> Int32? { nil }
 }
 
 /// Where a model is in its life; the admin API shows `name`.

@@ -27,6 +27,8 @@ struct SchedulingPolicy: Sendable {
         case wake(String)
         case drain(String, SleepLevel, SleepReason)
         case reload(String)
+        /// Stop the engine of a model a reload removed or changed (`ModelState.retirement`), after a drain.
+        case retire(String)
     }
 
     /// What happens to a request that the model cannot refuse outright.
@@ -43,6 +45,10 @@ struct SchedulingPolicy: Sendable {
 
     /// Why a request for `model` is refused before it counts as demand, or nil.
     func refusal(of model: ModelState, on gpu: GPUState, shuttingDown: Bool) -> GatewayError? {
+        if model.retirement == .remove {
+            return GatewayError(
+                .notFound, "The model `\(model.name)` was removed from the gateway's configuration.")
+        }
         if shuttingDown {
             return GatewayError(
                 .unavailable, "The gateway is shutting down; `\(model.name)` takes no new requests.",
@@ -64,7 +70,7 @@ struct SchedulingPolicy: Sendable {
     }
 
     func admission(of model: ModelState, on gpu: GPUState) -> Admission {
-        if model.phase == .awake && gpu.lease == nil { return .admit }
+        if model.phase == .awake && gpu.lease == nil && model.retirement == nil { return .admit }
         return model.queue.count < limits.queueDepth ? .enqueue : .queueFull
     }
 
@@ -120,6 +126,9 @@ struct SchedulingPolicy: Sendable {
     ) -> Transition? {
         guard !shuttingDown else { return nil }
         let local = models.filter { $0.gpu == gpu.id }
+        if let model = local.first(where: { $0.retirement != nil }) {
+            return .retire(model.name)
+        }
         if let model = local.first(where: { $0.sleepIntent != nil && $0.phase == .awake }),
             let intent = model.sleepIntent
         {
@@ -128,7 +137,7 @@ struct SchedulingPolicy: Sendable {
         if let model = local.first(where: { $0.reloadIntent && $0.phase == .awake }) { return .reload(model.name) }
         guard gpu.lease == nil else { return nil }
 
-        let startable = local.filter { $0.isAsleep || $0.phase == .stopped }
+        let startable = local.filter { ($0.isAsleep || $0.phase == .stopped) && $0.retirement == nil }
         let requested = startable.filter { !$0.queue.isEmpty }.sorted { oldestFirst($0, $1) }
         if let target = requested.first {
             return place(target, on: gpu, local: local, models: models, now: now, mayEvictPreloaded: true)

@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+import TorporTestSupport
+
+@testable import TorporGateway
+
+/// deploy/: the Kubernetes manifests against Kubernetes' own schemas (offline), and the configuration, unit and image
+/// they ship checked against what the gateway accepts and how long its shutdown takes.
+@Suite struct DeploymentTests {
+    static let deploy = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("deploy")
+
+    static var python: String? { ProcessInfo.processInfo.environment["TORPOR_KUBERNETES_PYTHON"] }
+
+    static var skipReason: Comment {
+        let reason =
+            ProcessInfo.processInfo.environment["TORPOR_KUBERNETES_SKIP_REASON"]
+            ?? "TORPOR_KUBERNETES_PYTHON is not set; run scripts/test.sh, which installs kubernetes-validate"
+        return Comment(rawValue: "kubernetes-validate is not available: \(reason)")
+    }
+
+    static func text(_ path: String) throws -> String {
+        try String(contentsOf: deploy.appendingPathComponent(path), encoding: .utf8)
+    }
+
+    @Test(.enabled(if: python != nil, skipReason))
+    func theKubernetesManifestsPassKubernetesSchemas() throws {
+        let manifests = try FileManager.default.contentsOfDirectory(atPath: Self.deploy.path + "/kubernetes")
+            .filter { $0.hasSuffix(".yaml") }.map { Self.deploy.path + "/kubernetes/" + $0 }
+        #expect(!manifests.isEmpty)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.python ?? "python3")
+        process.arguments = ["-m", "kubernetes_validate", "--strict"] + manifests
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(text)")
+        for kind in ["configmap", "secret", "daemonset", "service", "networkpolicy"] {
+            #expect(text.contains("passed for resource \(kind)/"), "\(text)")
+        }
+    }
+
+    @Test func theShippedGatewayConfigurationIsValidAndItsProbesNeverWake() throws {
+        let manifest = try Self.text("kubernetes/torpor.yaml")
+        // The ConfigMap's torpor.yaml: the block under `torpor.yaml: |`, four spaces in.
+        let lines = manifest.components(separatedBy: "\n")
+        let start = try #require(lines.firstIndex { $0.hasSuffix("torpor.yaml: |") })
+        let block = lines[(start + 1)...].prefix { $0.hasPrefix("    ") || $0.isEmpty }.map { String($0.dropFirst(4)) }
+        let configuration = try GatewayConfiguration.parse(yaml: block.joined(separator: "\n"))
+        #expect(configuration.listen.client.port == 8080 && configuration.listen.admin.port == 8081)
+        #expect(configuration.stateDirectory == "/var/lib/torpor")
+        #expect(manifest.contains("path: /ready") && manifest.contains("path: /health"))
+        #expect(manifest.contains("containerPort: 8080") && manifest.contains("containerPort: 8081"))
+        #expect(manifest.contains(#"args: ["serve", "--config", "/etc/torpor/torpor.yaml", "--watch-config"]"#))
+        // The pod's grace outlasts the gateway's shutdown.
+        let grace = try #require(manifest.firstMatch(of: /terminationGracePeriodSeconds: (\d+)/)?.1).description
+        #expect(try Double(#require(Int(grace))) > Self.shutdownBoundSeconds(configuration))
+    }
+
+    @Test func theSystemdUnitReloadsWithSIGHUPAndWaitsOutTheShutdown() throws {
+        let unit = try Self.text("systemd/torpor.service")
+        #expect(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"))
+        #expect(unit.contains("ExecStart=/usr/local/bin/torpor serve --config /etc/torpor/torpor.yaml"))
+        let timeout = try #require(unit.firstMatch(of: /TimeoutStopSec=(\d+)/)?.1).description
+        #expect(try Double(#require(Int(timeout))) > Self.shutdownBoundSeconds(GatewayConfiguration()))
+        let image = try Self.text("Containerfile")
+        #expect(image.contains("--static-swift-stdlib"))
+        #expect(
+            image.contains(#"ENTRYPOINT ["/usr/local/bin/torpor", "serve", "--config", "/etc/torpor/torpor.yaml"]"#))
+    }
+
+    /// The gateway's bound on a graceful shutdown with `configuration`, in seconds.
+    static func shutdownBoundSeconds(_ configuration: GatewayConfiguration) -> Double {
+        Gateway.shutdownBound(configuration) / .seconds(1)
+    }
+}
