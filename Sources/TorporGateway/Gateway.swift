@@ -113,8 +113,7 @@ public final class Gateway: Sendable {
         let settings = LiveSettings(configuration)
         client = ClientAPI(settings: settings, scheduler: scheduler, metrics: metrics, http: http, logger: logger)
         reloader = ConfigurationReloader(
-            running: configuration, source: reloadSource, factory: factory, scheduler: scheduler, settings: settings,
-            logger: logger)
+            running: configuration, source: reloadSource, factory: factory, scheduler: scheduler, settings: settings)
         self.watchFile = watchFile
     }
 

@@ -99,32 +99,40 @@ struct AdminStatus: AsyncParsableCommand {
     }
 }
 
+/// The model an admin call is about, and the gateway to ask.
+struct ModelCall: ParsableArguments {
+    @Argument(help: "The model.") var model: String
+    @OptionGroup var connection: AdminConnection
+
+    /// `POST /admin/models/MODEL/ACTION`, printing the model's state after it.
+    func post(_ action: String, query: String = "") async throws {
+        let body = try await connection.call(.POST, "/admin/models/\(escapedPath(model))/\(action)" + query)
+        let status = try JSONDecoder().decode(Scheduler.ModelStatus.self, from: Data(buffer: body))
+        print("\(status.name): \(status.state)")
+    }
+}
+
 struct AdminSleep: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sleep", abstract: "Drain a model and put it to sleep; returns once it sleeps.")
 
-    @Argument(help: "The model.") var model: String
+    @OptionGroup var call: ModelCall
     @Option(help: "1 (weights to host RAM) or 2 (weights discarded); default: the model's policy.") var level: Int?
-    @OptionGroup var connection: AdminConnection
 
     func validate() throws {
         if let level, ![1, 2].contains(level) { throw ValidationError("--level \(level): use 1 or 2") }
     }
 
-    func run() async throws {
-        let query = level.map { "?level=\($0)" } ?? ""
-        try await report(connection.call(.POST, "/admin/models/\(escapedPath(model))/sleep" + query))
-    }
+    func run() async throws { try await call.post("sleep", query: level.map { "?level=\($0)" } ?? "") }
 }
 
 struct AdminWake: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wake", abstract: "Wake a model (or start it, a failed one too); returns once it is awake.")
 
-    @Argument(help: "The model.") var model: String
-    @OptionGroup var connection: AdminConnection
+    @OptionGroup var call: ModelCall
 
-    func run() async throws { try await report(connection.call(.POST, "/admin/models/\(escapedPath(model))/wake")) }
+    func run() async throws { try await call.post("wake") }
 }
 
 struct AdminSwitch: AsyncParsableCommand {
@@ -192,13 +200,13 @@ struct AdminLogs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logs", abstract: "The end of a model's engine log; with -f, what it writes next too.")
 
-    @Argument(help: "The model.") var model: String
+    @OptionGroup var call: ModelCall
     @Option(help: "How many lines from the end.") var lines: Int = 100
     @Flag(name: [.short, .long], help: "Keep printing what the engine writes, until interrupted.") var follow = false
-    @OptionGroup var connection: AdminConnection
 
     func run() async throws {
-        let path = "/admin/models/\(escapedPath(model))/logs?lines=\(lines)" + (follow ? "&follow=1" : "")
+        let connection = call.connection
+        let path = "/admin/models/\(escapedPath(call.model))/logs?lines=\(lines)" + (follow ? "&follow=1" : "")
         let response = try await connection.send(.GET, path, timeout: follow ? .seconds(365 * 86400) : .seconds(60))
         guard response.status == .ok else {
             try connection.check(response.status, try await response.body.collect(upTo: 1 << 20))
@@ -208,12 +216,6 @@ struct AdminLogs: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data(buffer: chunk))
         }
     }
-}
-
-/// A model's state as the admin API answers it, one line.
-private func report(_ body: ByteBuffer) throws {
-    let status = try JSONDecoder().decode(Scheduler.ModelStatus.self, from: Data(buffer: body))
-    print("\(status.name): \(status.state)")
 }
 
 private func escapedPath(_ text: String) -> String {

@@ -15,18 +15,14 @@ public actor ConfigurationReloader {
     private let factory: EngineFactory
     private let scheduler: Scheduler
     private let settings: LiveSettings
-    private let logger: Logger
 
+    /// Refusals are logged with the scheduler's logger.
     init(
         running: GatewayConfiguration, source: Source?, factory: EngineFactory, scheduler: Scheduler,
-        settings: LiveSettings, logger: Logger
+        settings: LiveSettings
     ) {
-        self.running = running
-        self.source = source
-        self.factory = factory
-        self.scheduler = scheduler
-        self.settings = settings
-        self.logger = logger
+        (self.running, self.source, self.factory) = (running, source, factory)
+        (self.scheduler, self.settings) = (scheduler, settings)
     }
 
     /// The configuration in force.
@@ -46,7 +42,7 @@ public actor ConfigurationReloader {
             let new = try await source()
             return try await apply(new)
         } catch {
-            logger.error(
+            scheduler.logger.error(
                 "configuration reload refused; the running configuration goes on",
                 metadata: ["trigger": "\(trigger)", "error": "\(error.message)"])
             throw error
