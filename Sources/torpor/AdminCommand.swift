@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import TorporEngine
 import TorporGateway
 
 /// `torpor admin`: a running gateway's admin API from the shell.
@@ -51,7 +52,8 @@ struct AdminConnection: ParsableArguments {
         request.method = method
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
         do {
-            return try await HTTPClient.shared.execute(request, timeout: .seconds(Int64(timeout / .seconds(1))))
+            // A refused connection fails at once: no gateway listens there.
+            return try await EngineClient.sharedHTTP.execute(request, timeout: .seconds(Int64(timeout / .seconds(1))))
         } catch {
             fail(
                 "no gateway answers at \(baseURL) (\(error)); is `torpor serve` running? Set --url or TORPOR_ADMIN_URL")
