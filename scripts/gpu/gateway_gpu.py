@@ -33,6 +33,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_vllm_e2e import log, make_model, pack  # noqa: E402
 from vllm_engine import first_token_seconds, gpu_used_mib  # noqa: E402
+import gateway_operator_checks  # noqa: E402
 
 TOKEN = "torpor-gpu-gateway-test-token"
 PROMPT = "The capital of France is"
@@ -51,6 +52,7 @@ class Gateway:
         self.process = subprocess.Popen([binary, "serve", "--config", config], stdout=self.output,
                                         stderr=subprocess.STDOUT, env=environment, start_new_session=True)
         self.base = f"http://127.0.0.1:{self.client_port}"
+        self.token = TOKEN
 
     def admin(self, method: str, path: str, timeout: float = 600):
         request = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method,
@@ -330,6 +332,9 @@ models:
         record("GPU lease", status == 200 and release == 200 and waiting and queued == reference["small-a"]
                and used_leased < 3 * 3072, lease_status=status, used_mib_while_leased=used_leased,
                queued_request_waited=waiting, states_while_leased=body if status != 200 else None)
+
+        gateway_operator_checks.run(gateway, client, reference, f"{work}/torpor.yaml", record, answers)
+        ledger_check("the reloads")
 
         if arguments.skip_faults:
             raise SkippedFaults

@@ -185,6 +185,7 @@ public struct SimulatedEngineServer: Sendable {
                 "usage": ["prompt_tokens": tokens, "total_tokens": tokens] as [String: any Sendable],
             ])
         }
+        addTokenizerRoutes(to: router)
         router.get("/sim/last-request") { _, _ in
             json(["headers": lastHeaders.withLock { $0 }])
         }

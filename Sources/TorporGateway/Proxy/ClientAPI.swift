@@ -19,7 +19,16 @@ import TorporEngine
 /// it), while kept-alive connections stay open (see `ConnectionWatch`). Nothing else exists here: vLLM's dev paths
 /// (`/sleep`, `/wake_up`, `/collective_rpc`, ...) answer 404.
 struct ClientAPI: Sendable {
-    static let proxiedPaths: Set<String> = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+    /// The requests routed to an engine by their body's `model`: OpenAI's and vLLM's per-model endpoints.
+    static let proxiedPaths: Set<String> = [
+        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/tokenize", "/detokenize",
+        "/v1/score", "/v1/rerank", "/v2/rerank",
+    ]
+
+    /// What the listener serves, for the answer to any other path.
+    static let servedPaths =
+        "GET /v1/models, GET /v1/models/{id}; POST " + proxiedPaths.sorted().joined(separator: ", ")
+        + "; GET /health, /ready, /health/{model}"
 
     let settings: LiveSettings
     let scheduler: Scheduler
@@ -50,90 +59,11 @@ struct ClientAPI: Sendable {
             try await proxy(request, path: path, settings: settings, writer: writer, channel: channel)
             return
         }
-        switch (request.method, path) {
-        case (.get, _) where path == "/v1/models" || path.hasPrefix("/v1/models/"):
-            let result = authenticate(request, keys: settings.keys)
-            guard case .success(let key) = result else {
-                if case .failure(let error) = result { try await write(error, to: writer) }
-                return
-            }
-            let entries = await modelEntries(for: key, settings: settings)
-            guard path.hasPrefix("/v1/models/") else {
-                let list = entries.map(\.json).joined(separator: ",")
-                try await writeJSON(Array("{\"object\":\"list\",\"data\":[\(list)]}".utf8), to: writer)
-                return
-            }
-            let id = String(path.dropFirst("/v1/models/".count))
-            let name = id.removingPercentEncoding ?? id
-            guard let entry = entries.first(where: { $0.id == name }) else {
-                try await write(
-                    GatewayError(.notFound, "The model `\(name)` does not exist or you do not have access to it."),
-                    to: writer)
-                return
-            }
-            try await writeJSON(Array(entry.json.utf8), to: writer)
-        case (.get, "/health"), (.head, "/health"):
-            try await writeJSON(Array(#"{"status":"ok"}"#.utf8), to: writer)
-        case (.get, "/ready"), (.head, "/ready"):
-            // Serving: every model has been started once (or has failed) since the gateway began, and it is not
-            // shutting down.
-            let (ready, shuttingDown) = await (scheduler.isReady, scheduler.shuttingDown)
-            let status = shuttingDown ? "shutting_down" : ready ? "ready" : "starting"
-            try await writeJSON(
-                Array("{\"status\":\"\(status)\"}".utf8), status: status == "ready" ? .ok : .serviceUnavailable,
-                to: writer)
-        case (.get, _) where path.hasPrefix("/health/"):
-            // One model's health, as its state says; asking never wakes it.
-            let sent = String(path.dropFirst("/health/".count))
-            let name = sent.removingPercentEncoding ?? sent
-            let model = settings.routes[name]?.model ?? name
-            let result = authenticate(request, keys: settings.keys)
-            guard case .success(let key) = result else {
-                if case .failure(let error) = result { try await write(error, to: writer) }
-                return
-            }
-            guard key?.models?.contains(model) ?? true,
-                let state = await scheduler.statuses().first(where: { $0.name == model })?.state
-            else {
-                try await write(
-                    GatewayError(.notFound, "The model `\(name)` does not exist or you do not have access to it."),
-                    to: writer)
-                return
-            }
-            let healthy = state != "failed"
-            try await writeJSON(
-                Array("{\"model\":\(jsonString(model)),\"state\":\"\(state)\",\"healthy\":\(healthy)}".utf8),
-                status: healthy ? .ok : .serviceUnavailable, to: writer)
-        default:
-            try await write(GatewayError(.unknownPath, "Unknown request URL: \(request.method) \(path)."), to: writer)
-        }
+        try await respondWithStatus(to: request, path: path, settings: settings, writer: writer)
     }
-
-    /// The models `key` may use (all of them without keys) as OpenAI's model objects with their state: each
-    /// model, then each of its aliases (whose `root` names the model).
-    private func modelEntries(
-        for key: GatewayConfiguration.APIKey?, settings: LiveSettings.Snapshot
-    ) async -> [(id: String, json: String)] {
-        let states = Dictionary(
-            await scheduler.statuses().map { ($0.name, $0.state) }, uniquingKeysWith: { first, _ in first })
-        var entries: [(id: String, json: String)] = []
-        for model in settings.models where key?.models?.contains(model.name) ?? true {
-            guard let state = states[model.name] else { continue }
-            for id in [model.name] + model.aliases {
-                let json =
-                    "{\"id\":\(jsonString(id)),\"object\":\"model\",\"created\":\(Self.startTime),"
-                    + "\"owned_by\":\"torpor\",\"root\":\(jsonString(model.name)),\"state\":\"\(state)\"}"
-                entries.append((id, json))
-            }
-        }
-        return entries
-    }
-
-    /// When the gateway started, as OpenAI's `created`.
-    private static let startTime = Int(Date().timeIntervalSince1970)
 
     /// The key a request carries, nil when no keys are configured.
-    private func authenticate(
+    func authenticate(
         _ request: Request, keys: APIKeyTable
     ) -> Result<GatewayConfiguration.APIKey?, GatewayError> {
         guard !keys.isEmpty else { return .success(nil) }
@@ -381,7 +311,7 @@ struct ClientAPI: Sendable {
         }
     }
 
-    private func write(
+    func write(
         _ error: GatewayError, status: Int? = nil, to writer: consuming ResponseWriter, close: Bool = false,
         requestID: String? = nil
     )
@@ -399,7 +329,7 @@ struct ClientAPI: Sendable {
         try await bodyWriter.finish(nil)
     }
 
-    private func writeJSON(
+    func writeJSON(
         _ body: [UInt8], status: HTTPResponse.Status = .ok, to writer: consuming ResponseWriter
     ) async throws {
         var head = HTTPResponse(status: status)
