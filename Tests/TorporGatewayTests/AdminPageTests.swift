@@ -36,7 +36,8 @@ import TorporTestSupport
             let steps = (result?["steps"] as? [[String: Any]])?.compactMap { $0["step"] as? String } ?? []
             #expect(steps.count == 7, "\(steps)")
             #expect(FileManager.default.fileExists(atPath: screenshot))
-            #expect(await gateway.state("m1") == "awake" && (await gateway.state("m0")).hasPrefix("L"))
+            let (m0, m1) = (await gateway.state("m0"), await gateway.state("m1"))
+            #expect(m1 == "awake" && m0.hasPrefix("L"), "m0 \(m0), m1 \(m1)")
         }
     }
 }
