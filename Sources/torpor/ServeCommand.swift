@@ -11,15 +11,21 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the gateway: OpenAI-compatible routing in front of sleeping and waking engines.",
         discussion: """
-            The configuration is a YAML file documented key by key in docs/gateway-config.md. The client API \
+            The configuration is a YAML file: `torpor serve --example-config` prints a complete one, commented \
+            (gateway-config.md in Torpor's documentation has every key). The client API \
             listens on listen.client (default 0.0.0.0:8080), the admin API on listen.admin (default \
             127.0.0.1:8081) with a bearer token from admin_token or TORPOR_ADMIN_TOKEN; without either a token is \
             generated and printed once. SIGINT or SIGTERM answers queued requests with 503, lets those in flight \
-            finish (limits.shutdown_grace_seconds), closes the listeners and then stops every engine.
+            finish (limits.shutdown_grace_seconds), closes the listeners and then stops every engine. SIGHUP (and, \
+            with --watch-config, a change of the file) reloads the configuration: models added, removed or changed \
+            are started, drained or replaced, the others keep their engines.
             """)
 
     @Option(help: "The YAML configuration file.")
-    var config: String
+    var config: String?
+
+    @Flag(help: "Print a complete example configuration, commented, and exit.")
+    var exampleConfig = false
 
     @Flag(
         help: """
@@ -31,9 +37,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
+    func validate() throws {
+        guard config != nil || exampleConfig else {
+            throw ValidationError("Missing expected argument '--config <config>' (or --example-config for a start)")
+        }
+    }
+
     func run() async throws {
+        guard let path = config, !exampleConfig else {
+            print(ExampleConfiguration.yaml, terminator: "")
+            return
+        }
         let environment = ProcessInfo.processInfo.environment
-        let path = config
         let source: ConfigurationReloader.Source = { () async throws(ConfigurationError) in
             try await loadConfiguration(path, environment: environment)
         }

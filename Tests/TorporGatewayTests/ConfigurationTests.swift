@@ -101,6 +101,21 @@ import TorporEngine
             ])
     }
 
+    @Test func theExampleThatServePrintsIsAValidConfiguration() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: GatewayUnderTest.torporBinary)
+        process.arguments = ["serve", "--example-config"]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let yaml = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let configuration = try GatewayConfiguration.parse(yaml: yaml)
+        #expect(configuration.models.map(\.name) == ["qwen3-8b", "llama-3.1-8b"])
+        #expect(configuration.models[0].aliases == ["default"] && configuration.models[0].preload)
+    }
+
     @Test func defaultsNeedOnlyModels() throws {
         let configuration = try GatewayConfiguration.parse(
             yaml: "models:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n")
@@ -145,13 +160,25 @@ import TorporEngine
         ),
         (
             "limits: {queue_depth: -1}\nmodels:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
-            "limits.queue_depth: expected a whole number of at least 1"
+            "limits.queue_depth: expected a whole number of at least 1, not \"-1\""
         ),
         (
             "api_keys: [{key: short}]\nmodels:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
             "at least 8 characters"
         ),
         ("models: [\n", "invalid YAML"),
+        (
+            "models:\n  - {name: a, preload: maybe, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "models[0].preload: expected true or false, not \"maybe\""
+        ),
+        (
+            "models:\n  - {name: a, engine: {simulated: true}, weights_gib: [1], kv_cache_gib: 1}\n",
+            "models[0].weights_gib: expected a number of at least 0.0, not a list"
+        ),
+        (
+            "models:\n  - {name: a, gpu: '7', engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
+            "models[0].gpu (model \"a\"): no GPU \"7\""
+        ),
         (
             "engine_transport: udp\nmodels:\n  - {name: a, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
             "engine_transport: expected unix (the default) or tcp, not \"udp\""
@@ -172,11 +199,11 @@ import TorporEngine
         (
             "models:\n  - {name: a, aliases: [x], engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n"
                 + "  - {name: b, aliases: [x], engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
-            "models.b.aliases: \"x\" is already the name or an alias of another model"
+            "models[1].aliases (model \"b\"): \"x\" is already the name or an alias of another model"
         ),
         (
             "models:\n  - {name: a, served_name: q, engine: {simulated: true}, weights_gib: 1, kv_cache_gib: 1}\n",
-            "served_name: \"q\" is only for an external engine"
+            "models[0].served_name (model \"a\"): \"q\" is only for an external engine"
         ),
     ])
     func badConfigurationsNameTheKey(yaml: String, message: String) {

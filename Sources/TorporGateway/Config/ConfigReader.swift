@@ -47,7 +47,9 @@ struct ConfigReader {
 
     func string(_ fields: [String: Node], _ name: String) throws(ConfigurationError) -> String? {
         guard let node = fields[name] else { return nil }
-        guard let value = node.scalar?.string else { throw ConfigurationError("\(key(name)): expected a string") }
+        guard let value = node.scalar?.string else {
+            throw ConfigurationError("\(key(name)): expected a string, not \(given(node))")
+        }
         return value
     }
 
@@ -55,7 +57,7 @@ struct ConfigReader {
         guard let node = fields[name] else { return nil }
         if node.scalar?.string == "null" || node.scalar?.string == "~" { return nil }
         guard let value = node.scalar.flatMap({ Double($0.string) }), value.isFinite, value >= minimum else {
-            throw ConfigurationError("\(key(name)): expected a number of at least \(minimum)")
+            throw ConfigurationError("\(key(name)): expected a number of at least \(minimum), not \(given(node))")
         }
         return value
     }
@@ -63,7 +65,8 @@ struct ConfigReader {
     func int(_ fields: [String: Node], _ name: String, minimum: Int = 0) throws(ConfigurationError) -> Int? {
         guard let node = fields[name] else { return nil }
         guard let value = node.scalar.flatMap({ Int($0.string) }), value >= minimum else {
-            throw ConfigurationError("\(key(name)): expected a whole number of at least \(minimum)")
+            throw ConfigurationError(
+                "\(key(name)): expected a whole number of at least \(minimum), not \(given(node))")
         }
         return value
     }
@@ -87,7 +90,7 @@ struct ConfigReader {
         switch node.scalar?.string.lowercased() {
         case "true", "yes", "on": return true
         case "false", "no", "off": return false
-        default: throw ConfigurationError("\(key(name)): expected true or false")
+        default: throw ConfigurationError("\(key(name)): expected true or false, not \(given(node))")
         }
     }
 
@@ -107,6 +110,12 @@ struct ConfigReader {
             result.append(value)
         }
         return result
+    }
+
+    /// What was given, for an error: a scalar quoted, else what kind of node it is.
+    private func given(_ node: Node) -> String {
+        if let scalar = node.scalar { return "\"\(scalar.string)\"" }
+        return node.sequence != nil ? "a list" : "a mapping"
     }
 
     func child(_ fields: [String: Node], _ name: String) -> ConfigReader? {

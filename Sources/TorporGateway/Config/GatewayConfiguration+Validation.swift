@@ -12,39 +12,39 @@ extension GatewayConfiguration {
             }
             guard let gpu = gpus.first(where: { $0.id == model.gpu }) else {
                 throw ConfigurationError(
-                    "models.\(model.name).gpu: no GPU \"\(model.gpu)\" under gpus (have \(gpus.map(\.id)))")
+                    "\(key(model.name, "gpu")): no GPU \"\(model.gpu)\" under gpus (have \(gpus.map(\.id)))")
             }
             let neighbours = models.filter { $0.gpu == model.gpu && $0.name != model.name }
             let needed = model.awakeBytes + neighbours.reduce(0) { $0 + $1.sleepResidueBytes }
             guard needed <= gpu.memoryBytes else {
                 throw ConfigurationError(
-                    "models.\(model.name): awake it needs \(gib(model.awakeBytes)) and its neighbours' sleep residue "
+                    "\(key(model.name)): awake it needs \(gib(model.awakeBytes)) and its neighbours' sleep residue "
                         + "\(gib(needed - model.awakeBytes)), more than GPU \(gpu.id)'s \(gib(gpu.memoryBytes))")
             }
             for alias in model.aliases {
                 guard !alias.isEmpty else {
-                    throw ConfigurationError("models.\(model.name).aliases: an alias is empty")
+                    throw ConfigurationError("\(key(model.name, "aliases")): an alias is empty")
                 }
                 guard seen.insert(alias).inserted else {
                     throw ConfigurationError(
-                        "models.\(model.name).aliases: \"\(alias)\" is already the name or an alias of another model")
+                        "\(key(model.name, "aliases")): \"\(alias)\" is already the name or an alias of another model")
                 }
             }
             if let served = model.servedName {
                 guard case .external = model.engine else {
                     throw ConfigurationError(
-                        "models.\(model.name).served_name: \"\(served)\" is only for an external engine (`engine.url`); "
+                        "\(key(model.name, "served_name")): \"\(served)\" is only for an external engine (`engine.url`); "
                             + "engines Torpor starts serve the model's name")
                 }
             }
             if model.sleepLevel == .hostCache, model.checkpoint == nil {
                 throw ConfigurationError(
-                    "models.\(model.name).sleep_level: host-cache wakes from the model's Torpor pack; set checkpoint")
+                    "\(key(model.name, "sleep_level")): host-cache wakes from the model's Torpor pack; set checkpoint")
             }
             if case .external(let url) = model.engine {
                 guard let host = URL(string: url)?.host, ["127.0.0.1", "localhost", "::1"].contains(host) else {
                     throw ConfigurationError(
-                        "models.\(model.name).engine.url: \(url) is not on loopback; vLLM's dev endpoints have no "
+                        "\(key(model.name, "engine.url")): \(url) is not on loopback; vLLM's dev endpoints have no "
                             + "authentication, so engines must listen on 127.0.0.1")
                 }
             }
@@ -85,6 +85,15 @@ extension GatewayConfiguration {
         if let token = metricsToken, token.count < 16 {
             throw ConfigurationError("metrics_token: use at least 16 characters")
         }
+    }
+}
+
+extension GatewayConfiguration {
+    /// How errors name a model's key: `models[1].gpu (model "b")`, the same index style the YAML reader's errors use,
+    /// with the model's name.
+    public func key(_ model: String, _ field: String? = nil) -> String {
+        let index = models.firstIndex { $0.name == model }.map(String.init) ?? "?"
+        return "models[\(index)]" + (field.map { "." + $0 } ?? "") + " (model \"\(model)\")"
     }
 }
 

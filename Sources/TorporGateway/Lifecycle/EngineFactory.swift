@@ -18,7 +18,7 @@ struct EngineFactory: Sendable {
         for model: GatewayConfiguration.Model, index: Int, in configuration: GatewayConfiguration
     ) throws(ConfigurationError) -> (engine: any ModelEngine, loads: String?) {
         guard let gpu = configuration.gpus.first(where: { $0.id == model.gpu }) else {
-            throw ConfigurationError("models.\(model.name).gpu: no GPU `\(model.gpu)` is configured")
+            throw ConfigurationError("\(configuration.key(model.name, "gpu")): no GPU `\(model.gpu)` is configured")
         }
         let timeout = configuration.scheduler.transitionTimeoutSeconds
         if case .external(let url) = model.engine {
@@ -33,7 +33,7 @@ struct EngineFactory: Sendable {
             do {
                 listening = .port(try EngineProcess.freePort())
             } catch {
-                throw ConfigurationError("models.\(model.name): \(error.message)")
+                throw ConfigurationError("\(configuration.key(model.name)): \(error.message)")
             }
         }
         guard
@@ -41,7 +41,7 @@ struct EngineFactory: Sendable {
                 listening: listening, gpu: gpu, stateDirectory: configuration.stateDirectory,
                 simulator: simulatorExecutable, hostCacheDirectory: configuration.hostCacheDirectory)
         else {
-            throw ConfigurationError("models.\(model.name).engine: no engine can be made for it")
+            throw ConfigurationError("\(configuration.key(model.name, "engine")): no engine can be made for it")
         }
         let engine = ManagedEngine(
             spec: spec, servedName: model.name, supervisor: supervisor, http: http, transitionTimeoutSeconds: timeout,

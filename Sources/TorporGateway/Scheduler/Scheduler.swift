@@ -70,7 +70,7 @@ public actor Scheduler: Service {
         metrics.register(models: order)
         for model in configuration.models {
             guard engines[model.name] != nil else {
-                throw ConfigurationError("models.\(model.name): no engine was made for it")
+                throw ConfigurationError("\(configuration.key(model.name)): no engine was made for it")
             }
             models[model.name] = ModelState(
                 config: model,
