@@ -86,6 +86,21 @@ import TorporEngine
         }
     }
 
+    @Test func anAnswerThatWaitedForAWakeSaysSoAndHealthShowsTheQueue() async throws {
+        try await withGateway(simulatedModels(2, awake: 1)) { gateway in
+            try await gateway.waitUntil("m1 asleep") { await gateway.state("m1").hasPrefix("L") }
+            let health = try await HTTPAnswer.send("GET", gateway.client + "/health/m1")
+            #expect(health.json?["queued"] as? Int == 0 && health.json?["in_flight"] as? Int == 0, "\(health.body)")
+            let woken = try await gateway.complete("m1")
+            #expect(woken.status == 200)
+            #expect(woken.headers.first(name: "X-Torpor-Woke-From")?.hasPrefix("L") == true, "\(woken.headers)")
+            let waited = try #require(woken.headers.first(name: "X-Torpor-Waited-Seconds").flatMap(Double.init))
+            #expect(waited >= 0 && waited < 30)
+            let awake = try await gateway.complete("m1")
+            #expect(awake.headers.first(name: "X-Torpor-Woke-From") == nil)
+        }
+    }
+
     @Test func aliasesReachTheirModelUnderTheNameItsEngineServes() async throws {
         try await withGateway(simulatedModels(1, awake: 1, modelLines: ["aliases: [gpt-4o-mini]"])) { gateway in
             let answer = try await gateway.complete("gpt-4o-mini", chat: true)

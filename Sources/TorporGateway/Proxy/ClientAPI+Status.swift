@@ -53,16 +53,19 @@ extension ClientAPI {
                 return
             }
             guard key?.models?.contains(model) ?? true,
-                let state = await scheduler.statuses().first(where: { $0.name == model })?.state
+                let status = await scheduler.statuses().first(where: { $0.name == model })
             else {
                 try await write(
                     GatewayError(.notFound, "The model `\(name)` does not exist or you do not have access to it."),
                     to: writer)
                 return
             }
-            let healthy = state != "failed"
+            let healthy = status.state != "failed"
+            let json =
+                "{\"model\":\(jsonString(model)),\"state\":\"\(status.state)\",\"healthy\":\(healthy),"
+                + "\"queued\":\(status.queued),\"in_flight\":\(status.inFlight)}"
             try await writeJSON(
-                Array("{\"model\":\(jsonString(model)),\"state\":\"\(state)\",\"healthy\":\(healthy)}".utf8),
+                Array(json.utf8),
                 status: healthy ? .ok : .serviceUnavailable, to: writer)
         default:
             let audio = path.hasPrefix("/v1/audio/") || path.hasPrefix("/audio/")

@@ -236,6 +236,7 @@ struct ClientAPI: Sendable {
         }
 
         @Sendable func forward() async throws {
+            let waitStarted = ContinuousClock.now
             try await scheduler.withEngine(model) { engine in
                 metrics.addInFlight(model, 1)
                 defer { metrics.addInFlight(model, -1) }
@@ -257,6 +258,12 @@ struct ClientAPI: Sendable {
                 let headReceived = ContinuousClock.now
                 var head = HTTPResponse(status: .init(code: Int(response.status.code)))
                 head.headerFields[RequestID.field] = requestID
+                if let state = engine.waitedFor {
+                    // The request waited for its model: from which state, and how long.
+                    head.headerFields[WaitHeaders.wokeFrom] = state
+                    head.headerFields[WaitHeaders.waited] = String(
+                        format: "%.3f", (sent - waitStarted) / .seconds(1))
+                }
                 for name in ["Content-Type", "Content-Length", "Cache-Control"] {
                     if let value = response.headers.first(name: name), let field = HTTPField.Name(name) {
                         head.headerFields[field] = value

@@ -45,3 +45,11 @@ enum RequestID {
     // Safe: a valid, constant field name.
     static let field = HTTPField.Name("X-Request-Id")!
 }
+
+/// The headers of an answer whose request waited for its model: the state it waited on (`X-Torpor-Woke-From: L2`)
+/// and the seconds it waited (`X-Torpor-Waited-Seconds`).
+enum WaitHeaders {
+    // Safe: valid, constant field names.
+    static let wokeFrom = HTTPField.Name("X-Torpor-Woke-From")!
+    static let waited = HTTPField.Name("X-Torpor-Waited-Seconds")!
+}

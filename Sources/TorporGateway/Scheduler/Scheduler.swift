@@ -16,6 +16,8 @@ public actor Scheduler: Service {
         public let model: String
         /// Where the request goes, e.g. `http://127.0.0.1:8001`.
         public let baseURL: String
+        /// The model's state when the request had to wait for it (`L2`, `starting`, ...); nil when it was awake.
+        public var waitedFor: String? = nil
     }
 
     struct GPUWorker {
@@ -125,6 +127,7 @@ public actor Scheduler: Service {
         case .enqueue:
             models[name] = model
         }
+        let waitedFor = model.phase.name
         nextID += 1
         let id = nextID
         let waitStarted = clock.now
@@ -153,7 +156,9 @@ public actor Scheduler: Service {
             throw GatewayError(.cancelled, "The request for `\(name)` was cancelled while it waited.")
         }
         // Counted in flight when it was resumed (`admitQueue`).
-        return await engineUse(name)
+        var use = await engineUse(name)
+        use.waitedFor = waitedFor
+        return use
     }
 
     /// Counts a new request in flight on `name` and hands out its use.
