@@ -6,33 +6,20 @@ import TorporTestSupport
 
 /// The admin page in a real headless Chromium (Clients/admin_page.py, Playwright driving Debian's chromium).
 @Suite struct AdminPageTests {
-    static var python: String? { ProcessInfo.processInfo.environment["TORPOR_PLAYWRIGHT_PYTHON"] }
+    static let playwright = InstalledTool("TORPOR_PLAYWRIGHT_PYTHON", "a headless browser (Playwright, chromium)")
 
-    static var skipReason: Comment {
-        let reason =
-            ProcessInfo.processInfo.environment["TORPOR_PLAYWRIGHT_SKIP_REASON"]
-            ?? "TORPOR_PLAYWRIGHT_PYTHON is not set; run scripts/test.sh, which installs Playwright and chromium"
-        return Comment(rawValue: "no headless browser: \(reason)")
-    }
-
-    @Test(.enabled(if: python != nil, skipReason))
+    @Test(.enabled(if: playwright.path != nil, Comment(rawValue: playwright.skipReason)))
     func thePageLogsInShowsTheModelsFollowsASwitchLiveAndShowsALog() async throws {
         try await withGateway(simulatedModels(2, awake: 1)) { gateway in
             try await gateway.waitUntil("m1 asleep") { await gateway.state("m1").hasPrefix("L") }
             let screenshot = NSTemporaryDirectory() + "/torpor-admin-page-\(getpid()).png"
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
                 .appendingPathComponent("Clients/admin_page.py").path
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Self.python ?? "python3")
-            process.arguments = [script, gateway.admin, gateway.token, screenshot, "m0", "m1"]
-            let output = Pipe()
-            process.standardOutput = output
-            try process.run()
-            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
+            let (status, text) = try runToEnd(
+                Self.playwright.path ?? "python3", [script, gateway.admin, gateway.token, screenshot, "m0", "m1"])
             print("admin page screenshot: \(screenshot)")
             let result = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
-            #expect(process.terminationStatus == 0 && result?["ok"] as? Bool == true, "\(text)")
+            #expect(status == 0 && result?["ok"] as? Bool == true, "\(text)")
             let steps = (result?["steps"] as? [[String: Any]])?.compactMap { $0["step"] as? String } ?? []
             #expect(steps.count == 7, "\(steps)")
             #expect(FileManager.default.fileExists(atPath: screenshot))

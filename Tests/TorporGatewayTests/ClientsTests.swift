@@ -7,16 +7,9 @@ import TorporTestSupport
 /// The gateway driven by OpenAI clients nobody in this project wrote (Clients/real_clients.py): the openai SDK
 /// sync and async, LiteLLM's SDK and proxy, `llm`, langchain-openai.
 @Suite struct ClientsTests {
-    static var python: String? { ProcessInfo.processInfo.environment["TORPOR_CLIENTS_PYTHON"] }
+    static let clients = InstalledTool("TORPOR_CLIENTS_PYTHON", "the OpenAI clients of other projects")
 
-    static var skipReason: Comment {
-        let reason =
-            ProcessInfo.processInfo.environment["TORPOR_CLIENTS_SKIP_REASON"]
-            ?? "TORPOR_CLIENTS_PYTHON is not set; run scripts/test.sh, which installs the clients"
-        return Comment(rawValue: "the OpenAI clients are not installed: \(reason)")
-    }
-
-    @Test(.enabled(if: python != nil, skipReason))
+    @Test(.enabled(if: clients.path != nil, Comment(rawValue: clients.skipReason)))
     func openAILiteLLMLlmAndLangChainWorkUnchanged() async throws {
         let yaml = simulatedModels(2, awake: 1, modelLines: []).replacingOccurrences(
             of: "  - name: m1\n", with: "  - name: m1\n    aliases: [gpt-4o-mini]\n")
@@ -24,20 +17,13 @@ import TorporTestSupport
             try await gateway.waitUntil("m1 asleep") { await gateway.state("m1").hasPrefix("L") }
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
                 .appendingPathComponent("Clients/real_clients.py").path
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Self.python ?? "python3")
-            process.arguments = [script, gateway.client]
-            let output = Pipe()
-            process.standardOutput = output
-            try process.run()
-            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
+            let (status, text) = try runToEnd(Self.clients.path ?? "python3", [script, gateway.client])
             let result = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
             let rows = result?["rows"] as? [[String: Any]] ?? []
             for row in rows {
                 #expect(row["ok"] as? Bool == true, "\(row)")
             }
-            #expect(rows.count == 6 && process.terminationStatus == 0, "\(text)")
+            #expect(rows.count == 6 && status == 0, "\(text)")
         }
     }
 }

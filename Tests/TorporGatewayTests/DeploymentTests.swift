@@ -10,34 +10,20 @@ import TorporTestSupport
     static let deploy = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("deploy")
 
-    static var python: String? { ProcessInfo.processInfo.environment["TORPOR_KUBERNETES_PYTHON"] }
-
-    static var skipReason: Comment {
-        let reason =
-            ProcessInfo.processInfo.environment["TORPOR_KUBERNETES_SKIP_REASON"]
-            ?? "TORPOR_KUBERNETES_PYTHON is not set; run scripts/test.sh, which installs kubernetes-validate"
-        return Comment(rawValue: "kubernetes-validate is not available: \(reason)")
-    }
+    static let validator = InstalledTool("TORPOR_KUBERNETES_PYTHON", "kubernetes-validate")
 
     static func text(_ path: String) throws -> String {
         try String(contentsOf: deploy.appendingPathComponent(path), encoding: .utf8)
     }
 
-    @Test(.enabled(if: python != nil, skipReason))
+    @Test(.enabled(if: validator.path != nil, Comment(rawValue: validator.skipReason)))
     func theKubernetesManifestsPassKubernetesSchemas() throws {
         let manifests = try FileManager.default.contentsOfDirectory(atPath: Self.deploy.path + "/kubernetes")
             .filter { $0.hasSuffix(".yaml") }.map { Self.deploy.path + "/kubernetes/" + $0 }
         #expect(!manifests.isEmpty)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.python ?? "python3")
-        process.arguments = ["-m", "kubernetes_validate", "--strict"] + manifests
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(text)")
+        let (status, text) = try runToEnd(
+            Self.validator.path ?? "python3", ["-m", "kubernetes_validate", "--strict"] + manifests, withErrors: true)
+        #expect(status == 0, "\(text)")
         for kind in ["configmap", "secret", "daemonset", "service", "networkpolicy"] {
             #expect(text.contains("passed for resource \(kind)/"), "\(text)")
         }

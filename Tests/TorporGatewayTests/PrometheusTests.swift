@@ -8,36 +8,16 @@ import TorporTestSupport
 /// The metrics as Prometheus itself takes them: `promtool check metrics` on the gateway's exposition and on an
 /// engine's (through the gateway), and a real Prometheus server scraping both with the read-only metrics token.
 @Suite(.serialized) struct PrometheusTests {
-    static var bin: String? { ProcessInfo.processInfo.environment["TORPOR_PROMETHEUS_BIN"] }
-
-    static var skipReason: Comment {
-        let reason =
-            ProcessInfo.processInfo.environment["TORPOR_PROMETHEUS_SKIP_REASON"]
-            ?? "TORPOR_PROMETHEUS_BIN is not set; run scripts/test.sh, which installs prometheus"
-        return Comment(rawValue: "no Prometheus: \(reason)")
-    }
+    static let prometheus = InstalledTool("TORPOR_PROMETHEUS_BIN", "Prometheus (prometheus and promtool)")
 
     static let token = "prometheus-reader-0123456789"
 
-    /// Runs `command` with `arguments`, `input` on standard input; its status and output.
-    static func run(_ command: String, _ arguments: [String], input: String = "") throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: (bin ?? "/usr/bin") + "/" + command)
-        process.arguments = arguments
-        let stdin = Pipe()
-        let output = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        try stdin.fileHandleForWriting.close()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text)
+    /// Runs one of Prometheus' commands to its end.
+    static func run(_ command: String, _ arguments: [String], input: String? = nil) throws -> (Int32, String) {
+        try runToEnd((prometheus.path ?? "/usr/bin") + "/" + command, arguments, input: input, withErrors: true)
     }
 
-    @Test(.enabled(if: bin != nil, skipReason))
+    @Test(.enabled(if: prometheus.path != nil, Comment(rawValue: prometheus.skipReason)))
     func promtoolAcceptsTheGatewaysAndTheEnginesMetrics() async throws {
         try await withGateway(simulatedModels(2, awake: 1) + "metrics_token: \(Self.token)\n") { gateway in
             #expect(try await gateway.complete("m1").status == 200)
@@ -58,7 +38,7 @@ import TorporTestSupport
         }
     }
 
-    @Test(.enabled(if: bin != nil, skipReason))
+    @Test(.enabled(if: prometheus.path != nil, Comment(rawValue: prometheus.skipReason)))
     func aRealPrometheusScrapesTheGatewayAndAnEngineWithTheMetricsToken() async throws {
         try await withGateway(simulatedModels(2, awake: 1) + "metrics_token: \(Self.token)\n") { gateway in
             #expect(try await gateway.complete("m0", maxTokens: 3).status == 200)
@@ -82,7 +62,7 @@ import TorporTestSupport
             #expect(checked == 0, "\(output)")
             let port = try EngineProcess.freePort()
             let server = Process()
-            server.executableURL = URL(fileURLWithPath: (Self.bin ?? "/usr/bin") + "/prometheus")
+            server.executableURL = URL(fileURLWithPath: (Self.prometheus.path ?? "/usr/bin") + "/prometheus")
             server.arguments = [
                 "--config.file=\(scratch)/prometheus.yml", "--storage.tsdb.path=\(scratch)/data",
                 "--web.listen-address=127.0.0.1:\(port)",
