@@ -58,6 +58,20 @@ import TorporTestSupport
             image.contains(#"ENTRYPOINT ["/usr/local/bin/torpor", "serve", "--config", "/etc/torpor/torpor.yaml"]"#))
     }
 
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze")))
+    func systemdAcceptsTheUnit() throws {
+        // The unit as installed, with the binary where this build has it (verify checks that ExecStart exists).
+        let directory = NSTemporaryDirectory() + "/torpor-unit-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let unit = try Self.text("systemd/torpor.service").replacingOccurrences(
+            of: "/usr/local/bin/torpor", with: GatewayUnderTest.torporBinary)
+        try unit.write(toFile: directory + "/torpor.service", atomically: true, encoding: .utf8)
+        let (status, output) = try runToEnd(
+            "/usr/bin/systemd-analyze", ["verify", directory + "/torpor.service"], withErrors: true)
+        #expect(status == 0 && output.isEmpty, "\(output)")
+    }
+
     /// The gateway's bound on a graceful shutdown with `configuration`, in seconds.
     static func shutdownBoundSeconds(_ configuration: GatewayConfiguration) -> Double {
         Gateway.shutdownBound(configuration) / .seconds(1)
