@@ -232,6 +232,10 @@ public struct GatewayConfiguration: Sendable, Equatable {
         /// The name sent upstream.
         public var upstreamName: String { servedName ?? name }
 
+        /// What a level-2 wake reloads: `weights_path`, else the checkpoint, else what the engine loads at its start
+        /// (`engineLoads`), else the name.
+        func wakePath(engineLoads: String?) -> String { weightsPath ?? checkpoint?.path ?? engineLoads ?? name }
+
         /// The model with only what its running engine depends on: two models with the same identity can keep one
         /// engine across a configuration reload (their names, aliases, TTLs, pins and preloads may differ).
         public var engineIdentity: Model {

@@ -49,9 +49,8 @@ public actor ConfigurationReloader {
         }
     }
 
-    /// Applies `new` (already parsed and checked).
+    /// Applies `new` (already parsed and checked by the source).
     private func apply(_ new: GatewayConfiguration) async throws(ConfigurationError) -> ConfigurationChange {
-        try new.validate()
         let change = try ConfigurationChange.between(running, new)
         var made: [String: EngineFactory.Made] = [:]
         let fresh = Set(change.added + change.restarted)

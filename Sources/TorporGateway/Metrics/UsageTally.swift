@@ -10,12 +10,14 @@ struct UsageTally {
 
     mutating func consume(_ chunk: ByteBuffer) {
         tail.append(contentsOf: chunk.readableBytesView.suffix(Self.kept))
-        if tail.count > Self.kept { tail.removeFirst(tail.count - Self.kept) }
+        // Trimmed once it holds twice what is kept, not at every chunk: a stream's chunks are small, and moving
+        // 16 KiB for each would cost more than passing the chunk on.
+        if tail.count > 2 * Self.kept { tail.removeFirst(tail.count - Self.kept) }
     }
 
     /// The last `usage` the answer reported (`completion_tokens` is 0 for embeddings), or nil.
     var usage: (prompt: Int, completion: Int)? {
-        let text = String(decoding: tail, as: UTF8.self)
+        let text = String(decoding: tail.suffix(Self.kept), as: UTF8.self)
         guard let start = text.ranges(of: "\"usage\"").last?.lowerBound else { return nil }
         let usage = text[start...]
         guard let prompt = Self.count("prompt_tokens", in: usage) else { return nil }

@@ -27,7 +27,7 @@ extension ClientAPI {
             let name = id.removingPercentEncoding ?? id
             guard let entry = entries.first(where: { $0.id == name }) else {
                 try await write(
-                    GatewayError(.notFound, "The model `\(name)` does not exist or you do not have access to it."),
+                    GatewayError.unknownModel(name),
                     to: writer)
                 return
             }
@@ -56,7 +56,7 @@ extension ClientAPI {
                 let status = await scheduler.statuses().first(where: { $0.name == model })
             else {
                 try await write(
-                    GatewayError(.notFound, "The model `\(name)` does not exist or you do not have access to it."),
+                    GatewayError.unknownModel(name),
                     to: writer)
                 return
             }

@@ -135,7 +135,7 @@ struct ClientAPI: Sendable {
         guard key?.models?.contains(model) ?? true else {
             metrics.countRequest(model: "", status: 404)
             try await write(
-                GatewayError(.notFound, "The model `\(model)` does not exist or you do not have access to it."),
+                GatewayError.unknownModel(model),
                 to: writer)
             return
         }

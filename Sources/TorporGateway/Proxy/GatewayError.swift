@@ -32,6 +32,17 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
     /// operators, in `GET /admin/models` (`last_error`) and the gateway's log.
     static let operatorsSeeWhy = "The reason is in the gateway's log and its admin API (GET /admin/models)."
 
+    /// The answer for a model that is not configured, or that the client's key may not use (the same answer, so
+    /// that a key cannot probe for names).
+    static func unknownModel(_ name: String) -> GatewayError {
+        GatewayError(.notFound, "The model `\(name)` does not exist or you do not have access to it.")
+    }
+
+    /// The answer for a model a configuration reload removed (while its engine is being stopped).
+    static func removedModel(_ name: String) -> GatewayError {
+        GatewayError(.notFound, "The model `\(name)` was removed from the gateway's configuration.")
+    }
+
     /// The HTTP status.
     public var status: Int {
         switch code {

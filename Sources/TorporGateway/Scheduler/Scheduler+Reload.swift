@@ -17,10 +17,7 @@ extension Scheduler {
         policy = SchedulingPolicy(new)
         let configured = Dictionary(new.models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         func fresh(_ model: GatewayConfiguration.Model) -> ModelState {
-            var state = ModelState(
-                config: model,
-                weightsPath: model.weightsPath ?? model.checkpoint?.path ?? made[model.name]?.loads
-                    ?? model.name)
+            var state = ModelState(config: model, weightsPath: model.wakePath(engineLoads: made[model.name]?.loads))
             if state.bootstrapSince != nil { state.bootstrapSince = clock.now }
             return state
         }
@@ -30,7 +27,7 @@ extension Scheduler {
         }
         for name in change.removed {
             modify(name) { $0.retirement = .remove }
-            failQueue(name, removed(name))
+            failQueue(name, GatewayError.removedModel(name))
         }
         for name in change.restarted {
             guard let model = configured[name], let engine = made[name]?.engine else { continue }
@@ -76,7 +73,7 @@ extension Scheduler {
         switch retirement {
         case .remove:
             emit(name, kind: "remove", from: from, to: .stopped, reason: "removed from the configuration")
-            failQueue(name, removed(name))
+            failQueue(name, GatewayError.removedModel(name))
             models[name] = nil
             engines[name] = nil
             order.removeAll { $0 == name }
@@ -92,9 +89,5 @@ extension Scheduler {
             signal(state.gpu)
         }
         notifyChange()
-    }
-
-    private func removed(_ name: String) -> GatewayError {
-        GatewayError(.notFound, "The model `\(name)` was removed from the gateway's configuration.")
     }
 }

@@ -75,9 +75,7 @@ public actor Scheduler: Service {
                 throw ConfigurationError("\(configuration.key(model.name)): no engine was made for it")
             }
             models[model.name] = ModelState(
-                config: model,
-                weightsPath: model.weightsPath ?? model.checkpoint?.path ?? defaultWeightsPaths[model.name]
-                    ?? model.name)
+                config: model, weightsPath: model.wakePath(engineLoads: defaultWeightsPaths[model.name]))
         }
         for gpu in configuration.gpus {
             let (signals, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -109,7 +107,7 @@ public actor Scheduler: Service {
     /// Waits until `name` is awake and counts one request in flight on it.
     func admit(_ name: String) async throws(GatewayError) -> EngineUse {
         guard var model = models[name], let gpu = gpus[model.gpu]?.state else {
-            throw GatewayError(.notFound, "The model `\(name)` does not exist or you do not have access to it.")
+            throw GatewayError.unknownModel(name)
         }
         if let refusal = policy.refusal(of: model, on: gpu, shuttingDown: shuttingDown) { throw refusal }
         policy.recordRequest(&model, at: clock.now)

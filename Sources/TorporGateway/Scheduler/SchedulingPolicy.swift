@@ -46,8 +46,7 @@ struct SchedulingPolicy: Sendable {
     /// Why a request for `model` is refused before it counts as demand, or nil.
     func refusal(of model: ModelState, on gpu: GPUState, shuttingDown: Bool) -> GatewayError? {
         if model.retirement == .remove {
-            return GatewayError(
-                .notFound, "The model `\(model.name)` was removed from the gateway's configuration.")
+            return GatewayError.removedModel(model.name)
         }
         if shuttingDown {
             return GatewayError(
