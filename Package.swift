@@ -33,12 +33,14 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
-        // C shims, one per foreign library (libzstd for the zstd codec, zlib for CRC-32, Linux-only calls).
+        // C shims, one per foreign library (libzstd for the zstd codec, libdeflate for CRC-32, Linux-only calls).
         .target(name: "CTorporZstd", linkerSettings: [.linkedLibrary("zstd")]),
         .target(name: "CTorporLinux"),
         // The one hand-vectorized kernel (AVX2 rANS decoding): Swift has no gather instructions.
         .target(name: "CTorporSIMD"),
-        .target(name: "CTorporZlib", linkerSettings: [.linkedLibrary("z")]),
+        // libdeflate's static archive: its CRC-32 uses carry-less multiplication, and the binary and libtorpor
+        // need no libdeflate on the machines they are carried to.
+        .target(name: "CTorporDeflate", linkerSettings: [.linkedLibrary(":libdeflate.a")]),
         // Declarations only: the CUDA driver and nvCOMP are loaded with dlopen, never linked.
         .target(name: "CTorporCUDA"),
         .target(name: "CTorporNVCOMP"),
@@ -48,7 +50,7 @@ let package = Package(
             name: "TorporCheckpoint",
             dependencies: [
                 "CTorporZstd",
-                "CTorporZlib",
+                "CTorporDeflate",
                 "CTorporLinux",
                 "CTorporSIMD",
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -13,7 +13,7 @@ build=.build-static/$(uname -m)-unknown-linux-gnu/release
 # Foundation's static archives reference each other: link them as a group, and refuse any symbol left undefined
 # (a shared library links with undefined symbols by default and fails only when loaded).
 swiftc -static-stdlib -lstdc++ -L "$build" -o "$out.partial" -module-name torpor_c -emit-library \
-    -Xlinker --gc-sections @"$build/torpor-c.product/Objects.LinkFileList" -lz -lzstd -L "$static" \
+    -Xlinker --gc-sections @"$build/torpor-c.product/Objects.LinkFileList" -l:libdeflate.a -lz -lzstd -L "$static" \
     -Xlinker --start-group $(printf -- "$static/lib%s.a " Foundation FoundationInternationalization _FoundationICU \
         FoundationEssentials _FoundationCollections _FoundationCShims CoreFoundation swiftDispatch dispatch \
         BlocksRuntime swiftSynchronization swift_StringProcessing swift_RegexParser swift_Concurrency swiftCore) \

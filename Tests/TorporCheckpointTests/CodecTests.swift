@@ -69,6 +69,47 @@ struct CodecTests {
         #expect(Double(coded) * 8 / Double(skewed.count) < entropy * 1.01 + 0.05)
     }
 
+    @Test("the encoder's reciprocal divides exactly for every frequency and every 32-bit state")
+    func reciprocalDivision() {
+        var generator = SeededGenerator(seed: 11)
+        for scaleBits in [12, 15] {
+            var counts = [Int](repeating: 1, count: 256)
+            counts.withUnsafeMutableBufferPointer { counts in
+                // Every frequency from 1 to 2^scaleBits: the table is only a carrier for the symbol's frequency.
+                for frequency in 1...(1 << scaleBits) {
+                    var table = RANS.FrequencyTable(
+                        counts: UnsafeBufferPointer(counts), total: 256, scaleBits: scaleBits)
+                    table.frequencies[0] = UInt32(frequency)
+                    let symbol = RANS.EncodingSymbol(table: table, symbol: 0)
+                    let f = UInt32(frequency)
+                    var states: [UInt32] = [0, 1, f - 1, f, f + 1, UInt32.max, UInt32.max - 1, UInt32.max / f * f]
+                    states += (0..<16).map { _ in UInt32.random(in: 0...UInt32.max, using: &generator) }
+                    states += (0..<8).map { _ in UInt32.random(in: 1...(UInt32.max / f), using: &generator) * f &- 1 }
+                    for x in states where symbol.quotient(x) != x / f {
+                        Issue.record("\(x) / \(f): reciprocal gives \(symbol.quotient(x)), not \(x / f)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("CRC-32 is zlib's: the standard check value, and every length against a bit-wise reference")
+    func crc32CheckValue() {
+        #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
+        #expect(CRC32.checksum([]) == 0)
+        var generator = SeededGenerator(seed: 13)
+        let bytes = randomBytes(1 << 20, generator: &generator)
+        // Every length from 0 to 300 around the vector paths' block sizes, against a bit-by-bit reference.
+        for length in Array(0...300) + [4095, 4096, 4097, 1 << 20] {
+            var reference: UInt32 = 0xFFFF_FFFF
+            for byte in bytes.prefix(length) {
+                reference ^= UInt32(byte)
+                for _ in 0..<8 { reference = reference & 1 == 1 ? (reference >> 1) ^ 0xEDB8_8320 : reference >> 1 }
+            }
+            #expect(CRC32.checksum(Array(bytes.prefix(length))) == ~reference, "length \(length)")
+        }
+    }
+
     private func roundTripPlane(_ plane: [UInt8]) throws -> Int {
         var counts = [Int](repeating: 0, count: 256)
         for byte in plane { counts[Int(byte)] += 1 }

@@ -83,6 +83,34 @@ enum RANS {
         }
     }
 
+    /// What the encoder needs of one symbol, in one place: its frequency and start, the state at which a word
+    /// must be flushed first, and a reciprocal that replaces the division by the frequency (the encoder's slowest
+    /// step): for every x < 2^32, x / f == (x * m) >> s with s = 32 + ceil(log2 f) and m = ceil(2^s / f). m can
+    /// need 33 bits, so the product is taken at 128 bits.
+    struct EncodingSymbol {
+        var frequency: UInt32 = 0
+        var start: UInt32 = 0
+        var limit: UInt64 = 0
+        var reciprocal: UInt64 = 0
+        var shift: UInt64 = 0
+
+        init(table: FrequencyTable, symbol: Int) {
+            guard table.frequencies[symbol] > 0 else { return }
+            frequency = table.frequencies[symbol]
+            start = table.starts[symbol]
+            limit = (UInt64(lowerBound >> UInt32(table.scaleBits)) << 16) * UInt64(frequency)
+            shift = 32 + UInt64(32 - (frequency - 1).leadingZeroBitCount)
+            reciprocal = ((1 << shift) + UInt64(frequency) - 1) / UInt64(frequency)
+        }
+
+        /// x / frequency.
+        @inline(__always)
+        func quotient(_ x: UInt32) -> UInt32 {
+            let (high, low) = UInt64(x).multipliedFullWidth(by: reciprocal)
+            return UInt32(truncatingIfNeeded: high &<< (64 &- shift) | low &>> shift)
+        }
+    }
+
     /// An upper bound on the encoded size of `count` symbols.
     static func maxEncodedSize(count: Int, lanes: Int = defaultLanes) -> Int {
         8 + 32 + 512 + 8 * lanes + 2 * (count + lanes)
@@ -127,38 +155,31 @@ enum RANS {
         let countsAt = statesAt + 4 * lanes
         var wordsAt = countsAt + 4 * lanes
 
-        // Per-symbol encoding limits and reciprocals are cheap to keep in small tables.
-        var limit = [UInt64](repeating: 0, count: 256)
-        for symbol in 0..<256 {
-            limit[symbol] = (UInt64(lowerBound >> scaleBits) << 16) * UInt64(table.frequencies[symbol])
-        }
-
+        let symbols = (0..<256).map { EncodingSymbol(table: table, symbol: $0) }
         var states = [UInt32](repeating: lowerBound, count: lanes)
         var cursors = [Int](repeating: 0, count: lanes)
         for lane in 0..<lanes { cursors[lane] = (lane + 1) * perLane }
         let bytes = input.bindMemory(to: UInt8.self)
-        table.frequencies.withUnsafeBufferPointer { frequencies in
-            table.starts.withUnsafeBufferPointer { starts in
-                limit.withUnsafeBufferPointer { limit in
-                    states.withUnsafeMutableBufferPointer { states in
-                        cursors.withUnsafeMutableBufferPointer { cursors in
-                            var index = count - 1
-                            var lane = index % lanes
-                            while index >= 0 {
-                                let symbol = Int(bytes[index])
-                                var x = states[lane]
-                                if UInt64(x) >= limit[symbol] {
-                                    cursors[lane] &-= 1
-                                    scratch[cursors[lane]] = UInt16(truncatingIfNeeded: x)
-                                    x >>= 16
-                                }
-                                let frequency = frequencies[symbol]
-                                let quotient = x / frequency
-                                states[lane] = (quotient << scaleBits) &+ (x &- quotient &* frequency) &+ starts[symbol]
-                                index -= 1
-                                lane = lane == 0 ? lanes - 1 : lane - 1
-                            }
-                        }
+        symbols.withUnsafeBufferPointer { symbols in
+            states.withUnsafeMutableBufferPointer { states in
+                cursors.withUnsafeMutableBufferPointer { cursors in
+                    var index = count - 1
+                    var lane = index % lanes
+                    while index >= 0 {
+                        let symbol = symbols[Int(bytes[index])]
+                        // Branch-free renormalization (the flush is as unpredictable as the data): the low word
+                        // is always stored at the lane's next free slot but only kept when the cursor moves past
+                        // it. A lane never fills its region, so the slot is always the lane's own.
+                        var x = states[lane]
+                        let flush = UInt64(x) >= symbol.limit ? 1 : 0
+                        let cursor = cursors[lane] &- 1
+                        scratch[cursor] = UInt16(truncatingIfNeeded: x)
+                        cursors[lane] = cursor &+ 1 &- flush
+                        x >>= UInt32(truncatingIfNeeded: flush &<< 4)
+                        let quotient = symbol.quotient(x)
+                        states[lane] = (quotient << scaleBits) &+ (x &- quotient &* symbol.frequency) &+ symbol.start
+                        index -= 1
+                        lane = lane == 0 ? lanes - 1 : lane - 1
                     }
                 }
             }

@@ -1,4 +1,4 @@
-import CTorporZlib
+import CTorporDeflate
 import Crypto
 import Glibc
 
@@ -10,7 +10,7 @@ public enum CRC32 {
     @inline(__always)
     public static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
-        return CTorporZlib_crc32(0, base, bytes.count)
+        return CTorporDeflate_crc32(0, base, bytes.count)
     }
 
     /// The CRC-32 of a byte array.

@@ -1,1 +1,0 @@
-// CTorporZlib has only static inline wrappers in its header; this file gives SwiftPM a source to build.
