@@ -10,6 +10,10 @@ int CTorporLinux_startWriteback(int fd, int64_t offset, int64_t count) {
     return sync_file_range(fd, offset, count, SYNC_FILE_RANGE_WRITE);
 }
 
+int CTorporLinux_allocate(int fd, int64_t size) {
+    return fallocate(fd, 0, 0, size);
+}
+
 int CTorporLinux_spawnInNewSession(
     int *pid, const char *path, char *const argv[], char *const envp[], const char *logPath) {
     posix_spawnattr_t attributes;

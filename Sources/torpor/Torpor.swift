@@ -254,6 +254,15 @@ struct BenchPack: ParsableCommand {
     @Option(help: "Scratch directory for packs and restores.")
     var workDir: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "The Python whose zipnn package is measured beside torpor (default: $TORPOR_ZIPNN_PYTHON, else python3).",
+            valueName: "python"))
+    var zipnnPython: String?
+
+    @Flag(help: "Time the library calls in this process instead of `torpor pack|unpack|verify` commands.")
+    var inProcess = false
+
     /// The codecs `--codecs` names.
     private var choices: [CodecChoice] {
         get throws {
@@ -288,8 +297,23 @@ struct BenchPack: ParsableCommand {
             }
         }
         defer { if workDir == nil { try? FileManager.default.removeItem(atPath: scratch) } }
-        let result = try reportingErrors {
-            try PackBenchmark.run(model: model, codecs: choices, workDirectory: scratch, repeats: repeats)
+        let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        var result = try reportingErrors {
+            try PackBenchmark.run(
+                model: model, codecs: choices, workDirectory: scratch, repeats: repeats,
+                command: inProcess ? nil : executable)
+        }
+        let files =
+            model.hasSuffix(".safetensors")
+            ? [model]
+            : ((try? FileManager.default.subpathsOfDirectory(atPath: model)) ?? []).filter {
+                $0.hasSuffix(".safetensors")
+            }.sorted().map { model + "/" + $0 }
+        switch ZipNNPeer.measure(
+            files: files, repeats: repeats, threads: result.cores, python: ZipNNPeer.python(zipnnPython))
+        {
+        case .success(let peer): result.peer = peer
+        case .failure(let unavailable): result.peerNote = unavailable.reason
         }
         print(result.table())
         let encoder = JSONEncoder()

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import TorporCheckpoint
@@ -183,6 +184,48 @@ struct ContainerTests {
             "\(error.message)")
         try write(original, to: containerPath)
         #expect(try ModelPack.verify(pack: packed).files == 1)
+    }
+
+    @Test(
+        "restoring on 1 to 7 threads gives `each` every range once and `inOrder` the file, and stops at a late bad chunk",
+        arguments: [1, 2, 3, 7])
+    func restorePipeline(workers: Int) throws {
+        let directory = TemporaryDirectory()
+        try everyDTypeModel(seed: 4).write(to: directory.file("m.safetensors"))
+        let packed = try pack(directory.file("m.safetensors"), in: directory, options: PackOptions(chunkSize: 4096))
+        let containerPath = packed + "/m.torpor"
+        let original = try contents(directory.file("m.safetensors"))
+        let container = try Container(path: containerPath)
+        #expect(container.chunks.count > max(4, 4 * workers), "more pieces than the ring has slots")
+        let seen = Mutex<[Int: Int]>([:])
+        var streamed: [UInt8] = []
+        try container.restore(
+            workers: workers,
+            each: { bytes, offset in
+                seen.withLock { $0[offset, default: 0] += bytes.count }
+                #expect(Array(bytes) == Array(original[offset..<(offset + bytes.count)]), "range at \(offset)")
+            },
+            inOrder: { bytes, offset in
+                #expect(offset == streamed.count)
+                streamed += bytes
+            })
+        #expect(streamed == original)
+        let ranges = seen.withLock { $0 }.sorted { $0.key < $1.key }
+        #expect(ranges.reduce(0) { $0 + $1.value } == original.count)
+        #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.key + $0.value == $1.key })
+
+        var mutated = try contents(containerPath)
+        let late = container.chunks[container.chunks.count - 3]
+        mutated[late.offset] ^= 0x01
+        try write(mutated, to: containerPath)
+        let corrupted = try Container(path: containerPath)
+        for _ in 0..<3 {
+            let error = try #require(
+                checkpointError {
+                    try corrupted.restore(workers: workers, each: { _, _ in }, inOrder: { _, _ in })
+                })
+            #expect(error.code == .corruptData && error.message.contains("CRC-32"), "\(error)")
+        }
     }
 
     @Test("truncated and mangled containers and manifests end in errors, never crashes")

@@ -9,6 +9,10 @@
 /// Returns 0, or -1 with errno set.
 int CTorporLinux_startWriteback(int fd, int64_t offset, int64_t count);
 
+/// fallocate(fd, 0, 0, size): allocates the file's blocks up to `size` (no emulation by writing zeros, unlike
+/// posix_fallocate). Returns 0, or -1 with errno set (EOPNOTSUPP where the filesystem cannot).
+int CTorporLinux_allocate(int fd, int64_t size);
+
 /// posix_spawn of `path` with `argv`/`envp` in a new session (so the child leads its own process group and the
 /// whole group can be signalled), stdin from /dev/null and stdout+stderr appended to `logPath`.
 /// Returns 0 and sets *pid, or an errno value.

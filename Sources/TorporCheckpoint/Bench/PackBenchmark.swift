@@ -26,14 +26,49 @@ public struct PackBenchmark: Codable, Sendable {
         public var planeBits: [Double]
     }
 
+    /// A peer compressor measured on the same bytes in the same run (ZipNN: `ZipNNPeer` in the `torpor` command).
+    public struct Peer: Codable, Sendable {
+        /// "zipnn 0.5.4" and how it ran.
+        public var name: String
+        /// Its compressed bytes / the original bytes.
+        public var ratio: Double
+        public var compressMBps: Double
+        public var decompressMBps: Double
+        /// Decompression followed by the SHA-256 of the result: the check every `torpor unpack` and `verify` makes.
+        public var decompressAndHashMBps: Double
+        /// Whether every decompression gave back the original bytes.
+        public var exact: Bool
+
+        public init(
+            name: String, ratio: Double, compressMBps: Double, decompressMBps: Double, decompressAndHashMBps: Double,
+            exact: Bool
+        ) {
+            self.name = name
+            self.ratio = ratio
+            self.compressMBps = compressMBps
+            self.decompressMBps = decompressMBps
+            self.decompressAndHashMBps = decompressAndHashMBps
+            self.exact = exact
+        }
+    }
+
     public var model: String
     public var machine: String
     public var cores: Int
     public var date: String
     public var safetensorsBytes: Int
     public var repeats: Int
+    /// "command": pack, unpack and verify timed as `torpor` commands, process start to exit; "in-process": the
+    /// library calls alone.
+    public var timing: String
+    /// SHA-256 alone over the model's bytes on one core (swift-crypto's BoringSSL), in this run: no unpack or
+    /// verify, which checks every file's SHA-256, can be faster.
+    public var sha256MBps: Double
     public var floors: [Floor]
     public var rows: [Row]
+    /// The peer's results, or why there are none (`peerNote`).
+    public var peer: Peer?
+    public var peerNote: String?
 
     /// Runs the benchmark.
     /// - Parameters:
@@ -41,42 +76,59 @@ public struct PackBenchmark: Codable, Sendable {
     ///   - codecs: the codec choices to measure.
     ///   - workDirectory: scratch space for packs and restores; emptied afterwards.
     ///   - repeats: runs per measurement; the median is reported.
+    ///   - command: the `torpor` executable, to time pack, unpack and verify as commands (process start to exit);
+    ///     nil times the library calls in this process.
     public static func run(
-        model: String, codecs: [CodecChoice], workDirectory: String, repeats: Int
+        model: String, codecs: [CodecChoice], workDirectory: String, repeats: Int, command: String? = nil
     ) throws(CheckpointError) -> PackBenchmark {
         guard repeats >= 1 else { throw CheckpointError(.invalidArgument, "--repeat must be at least 1") }
         var result = PackBenchmark(
             model: model, machine: machineDescription(), cores: System.activeProcessorCount,
-            date: Date.now.formatted(.iso8601), safetensorsBytes: 0, repeats: repeats, floors: [],
-            rows: [])
+            date: Date.now.formatted(.iso8601), safetensorsBytes: 0, repeats: repeats,
+            timing: command == nil ? "in-process" : "command", sha256MBps: 0, floors: [], rows: [])
         result.floors = try floors(of: model)
+        result.sha256MBps = try sha256Rate(of: model, repeats: repeats)
+        let log = workDirectory + "/command.log"
         for choice in codecs {
             var packTimes: [Double] = []
             var unpackTimes: [Double] = []
             var verifyTimes: [Double] = []
-            var report: PackReport?
+            let packDirectory = workDirectory + "/pack-\(choice)"
+            let restoreDirectory = workDirectory + "/restore-\(choice)"
             for _ in 0..<repeats {
-                let packDirectory = workDirectory + "/pack-\(choice)"
-                let restoreDirectory = workDirectory + "/restore-\(choice)"
                 try? FileManager.default.removeItem(atPath: packDirectory)
                 try? FileManager.default.removeItem(atPath: restoreDirectory)
-                let packed = try ModelPack.pack(model: model, to: packDirectory, options: PackOptions(codec: choice))
-                packTimes.append(packed.seconds)
-                report = packed
-                unpackTimes.append(try ModelPack.unpack(pack: packDirectory, to: restoreDirectory).seconds)
-                verifyTimes.append(try ModelPack.verify(pack: packDirectory).seconds)
+                if let command {
+                    packTimes.append(
+                        try CommandTiming.seconds(
+                            command, ["pack", model, packDirectory, "--codec", choice.description, "--quiet"],
+                            logPath: log))
+                    unpackTimes.append(
+                        try CommandTiming.seconds(
+                            command, ["unpack", packDirectory, restoreDirectory, "--quiet"], logPath: log))
+                    verifyTimes.append(
+                        try CommandTiming.seconds(command, ["verify", packDirectory, "--quiet"], logPath: log))
+                } else {
+                    let options = PackOptions(codec: choice)
+                    packTimes.append(try ModelPack.pack(model: model, to: packDirectory, options: options).seconds)
+                    unpackTimes.append(try ModelPack.unpack(pack: packDirectory, to: restoreDirectory).seconds)
+                    verifyTimes.append(try ModelPack.verify(pack: packDirectory).seconds)
+                }
                 if choice != codecs.last || verifyTimes.count < repeats {
                     try? FileManager.default.removeItem(atPath: restoreDirectory)
                 }
             }
-            guard let report else { continue }
-            result.safetensorsBytes = report.safetensorsBytes
-            let floatRatio = try floatRatios(pack: workDirectory + "/pack-\(choice)")
-            let megabytes = Double(report.sourceBytes) / 1e6
+            let manifest = try PackManifest.load(from: packDirectory)
+            let packed = manifest.files.filter { $0.kind == .packed }
+            let safetensorsBytes = packed.reduce(0) { $0 + $1.size }
+            let containerBytes = packed.reduce(0) { $0 + ($1.containerSize ?? 0) }
+            result.safetensorsBytes = safetensorsBytes
+            let floatRatio = try floatRatios(pack: packDirectory)
+            let megabytes = Double(manifest.files.reduce(0) { $0 + $1.size }) / 1e6
             result.rows.append(
                 Row(
                     codec: choice.description,
-                    ratio: Double(report.containerBytes) / Double(max(report.safetensorsBytes, 1)),
+                    ratio: Double(containerBytes) / Double(max(safetensorsBytes, 1)),
                     floatRatio: floatRatio,
                     packMBps: megabytes / median(packTimes),
                     unpackMBps: megabytes / median(unpackTimes),
@@ -87,11 +139,34 @@ public struct PackBenchmark: Codable, Sendable {
         return result
     }
 
+    /// MB/s of SHA-256 over every safetensors file of `model`, on one core, median of `repeats`.
+    private static func sha256Rate(of model: String, repeats: Int) throws(CheckpointError) -> Double {
+        let files = try safetensorsPaths(of: model).map { (path) throws(CheckpointError) in try MappedFile(path: path) }
+        let bytes = files.reduce(0) { $0 + $1.count }
+        for file in files { _ = FileDigest.sha256(file.bytes) }  // pages in, once
+        var times: [Double] = []
+        for _ in 0..<repeats {
+            let started = ContinuousClock.now
+            for file in files { _ = FileDigest.sha256(file.bytes) }
+            times.append((ContinuousClock.now - started) / .seconds(1))
+        }
+        return Double(bytes) / 1e6 / median(times)
+    }
+
+    private static func safetensorsPaths(of model: String) throws(CheckpointError) -> [String] {
+        isDirectory(model) == true
+            ? try regularFiles(under: model).filter { $0.hasSuffix(".safetensors") }.map { model + "/" + $0 } : [model]
+    }
+
     /// The benchmark as a text table.
     public func table() -> String {
         var lines: [String] = []
         lines.append("model: \(model) (\(formatBytes(safetensorsBytes)) of safetensors)")
         lines.append("machine: \(machine), \(cores) cores; median of \(repeats) run(s); \(date)")
+        lines.append(
+            timing == "command"
+                ? "pack, unpack and verify: `torpor` commands timed from process start to exit (unpack fsyncs)"
+                : "pack, unpack and verify: the library calls, timed in this process")
         for floor in floors {
             let bits = floor.planeBits.map { String(printf: "%.2f", $0) }.joined(separator: " / ")
             lines.append(
@@ -117,6 +192,31 @@ public struct PackBenchmark: Codable, Sendable {
             line += pad(String(printf: "%.0f", row.verifyMBps), 13, right: true)
             lines.append(line)
         }
+        let blank = String(repeating: " ", count: 22 * floors.count)
+        if let peer {
+            lines.append(
+                pad("zipnn", 10) + pad(String(printf: "%.4f", peer.ratio), 8, right: true) + blank
+                    + pad(String(printf: "%.0f", peer.compressMBps), 11, right: true)
+                    + pad(String(printf: "%.0f", peer.decompressMBps), 13, right: true)
+                    + pad(String(printf: "%.0f", peer.decompressAndHashMBps), 13, right: true))
+            lines.append(
+                "zipnn: \(peer.name); its pack column is compression, unpack decompression, verify decompression "
+                    + "then SHA-256 (Python's hashlib), buffer to buffer in one process"
+                    + (peer.exact ? "; every round trip byte-exact" : "; A ROUND TRIP WAS NOT BYTE-EXACT"))
+            if let auto = rows.first(where: { $0.codec == CodecChoice.auto.description }) {
+                lines.append(
+                    "auto against zipnn: pack \(String(printf: "%.2f", auto.packMBps / peer.compressMBps))× its "
+                        + "compression, unpack \(String(printf: "%.2f", auto.unpackMBps / peer.decompressMBps))× and "
+                        + "verify \(String(printf: "%.2f", auto.verifyMBps / peer.decompressMBps))× its decompression "
+                        + "(\(String(printf: "%.2f", auto.unpackMBps / peer.decompressAndHashMBps))× and "
+                        + "\(String(printf: "%.2f", auto.verifyMBps / peer.decompressAndHashMBps))× with its SHA-256)")
+            }
+        } else if let peerNote {
+            lines.append("zipnn: \(peerNote)")
+        }
+        lines.append(
+            "SHA-256 alone, one core: \(String(printf: "%.0f", sha256MBps)) MB/s (every unpack and verify checks each "
+                + "file's SHA-256, so neither can be faster)")
         return lines.joined(separator: "\n")
     }
 
@@ -146,9 +246,7 @@ public struct PackBenchmark: Codable, Sendable {
 
     /// The byte-plane floor of every float dtype in the model.
     private static func floors(of model: String) throws(CheckpointError) -> [Floor] {
-        let paths =
-            isDirectory(model) == true
-            ? try regularFiles(under: model).filter { $0.hasSuffix(".safetensors") }.map { model + "/" + $0 } : [model]
+        let paths = try safetensorsPaths(of: model)
         var histograms: [DType: [[Int]]] = [:]
         var sizes: [DType: Int] = [:]
         let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: 256)

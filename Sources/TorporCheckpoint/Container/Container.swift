@@ -261,80 +261,26 @@ public final class Container: Sendable {
                 + "or load it on a GPU")
     }
 
-    /// Decodes the whole source file in order, handing it to `sink` in windows of consecutive bytes.
+    /// Decodes the whole source file, every chunk checked before any callback sees its bytes.
     ///
-    /// Chunks within a window decode in parallel on every core while `sink` consumes the previous window on the
-    /// calling thread (double buffering); every chunk is checked before it reaches `sink`.
-    /// - Parameters:
-    ///   - sink: receives the restored file's bytes and their offset, strictly in order, header first.
+    /// The chunks decode on every core (`RestorePipeline`): `each` gets every range of the restored file once, on
+    /// any thread and in any order (a positional write, a comparison); `inOrder` gets the same ranges strictly in
+    /// file order, header first, on the calling thread (a running digest).
     public func restore(
         workers: Int? = nil,
         progress: ProgressHandler? = nil,
-        sink: (_ bytes: UnsafeRawBufferPointer, _ offset: Int) throws(CheckpointError) -> Void
+        each: @Sendable (_ bytes: UnsafeRawBufferPointer, _ offset: Int) throws(CheckpointError) -> Void = { _, _ in },
+        inOrder: (_ bytes: UnsafeRawBufferPointer, _ offset: Int) throws(CheckpointError) -> Void
     ) throws(CheckpointError) {
         try requireChunks()
         try requireCPUCodecs()
-        try sink(sourceHeaderBytes, 0)
+        try each(sourceHeaderBytes, 0)
+        try inOrder(sourceHeaderBytes, 0)
         progress?(.advanced(bytes: sourceHeaderBytes.count))
-        let pieces = pieces()
-        let pool = WorkerPool(workers: workers)
-        let windowBytes = max(8 << 20, pool.workers * 2 * index.chunkSize)
-        var windows: [Range<Int>] = []
-        var start = 0
-        while start < pieces.count {
-            var end = start
-            let base = pieces[start].outputOffset
-            while end < pieces.count,
-                pieces[end].outputOffset + chunks[pieces[end].placement.chunk].rawSize - base <= windowBytes
-            {
-                end += 1
-            }
-            windows.append(start..<end)
-            start = end
-        }
-        guard !windows.isEmpty else { return }
-
-        let buffers = (0..<2).map { _ in
-            UncheckedSendable(UnsafeMutableRawBufferPointer.allocate(byteCount: windowBytes, alignment: 64))
-        }
-        let decoding = DispatchGroup()
-        let failure = FailureBox()
-        defer {
-            decoding.wait()
-            for buffer in buffers { buffer.value.deallocate() }
-        }
-        func startDecoding(_ window: Int) {
-            let range = windows[window]
-            let buffer = buffers[window % 2]
-            decoding.enter()
-            DispatchQueue.global().async { [self] in
-                defer { decoding.leave() }
-                let base = pieces[range.lowerBound].outputOffset
-                do throws(CheckpointError) {
-                    try pool.run(jobs: range.count) {
-                        (slot: Int, scratch: CodecScratch) throws(CheckpointError) -> Void in
-                        let piece = pieces[range.lowerBound + slot]
-                        let at = piece.outputOffset - base
-                        let output = UnsafeMutableRawBufferPointer(
-                            rebasing: buffer.value[at..<(at + chunks[piece.placement.chunk].rawSize)])
-                        try decode(piece.placement, into: output, scratch: scratch)
-                    }
-                } catch {
-                    failure.record(error)
-                }
-            }
-        }
-        startDecoding(0)
-        for window in windows.indices {
-            decoding.wait()
-            if let error = failure.error { throw error }
-            if window + 1 < windows.count { startDecoding(window + 1) }
-            let range = windows[window]
-            let base = pieces[range.lowerBound].outputOffset
-            let last = pieces[range.upperBound - 1]
-            let length = last.outputOffset + chunks[last.placement.chunk].rawSize - base
-            try sink(UnsafeRawBufferPointer(rebasing: buffers[window % 2].value[0..<length]), base)
-            progress?(.advanced(bytes: length))
+        let pipeline = RestorePipeline(container: self, pieces: pieces(), workers: WorkerPool(workers: workers).workers)
+        try pipeline.run(each: each) { (bytes, offset) throws(CheckpointError) in
+            try inOrder(bytes, offset)
+            progress?(.advanced(bytes: bytes.count))
         }
     }
 

@@ -163,10 +163,12 @@ public enum ModelPack {
         for entry in manifest.files {
             let target = try FileDescriptor.create(try stage.path(for: entry.path))
             defer { target.close() }
+            try target.reserve(entry.size)
+            let output = UncheckedSendable(target)
             let (digest, chunks) = try restore(entry, in: pack, workers: workers, progress: progress) {
                 (bytes, offset) throws(CheckpointError) in
-                try target.write(bytes, at: offset)
-                target.startWriteback(offset: offset, count: bytes.count)
+                try output.value.write(bytes, at: offset)
+                output.value.startWriteback(offset: offset, count: bytes.count)
             }
             try target.sync()
             try check(entry, digest: digest, pack: pack)
@@ -229,9 +231,10 @@ public enum ModelPack {
                         "\(path) is \(reference!.count) bytes but the pack restores it to \(entry.size) bytes")
                 }
             }
+            let expected = UncheckedSendable(reference)
             let (digest, chunks) = try restore(entry, in: pack, workers: workers, progress: progress) {
-                (bytes, offset) throws(CheckpointError) in
-                guard let reference else { return }
+                [original] (bytes, offset) throws(CheckpointError) in
+                guard let reference = expected.value else { return }
                 let expected = UnsafeRawBufferPointer(rebasing: reference.bytes[offset..<(offset + bytes.count)])
                 if !expected.sameBytes(as: bytes) {
                     let first = (0..<bytes.count).first { expected[$0] != bytes[$0] } ?? 0
@@ -259,11 +262,12 @@ public enum ModelPack {
         }
     }
 
-    /// Streams the original bytes of one manifest entry through `sink`, checking everything on the way.
-    /// - Returns: the SHA-256 of the streamed bytes and the number of chunks decoded.
+    /// Hands every range of one manifest entry's original bytes to `each` (on any thread, in any order), checking
+    /// everything on the way, while the SHA-256 of the whole file runs in file order on the calling thread.
+    /// - Returns: the SHA-256 of the restored bytes and the number of chunks decoded.
     private static func restore(
         _ entry: PackManifest.File, in pack: String, workers: Int?, progress: ProgressHandler?,
-        sink: (UnsafeRawBufferPointer, Int) throws(CheckpointError) -> Void
+        each: @Sendable (UnsafeRawBufferPointer, Int) throws(CheckpointError) -> Void
     ) throws(CheckpointError) -> (String, Int) {
         var digest = FileDigest()
         var streamed = 0
@@ -275,7 +279,7 @@ public enum ModelPack {
                 throw CheckpointError(
                     .corruptData, "\(pack)/\(entry.path) is \(file.count) bytes, the manifest says \(entry.size)")
             }
-            try sink(file.bytes, 0)
+            try each(file.bytes, 0)
             digest.update(file.bytes)
             progress?(.advanced(bytes: file.count))
             return (digest.finalize(), 0)
@@ -288,11 +292,11 @@ public enum ModelPack {
                     "\(path) restores \(container.index.source.fileName), not the manifest's \(entry.path)")
             }
             try container.checkPadding()
-            try container.restore(workers: workers, progress: progress) { (bytes, offset) throws(CheckpointError) in
+            try container.restore(workers: workers, progress: progress, each: each) {
+                (bytes, offset) throws(CheckpointError) in
                 guard offset == streamed else {
                     throw CheckpointError(.invalidContainer, "\(path): restored bytes are not contiguous at \(offset)")
                 }
-                try sink(bytes, offset)
                 digest.update(bytes)
                 streamed += bytes.count
             }

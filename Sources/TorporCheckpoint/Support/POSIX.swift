@@ -50,6 +50,16 @@ final class FileDescriptor {
         }
     }
 
+    /// Reserves `size` bytes of disk for the file before it is written, so that a full disk fails now, not halfway,
+    /// and the writes that follow find their blocks allocated. Filesystems without `fallocate` skip it.
+    func reserve(_ size: Int) throws(CheckpointError) {
+        guard size > 0, CTorporLinux_allocate(fd, Int64(size)) != 0 else { return }
+        let code = errno
+        guard code == EOPNOTSUPP || code == ENOSYS || code == EINVAL else {
+            throw ioError("cannot reserve space for", path, errno: code)
+        }
+    }
+
     /// Asks the kernel to start writing a range to the device now, so that the final `sync()` has little left
     /// to wait for. Advisory: failures are ignored, `sync()` reports them.
     func startWriteback(offset: Int, count: Int) {
