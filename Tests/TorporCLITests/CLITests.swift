@@ -119,6 +119,26 @@ struct CLITests {
         }
     }
 
+    @Test("bench pack times the commands, writes JSON and says when ZipNN is not there to compare with")
+    func benchPack() throws {
+        let scratch = Scratch()
+        let json = scratch.path + "/bench.json"
+        let result = try torpor(
+            "bench", "pack", Fixture.directory + "/tiny-llama", "--codecs", "auto,raw", "--repeat", "1", "--json", json,
+            "--zipnn-python", scratch.path + "/no-such-python")
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("`torpor` commands timed from process start to exit"), "\(result.stdout)")
+        #expect(result.stdout.contains("zipnn: not measured: "), "\(result.stdout)")
+        #expect(result.stdout.contains("SHA-256 alone, one core: "))
+        let report =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        #expect(report?["timing"] as? String == "command")
+        let rows = report?["rows"] as? [[String: Any]] ?? []
+        #expect(rows.map { $0["codec"] as? String } == ["auto", "raw"])
+        #expect(rows.allSatisfy { ($0["unpackMBps"] as? Double ?? 0) > 0 && ($0["packMBps"] as? Double ?? 0) > 0 })
+        #expect((report?["peerNote"] as? String)?.contains("no-such-python") == true)
+    }
+
     @Test("a corrupted pack fails verify and unpack with a message naming the file, tensor and chunk")
     func corruptionIsReported() throws {
         let scratch = Scratch()
