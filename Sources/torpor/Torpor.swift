@@ -303,12 +303,7 @@ struct BenchPack: ParsableCommand {
                 model: model, codecs: choices, workDirectory: scratch, repeats: repeats,
                 command: inProcess ? nil : executable)
         }
-        let files =
-            model.hasSuffix(".safetensors")
-            ? [model]
-            : ((try? FileManager.default.subpathsOfDirectory(atPath: model)) ?? []).filter {
-                $0.hasSuffix(".safetensors")
-            }.sorted().map { model + "/" + $0 }
+        let files = try reportingErrors { try PackBenchmark.safetensorsPaths(of: model) }
         switch ZipNNPeer.measure(
             files: files, repeats: repeats, threads: result.cores, python: ZipNNPeer.python(zipnnPython))
         {

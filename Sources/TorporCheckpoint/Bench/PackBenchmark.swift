@@ -153,7 +153,8 @@ public struct PackBenchmark: Codable, Sendable {
         return Double(bytes) / 1e6 / median(times)
     }
 
-    private static func safetensorsPaths(of model: String) throws(CheckpointError) -> [String] {
+    /// The safetensors files the benchmark measures: `model` itself, or every one under the directory `model`.
+    public static func safetensorsPaths(of model: String) throws(CheckpointError) -> [String] {
         isDirectory(model) == true
             ? try regularFiles(under: model).filter { $0.hasSuffix(".safetensors") }.map { model + "/" + $0 } : [model]
     }

@@ -277,7 +277,7 @@ public final class Container: Sendable {
         try each(sourceHeaderBytes, 0)
         try inOrder(sourceHeaderBytes, 0)
         progress?(.advanced(bytes: sourceHeaderBytes.count))
-        let pipeline = RestorePipeline(container: self, pieces: pieces(), workers: WorkerPool(workers: workers).workers)
+        let pipeline = RestorePipeline(container: self, pieces: pieces(), workers: WorkerPool.count(workers))
         try pipeline.run(each: each) { (bytes, offset) throws(CheckpointError) in
             try inOrder(bytes, offset)
             progress?(.advanced(bytes: bytes.count))

@@ -33,7 +33,7 @@ struct RestorePipeline {
             for _ in 1..<max(workers, 1) {
                 DispatchQueue.global().async(group: helpers) {
                     let scratch = CodecScratch()
-                    while shared.claimWhenFree(), let piece = shared.claim() {
+                    while shared.waitForSlot(), let piece = shared.claim() {
                         shared.decode(piece, scratch: scratch, each: each.value)
                     }
                 }
@@ -42,7 +42,7 @@ struct RestorePipeline {
             for piece in pieces.indices {
                 while !shared.isReady(piece) {
                     if let error = shared.failure.error { throw error }
-                    if shared.claimIfFree() {
+                    if shared.takeSlotIfFree() {
                         if let stolen = shared.claim() { shared.decode(stolen, scratch: scratch, each: each.value) }
                     } else {
                         shared.completed.wait()
@@ -85,13 +85,13 @@ struct RestorePipeline {
         }
 
         /// Waits for a free slot; false once the pipeline stopped.
-        func claimWhenFree() -> Bool {
+        func waitForSlot() -> Bool {
             free.wait()
             return !stopped.load(ordering: .acquiring)
         }
 
         /// Takes a free slot if one is free now.
-        func claimIfFree() -> Bool {
+        func takeSlotIfFree() -> Bool {
             free.wait(timeout: .now()) == .success
         }
 

@@ -231,10 +231,10 @@ public enum ModelPack {
                         "\(path) is \(reference!.count) bytes but the pack restores it to \(entry.size) bytes")
                 }
             }
-            let expected = UncheckedSendable(reference)
+            let referenceFile = UncheckedSendable(reference)
             let (digest, chunks) = try restore(entry, in: pack, workers: workers, progress: progress) {
                 [original] (bytes, offset) throws(CheckpointError) in
-                guard let reference = expected.value else { return }
+                guard let reference = referenceFile.value else { return }
                 let expected = UnsafeRawBufferPointer(rebasing: reference.bytes[offset..<(offset + bytes.count)])
                 if !expected.sameBytes(as: bytes) {
                     let first = (0..<bytes.count).first { expected[$0] != bytes[$0] } ?? 0

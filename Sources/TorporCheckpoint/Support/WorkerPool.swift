@@ -13,7 +13,12 @@ final class WorkerPool: Sendable {
 
     /// A pool with one worker per active core (at least one).
     init(workers: Int? = nil) {
-        self.workers = max(1, workers ?? System.activeProcessorCount)
+        self.workers = Self.count(workers)
+    }
+
+    /// The threads a pool of `workers` runs: that many, or one per active core, and at least one.
+    static func count(_ workers: Int?) -> Int {
+        max(1, workers ?? System.activeProcessorCount)
     }
 
     func run<Failure: Error>(
