@@ -103,8 +103,8 @@ final class CodecScratch {
     /// The buffer for `slot`, at least `count` bytes, 64-byte aligned, reused between calls.
     func buffer(_ slot: Slot, bytes count: Int) -> UnsafeMutableRawBufferPointer {
         if buffers[slot.rawValue].count < count {
-            buffers[slot.rawValue].deallocate()
-            buffers[slot.rawValue] = .allocate(byteCount: max(count, 64), alignment: 64)
+            WorkingMemory.deallocate(buffers[slot.rawValue])
+            buffers[slot.rawValue] = WorkingMemory.allocate(count)
         }
         return UnsafeMutableRawBufferPointer(rebasing: buffers[slot.rawValue][0..<count])
     }
@@ -112,7 +112,7 @@ final class CodecScratch {
     deinit {
         if let compressContext { ZSTD_freeCCtx(compressContext) }
         if let decompressContext { ZSTD_freeDCtx(decompressContext) }
-        for buffer in buffers { buffer.deallocate() }
+        for buffer in buffers { WorkingMemory.deallocate(buffer) }
     }
 }
 

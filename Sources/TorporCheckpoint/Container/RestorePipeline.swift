@@ -76,7 +76,7 @@ struct RestorePipeline {
             self.pieces = pieces
             self.slots = slots
             self.slotBytes = slotBytes
-            ring = .allocate(byteCount: slots * slotBytes, alignment: 64)
+            ring = WorkingMemory.allocate(slots * slotBytes)
             // Created empty, then filled: libdispatch traps when a semaphore is freed holding less than its initial
             // value, which an error leaves it doing.
             free = DispatchSemaphore(value: 0)
@@ -142,6 +142,6 @@ struct RestorePipeline {
             for _ in 0..<max(helpers, 0) { free.signal() }
         }
 
-        func deallocate() { ring.deallocate() }
+        func deallocate() { WorkingMemory.deallocate(ring) }
     }
 }
