@@ -36,7 +36,7 @@ let package = Package(
         // C shims, one per foreign library (libzstd for the zstd codec, libdeflate for CRC-32, Linux-only calls).
         .target(name: "CTorporZstd", linkerSettings: [.linkedLibrary("zstd")]),
         .target(name: "CTorporLinux"),
-        // The one hand-vectorized kernel (AVX2 rANS decoding): Swift has no gather instructions.
+        // The hand-vectorized rANS kernels (AVX2 decoding; AVX-512 and AVX2 encoding): Swift has no gathers.
         .target(name: "CTorporSIMD"),
         // libdeflate's static archive: its CRC-32 uses carry-less multiplication, and the binary and libtorpor
         // need no libdeflate on the machines they are carried to.

@@ -1,3 +1,4 @@
+import CTorporSIMD
 import Foundation
 import Testing
 
@@ -67,6 +68,47 @@ struct CodecTests {
         }
         let coded = try roundTripPlane(skewed)
         #expect(Double(coded) * 8 / Double(skewed.count) < entropy * 1.01 + 0.05)
+    }
+
+    @Test("the AVX-512 and AVX2 encoders write the portable encoder's bytes, for every tail length and both scales")
+    func vectorEncodersMatchThePortableOne() throws {
+        let kernels: [EncoderKernel] =
+            (CTorporSIMD_hasAVX2() != 0 ? [.avx2] : []) + (CTorporSIMD_hasAVX512() != 0 ? [.avx512] : [])
+        try #require(!kernels.isEmpty, "this CPU has neither AVX2 nor AVX-512: the vector encoders cannot run here")
+        var generator = SeededGenerator(seed: 17)
+        var inputs: [[UInt8]] = (0..<70).map { count in
+            (0..<count).map { _ in UInt8(min(255, Int(-log(Double.random(in: 0.0001..<1, using: &generator)) * 3))) }
+        }
+        inputs.append(weightBytes(.bf16, count: 150_001, sigma: 0.02, generator: &generator))
+        inputs.append(randomBytes(100_000, generator: &generator))
+        inputs.append([UInt8](repeating: 7, count: 4096))
+        for (number, input) in inputs.enumerated() {
+            var counts = [Int](repeating: 0, count: 256)
+            for byte in input { counts[Int(byte)] += 1 }
+            for scaleBits in [12, 15] {
+                let table = counts.withUnsafeBufferPointer {
+                    RANS.FrequencyTable(counts: $0, total: max(input.count, 1), scaleBits: scaleBits)
+                }
+                func encoded(_ kernel: EncoderKernel?) -> [UInt8] {
+                    var output = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: input.count))
+                    var words = [UInt16](repeating: 0, count: input.count + 3 * RANS.defaultLanes)
+                    let size = input.withUnsafeBytes { source in
+                        words.withUnsafeMutableBufferPointer { words in
+                            output.withUnsafeMutableBytes {
+                                RANS.encode(source, table: table, scratch: words, into: $0, kernel: kernel)
+                            }
+                        }
+                    }
+                    return Array(output.prefix(size))
+                }
+                let portable = encoded(nil)
+                for kernel in kernels {
+                    #expect(
+                        encoded(kernel) == portable,
+                        "input \(number) (\(input.count) bytes), \(kernel), scale \(scaleBits)")
+                }
+            }
+        }
     }
 
     @Test("the encoder's reciprocal divides exactly for every frequency and every 32-bit state")

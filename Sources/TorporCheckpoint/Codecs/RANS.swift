@@ -117,14 +117,18 @@ enum RANS {
     }
 
     /// Encodes `input` with `table` into `output`, which must hold `maxEncodedSize(count:)` bytes.
-    /// - Parameter scratch: at least `input.count + 2 * lanes` 16-bit words of working space.
+    /// - Parameters:
+    ///   - scratch: at least `input.count + 2 * lanes` 16-bit words of working space.
+    ///   - kernel: the vector encoder for whole 32-symbol groups (32 lanes only), nil for the portable loop alone;
+    ///     every choice writes the same bytes.
     /// - Returns: the number of bytes written.
     static func encode(
         _ input: UnsafeRawBufferPointer,
         table: FrequencyTable,
         lanes: Int = defaultLanes,
         scratch: UnsafeMutableBufferPointer<UInt16>,
-        into output: UnsafeMutableRawBufferPointer
+        into output: UnsafeMutableRawBufferPointer,
+        kernel: EncoderKernel? = EncoderKernel.available
     ) -> Int {
         let count = input.count
         let scaleBits = UInt32(table.scaleBits)
@@ -160,12 +164,17 @@ enum RANS {
         var cursors = [Int](repeating: 0, count: lanes)
         for lane in 0..<lanes { cursors[lane] = (lane + 1) * perLane }
         let bytes = input.bindMemory(to: UInt8.self)
+        // The vector kernels take whole groups of 32 symbols; the symbols after the last whole group are encoded
+        // first, here, as encoding runs from the end of the stream to its start.
+        let vector = kernel
+        let vectorSymbols =
+            vector != nil && lanes == defaultLanes && perLane * lanes < Int(Int32.max) ? count / 32 * 32 : 0
         symbols.withUnsafeBufferPointer { symbols in
             states.withUnsafeMutableBufferPointer { states in
                 cursors.withUnsafeMutableBufferPointer { cursors in
                     var index = count - 1
                     var lane = index % lanes
-                    while index >= 0 {
+                    while index >= vectorSymbols {
                         let symbol = symbols[Int(bytes[index])]
                         // Branch-free renormalization (the flush is as unpredictable as the data): the low word
                         // is always stored at the lane's next free slot but only kept when the cursor moves past
@@ -183,6 +192,19 @@ enum RANS {
                     }
                 }
             }
+        }
+        if let vector, vectorSymbols > 0 {
+            var entries = [UInt32](repeating: 0, count: 256)
+            var reciprocals = [Float](repeating: 0, count: 256)
+            for symbol in 0..<256 where table.frequencies[symbol] > 0 {
+                entries[symbol] = table.starts[symbol] << 16 | table.frequencies[symbol]
+                reciprocals[symbol] = 1 / Float(table.frequencies[symbol])
+            }
+            var laneCursors = cursors.map { Int32($0) }
+            vector.encode(
+                groups: vectorSymbols / 32, input: bytes.baseAddress!, entries: entries, reciprocals: reciprocals,
+                scaleBits: scaleBits, states: &states, cursors: &laneCursors, words: scratch.baseAddress!)
+            cursors = laneCursors.map { Int($0) }
         }
         for lane in 0..<lanes {
             output.storeLE(states[lane], at: statesAt + 4 * lane)
@@ -382,6 +404,30 @@ extension RANS {
                 lane &+= 1
             }
         }
+    }
+}
+
+/// The vector encoder this CPU runs (CTorporSIMD's rans_encode.c), if any: AVX-512 where present, else AVX2.
+/// `TORPOR_DISABLE_SIMD=1` turns both off, as it does the vector decoder.
+enum EncoderKernel {
+    case avx512
+    case avx2
+
+    static let available: EncoderKernel? =
+        if !RANS.simdAvailable {
+            nil
+        } else if CTorporSIMD_hasAVX512() != 0 {
+            .avx512
+        } else {
+            .avx2
+        }
+
+    func encode(
+        groups: Int, input: UnsafePointer<UInt8>, entries: [UInt32], reciprocals: [Float], scaleBits: UInt32,
+        states: inout [UInt32], cursors: inout [Int32], words: UnsafeMutablePointer<UInt16>
+    ) {
+        let kernel = self == .avx512 ? CTorporSIMD_ransEncode32AVX512 : CTorporSIMD_ransEncode32AVX2
+        kernel(groups, input, entries, reciprocals, scaleBits, &states, &cursors, words)
     }
 }
 
