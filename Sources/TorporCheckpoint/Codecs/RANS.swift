@@ -166,9 +166,8 @@ enum RANS {
         let bytes = input.bindMemory(to: UInt8.self)
         // The vector kernels take whole groups of 32 symbols; the symbols after the last whole group are encoded
         // first, here, as encoding runs from the end of the stream to its start.
-        let vector = kernel
         let vectorSymbols =
-            vector != nil && lanes == defaultLanes && perLane * lanes < Int(Int32.max) ? count / 32 * 32 : 0
+            kernel != nil && lanes == defaultLanes && perLane * lanes < Int(Int32.max) ? count / 32 * 32 : 0
         symbols.withUnsafeBufferPointer { symbols in
             states.withUnsafeMutableBufferPointer { states in
                 cursors.withUnsafeMutableBufferPointer { cursors in
@@ -193,7 +192,7 @@ enum RANS {
                 }
             }
         }
-        if let vector, vectorSymbols > 0 {
+        if let kernel, vectorSymbols > 0 {
             var entries = [UInt32](repeating: 0, count: 256)
             var reciprocals = [Float](repeating: 0, count: 256)
             for symbol in 0..<256 where table.frequencies[symbol] > 0 {
@@ -201,7 +200,7 @@ enum RANS {
                 reciprocals[symbol] = 1 / Float(table.frequencies[symbol])
             }
             var laneCursors = cursors.map { Int32($0) }
-            vector.encode(
+            kernel.encode(
                 groups: vectorSymbols / 32, input: bytes.baseAddress!, entries: entries, reciprocals: reciprocals,
                 scaleBits: scaleBits, states: &states, cursors: &laneCursors, words: scratch.baseAddress!)
             cursors = laneCursors.map { Int($0) }
