@@ -10,6 +10,7 @@ import TorporGateway
 /// `torpor admin`: a running gateway's admin API from the shell.
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "admin",
         abstract: "Operate a running gateway: states, sleep, wake, switch, reload, GPU leases, engine logs.",
         discussion: """
             Talks to the admin listener of `torpor serve` (listen.admin). The URL comes from --url, else \

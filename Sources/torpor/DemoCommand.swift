@@ -5,6 +5,7 @@ import TorporGateway
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "demo",
         abstract: "Run the gateway with three simulated engines on one simulated GPU that holds two of them awake.",
         discussion: """
             No GPU or vLLM needed: each model is a `torpor sim-engine` process with vLLM's sleep-mode contract and \

@@ -5,6 +5,7 @@ import TorporGPU
 
 struct GPU: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "gpu",
         abstract: "The GPU path: what Torpor finds on this machine, and a round trip through nvCOMP on a GPU.",
         subcommands: [GPUInfo.self, GPUSelfTestCommand.self])
 }

@@ -6,6 +6,7 @@ import TorporStorage
 
 struct Load: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "load",
         abstract: "Load a pack into GPU memory with the pipelined loader, check every chunk, and print the rate.",
         discussion: """
             Every container of the pack goes into its own device buffer, laid out as its safetensors data section. \

@@ -9,6 +9,7 @@ import UnixSignals
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "serve",
         abstract: "Run the gateway: OpenAI-compatible routing in front of sleeping and waking engines.",
         discussion: """
             The configuration is a YAML file: `torpor serve --example-config` prints a complete one, commented \

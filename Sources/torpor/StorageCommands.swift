@@ -50,6 +50,7 @@ struct StoreOptions: ParsableArguments {
 
 struct Push: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "push",
         abstract: "Upload a pack directory to an S3-compatible store.",
         discussion: """
             Credentials, region and endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, \
@@ -76,6 +77,7 @@ struct Push: AsyncParsableCommand {
 
 struct Pull: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "pull",
         abstract: "Download a pack from an S3-compatible store into a new directory.",
         discussion: """
             Objects come down with parallel ranged GETs and are checked against the SHA-256 the push recorded; \

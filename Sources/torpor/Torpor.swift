@@ -65,6 +65,7 @@ struct WorkOptions: ParsableArguments {
 
 struct Pack: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "pack",
         abstract: "Pack a model directory's safetensors files into .torpor containers and copy every other file.")
 
     @Argument(help: "A model directory (or one .safetensors file).")
@@ -130,6 +131,7 @@ struct Pack: ParsableCommand {
 
 struct Unpack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "unpack",
         abstract: "Restore every original file of a pack, byte for byte, into a new directory.")
 
     @OptionGroup var source: PackSource
@@ -155,6 +157,7 @@ struct Unpack: AsyncParsableCommand {
 
 struct Verify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "verify",
         abstract: "Check every checksum of a pack; with --against, compare every restored byte with the original.")
 
     @OptionGroup var source: PackSource
@@ -186,6 +189,7 @@ struct Verify: AsyncParsableCommand {
 
 struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "inspect",
         abstract: "Show every tensor of a pack: dtype, shape, codec, size before and after, and totals.")
 
     @Argument(
@@ -231,6 +235,7 @@ struct Inspect: AsyncParsableCommand {
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "bench",
         abstract: "Benchmarks that print a table and write JSON.", subcommands: [BenchPack.self])
 }
 
