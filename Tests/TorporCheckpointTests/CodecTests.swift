@@ -37,7 +37,7 @@ struct CodecTests {
             var counts = [Int](repeating: 0, count: 256)
             for byte in input { counts[Int(byte)] += 1 }
             var encoded = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: input.count))
-            var words = [UInt16](repeating: 0, count: input.count + 3 * RANS.defaultLanes)
+            var words = [UInt16](repeating: 0, count: RANS.scratchWords(count: input.count))
             let size = counts.withUnsafeBufferPointer { counts in
                 let table = RANS.FrequencyTable(
                     counts: counts, total: max(input.count, 1), scaleBits: RANS.defaultScaleBits)
@@ -91,7 +91,7 @@ struct CodecTests {
                 }
                 func encoded(_ kernel: EncoderKernel?) -> [UInt8] {
                     var output = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: input.count))
-                    var words = [UInt16](repeating: 0, count: input.count + 3 * RANS.defaultLanes)
+                    var words = [UInt16](repeating: 0, count: RANS.scratchWords(count: input.count))
                     let size = input.withUnsafeBytes { source in
                         words.withUnsafeMutableBufferPointer { words in
                             output.withUnsafeMutableBytes {
@@ -156,7 +156,7 @@ struct CodecTests {
         var counts = [Int](repeating: 0, count: 256)
         for byte in plane { counts[Int(byte)] += 1 }
         var encoded = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: plane.count))
-        var words = [UInt16](repeating: 0, count: plane.count + 3 * RANS.defaultLanes)
+        var words = [UInt16](repeating: 0, count: RANS.scratchWords(count: plane.count))
         return counts.withUnsafeBufferPointer { counts in
             let table = RANS.FrequencyTable(counts: counts, total: plane.count, scaleBits: RANS.defaultScaleBits)
             return plane.withUnsafeBytes { source in
@@ -237,7 +237,7 @@ struct CodecTests {
             plane[index] = UInt8(min(255, Int(-log(Double.random(in: 0.001..<1, using: &generator)) * 4)))
         }
         var stream = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: plane.count))
-        var words = [UInt16](repeating: 0, count: plane.count + 3 * RANS.defaultLanes)
+        var words = [UInt16](repeating: 0, count: RANS.scratchWords(count: plane.count))
         var counts = [Int](repeating: 0, count: 256)
         for byte in plane { counts[Int(byte)] += 1 }
         let streamSize = counts.withUnsafeBufferPointer { counts in

@@ -18,7 +18,7 @@ void CTorporSIMD_ransDecode32(
     size_t count, const uint32_t *entries, const uint8_t *words, uint32_t *states, int32_t *cursors,
     uint8_t *output);
 
-/// True when this CPU runs AVX-512F code.
+/// True when this CPU runs AVX-512F and AVX-512BW code.
 int CTorporSIMD_hasAVX512(void);
 
 /// Encodes the whole 32-symbol groups `[0, groups)` of a 32-lane rANS stream, last group first, continuing from
@@ -27,6 +27,8 @@ int CTorporSIMD_hasAVX512(void);
 /// - entries: 256 packed entries, `start << 16 | frequency` (frequencies of at most 2^15).
 /// - reciprocals: 256 floats, `1.0f / frequency` (any value for absent symbols).
 /// - cursors: per lane, the index in `words` of its last word stored; a flushed word goes to `--cursor`.
+/// - words: every lane may also write the slot below its last word (`cursor - 1`) without keeping it: each lane's
+///   region must have one spare slot below the most words it can flush.
 /// The result is bit for bit the portable encoder's (RANS.swift).
 void CTorporSIMD_ransEncode32AVX512(
     size_t groups, const uint8_t *input, const uint32_t *entries, const float *reciprocals, uint32_t scaleBits,

@@ -82,7 +82,7 @@ enum BytePlaneCodec {
                     + Double(table.headerBytes(lanes: RANS.defaultLanes))
                 if estimate < Double(count) * (1 - minimumSaving) {
                     let destination = UnsafeMutableRawBufferPointer(rebasing: output[position...])
-                    let words = scratch.buffer(.words, bytes: 2 * (count + 3 * RANS.defaultLanes)).bindMemory(
+                    let words = scratch.buffer(.words, bytes: 2 * RANS.scratchWords(count: count)).bindMemory(
                         to: UInt16.self)
                     let written = RANS.encode(bytes, table: table, scratch: words, into: destination)
                     if written < count {

@@ -116,9 +116,22 @@ enum RANS {
         8 + 32 + 512 + 8 * lanes + 2 * (count + lanes)
     }
 
+    /// How far apart the lanes' regions of `encode`'s scratch words lie: a lane's most words (one a symbol) and a
+    /// spare slot, rounded up to an odd number of 64-byte lines. Regions a multiple of 4 KiB apart would all map to
+    /// one L1 cache set, and the encoder's stores, which go to all 32 lanes in turn, would then miss L1.
+    static func laneStride(count: Int, lanes: Int = defaultLanes) -> Int {
+        let perLane = (count + lanes - 1) / lanes + 1
+        return (((perLane + 31) / 32) | 1) * 32
+    }
+
+    /// The 16-bit words of working space `encode` needs for `count` symbols.
+    static func scratchWords(count: Int, lanes: Int = defaultLanes) -> Int {
+        lanes * laneStride(count: count, lanes: lanes)
+    }
+
     /// Encodes `input` with `table` into `output`, which must hold `maxEncodedSize(count:)` bytes.
     /// - Parameters:
-    ///   - scratch: at least `input.count + 2 * lanes` 16-bit words of working space.
+    ///   - scratch: at least `scratchWords(count: input.count)` 16-bit words of working space.
     ///   - kernel: the vector encoder for whole 32-symbol groups (32 lanes only), nil for the portable loop alone;
     ///     every choice writes the same bytes.
     /// - Returns: the number of bytes written.
@@ -133,7 +146,8 @@ enum RANS {
         let count = input.count
         let scaleBits = UInt32(table.scaleBits)
         let perLane = (count + lanes - 1) / lanes + 1
-        precondition(scratch.count >= perLane * lanes)
+        let stride = laneStride(count: count, lanes: lanes)
+        precondition(scratch.count >= stride * lanes)
 
         // Header: lanes, scale, count, presence bitmap, frequencies.
         output.storeLE(UInt16(lanes), at: 0)
@@ -162,12 +176,13 @@ enum RANS {
         let symbols = (0..<256).map { EncodingSymbol(table: table, symbol: $0) }
         var states = [UInt32](repeating: lowerBound, count: lanes)
         var cursors = [Int](repeating: 0, count: lanes)
-        for lane in 0..<lanes { cursors[lane] = (lane + 1) * perLane }
+        // Lane l's words end at l * stride + perLane and grow down; the slot below the last one is its spare.
+        for lane in 0..<lanes { cursors[lane] = lane * stride + perLane }
         let bytes = input.bindMemory(to: UInt8.self)
         // The vector kernels take whole groups of 32 symbols; the symbols after the last whole group are encoded
         // first, here, as encoding runs from the end of the stream to its start.
         let vectorSymbols =
-            kernel != nil && lanes == defaultLanes && perLane * lanes < Int(Int32.max) ? count / 32 * 32 : 0
+            kernel != nil && lanes == defaultLanes && stride * lanes < Int(Int32.max) ? count / 32 * 32 : 0
         symbols.withUnsafeBufferPointer { symbols in
             states.withUnsafeMutableBufferPointer { states in
                 cursors.withUnsafeMutableBufferPointer { cursors in
@@ -208,12 +223,19 @@ enum RANS {
         for lane in 0..<lanes {
             output.storeLE(states[lane], at: statesAt + 4 * lane)
             let begin = cursors[lane]
-            let end = (lane + 1) * perLane
+            let end = lane * stride + perLane
             output.storeLE(UInt32(end - begin), at: countsAt + 4 * lane)
-            for word in begin..<end {
-                output.storeLE(scratch[word], at: wordsAt)
-                wordsAt += 2
-            }
+            #if _endian(little)
+                let stored = UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: scratch[begin..<end]))
+                UnsafeMutableRawBufferPointer(rebasing: output[wordsAt..<(wordsAt + stored.count)]).copyMemory(
+                    from: stored)
+                wordsAt += stored.count
+            #else
+                for word in begin..<end {
+                    output.storeLE(scratch[word], at: wordsAt)
+                    wordsAt += 2
+                }
+            #endif
         }
         return wordsAt
     }
