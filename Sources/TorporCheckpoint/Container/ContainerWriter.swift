@@ -143,9 +143,11 @@ public enum ContainerPacker {
         }
         slotSize = ContainerLayout.align(slotSize, to: 64)
         // Enough chunks in flight to keep every core busy, within about 256 MiB of output buffers (512 MiB for
-        // the GPU, whose batches pay a fixed cost each).
+        // the GPU, whose batches pay a fixed cost each); and on the CPU at least four windows where the file has
+        // the chunks, as the last window's writing is the only one that does not overlap encoding.
         let bufferBytes = gpuEncoder == nil ? 256 << 20 : 512 << 20
-        let windowJobs = max(pool.workers * 2, min(max(16, pool.workers * 8), bufferBytes / slotSize))
+        var windowJobs = max(pool.workers * 2, min(max(16, pool.workers * 8), bufferBytes / slotSize))
+        if gpuEncoder == nil { windowJobs = min(windowJobs, max(pool.workers * 2, (jobs.count + 3) / 4)) }
         // Two output buffers: one window is written while the next is encoded.
         let outputs = (0..<2).map { _ in
             UncheckedSendable(UnsafeMutableRawBufferPointer.allocate(byteCount: windowJobs * slotSize, alignment: 64))
