@@ -89,35 +89,26 @@ public struct PackBenchmark: Codable, Sendable {
         result.floors = try floors(of: model)
         result.sha256MBps = try sha256Rate(of: model, repeats: repeats)
         let log = workDirectory + "/command.log"
-        for choice in codecs {
-            var packTimes: [Double] = []
-            var unpackTimes: [Double] = []
-            var verifyTimes: [Double] = []
-            let packDirectory = workDirectory + "/pack-\(choice)"
-            let restoreDirectory = workDirectory + "/restore-\(choice)"
-            for _ in 0..<repeats {
-                try? FileManager.default.removeItem(atPath: packDirectory)
+        // Round-robin: each round runs every codec once, so that a slow stretch of the machine falls on every codec
+        // alike (on a VM, memory that another process has just freed, a ZipNN run's, comes back slowly for
+        // seconds). The first round is not timed.
+        var times = [(pack: [Double], unpack: [Double], verify: [Double])](
+            repeating: ([], [], []), count: codecs.count)
+        for round in 0...repeats {
+            for (number, choice) in codecs.enumerated() {
+                let restoreDirectory = workDirectory + "/restore-\(choice)"
+                let run = try timeRun(
+                    choice, model: model, pack: workDirectory + "/pack-\(choice)", restore: restoreDirectory,
+                    command: command, log: log)
                 try? FileManager.default.removeItem(atPath: restoreDirectory)
-                if let command {
-                    packTimes.append(
-                        try CommandTiming.seconds(
-                            command, ["pack", model, packDirectory, "--codec", choice.description, "--quiet"],
-                            logPath: log))
-                    unpackTimes.append(
-                        try CommandTiming.seconds(
-                            command, ["unpack", packDirectory, restoreDirectory, "--quiet"], logPath: log))
-                    verifyTimes.append(
-                        try CommandTiming.seconds(command, ["verify", packDirectory, "--quiet"], logPath: log))
-                } else {
-                    let options = PackOptions(codec: choice)
-                    packTimes.append(try ModelPack.pack(model: model, to: packDirectory, options: options).seconds)
-                    unpackTimes.append(try ModelPack.unpack(pack: packDirectory, to: restoreDirectory).seconds)
-                    verifyTimes.append(try ModelPack.verify(pack: packDirectory).seconds)
-                }
-                if choice != codecs.last || verifyTimes.count < repeats {
-                    try? FileManager.default.removeItem(atPath: restoreDirectory)
-                }
+                guard round > 0 else { continue }
+                times[number].pack.append(run.pack)
+                times[number].unpack.append(run.unpack)
+                times[number].verify.append(run.verify)
             }
+        }
+        for (number, choice) in codecs.enumerated() {
+            let packDirectory = workDirectory + "/pack-\(choice)"
             let manifest = try PackManifest.load(from: packDirectory)
             let packed = manifest.files.filter { $0.kind == .packed }
             let safetensorsBytes = packed.reduce(0) { $0 + $1.size }
@@ -130,13 +121,38 @@ public struct PackBenchmark: Codable, Sendable {
                     codec: choice.description,
                     ratio: Double(containerBytes) / Double(max(safetensorsBytes, 1)),
                     floatRatio: floatRatio,
-                    packMBps: megabytes / median(packTimes),
-                    unpackMBps: megabytes / median(unpackTimes),
-                    verifyMBps: megabytes / median(verifyTimes)))
-            try? FileManager.default.removeItem(atPath: workDirectory + "/pack-\(choice)")
-            try? FileManager.default.removeItem(atPath: workDirectory + "/restore-\(choice)")
+                    packMBps: megabytes / median(times[number].pack),
+                    unpackMBps: megabytes / median(times[number].unpack),
+                    verifyMBps: megabytes / median(times[number].verify)))
+            try? FileManager.default.removeItem(atPath: packDirectory)
         }
         return result
+    }
+
+    /// Packs `model` with `choice` into `pack`, unpacks it into `restore` and verifies it, as commands of
+    /// `command` or (nil) as library calls; the seconds each took. Each step starts with nothing left to write
+    /// back: pack and unpack fsync, and would otherwise also wait for the disk to take the previous run's files.
+    private static func timeRun(
+        _ choice: CodecChoice, model: String, pack: String, restore: String, command: String?, log: String
+    ) throws(CheckpointError) -> (pack: Double, unpack: Double, verify: Double) {
+        try? FileManager.default.removeItem(atPath: pack)
+        try? FileManager.default.removeItem(atPath: restore)
+        if let command {
+            sync()
+            let packing = try CommandTiming.seconds(
+                command, ["pack", model, pack, "--codec", choice.description, "--quiet"], logPath: log)
+            sync()
+            let unpacking = try CommandTiming.seconds(command, ["unpack", pack, restore, "--quiet"], logPath: log)
+            sync()
+            let verifying = try CommandTiming.seconds(command, ["verify", pack, "--quiet"], logPath: log)
+            return (packing, unpacking, verifying)
+        }
+        sync()
+        let packing = try ModelPack.pack(model: model, to: pack, options: PackOptions(codec: choice)).seconds
+        sync()
+        let unpacking = try ModelPack.unpack(pack: pack, to: restore).seconds
+        sync()
+        return (packing, unpacking, try ModelPack.verify(pack: pack).seconds)
     }
 
     /// MB/s of SHA-256 over every safetensors file of `model`, on one core, median of `repeats`.
@@ -163,7 +179,7 @@ public struct PackBenchmark: Codable, Sendable {
     public func table() -> String {
         var lines: [String] = []
         lines.append("model: \(model) (\(formatBytes(safetensorsBytes)) of safetensors)")
-        lines.append("machine: \(machine), \(cores) cores; median of \(repeats) run(s); \(date)")
+        lines.append("machine: \(machine), \(cores) cores; median of \(repeats) run(s) after an untimed one; \(date)")
         lines.append(
             timing == "command"
                 ? "pack, unpack and verify: `torpor` commands timed from process start to exit (unpack fsyncs)"
