@@ -33,6 +33,16 @@ import TorporTestSupport
             return stdout.contains(text)
         }
 
+        /// A test that stops early (a failed `#require`) leaves nothing running: SIGTERM, SIGKILL after 10 s.
+        deinit {
+            guard process.isRunning else { return }
+            kill(process.processIdentifier, SIGTERM)
+            let end = ContinuousClock.now + .seconds(10)
+            while process.isRunning && ContinuousClock.now < end { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+
         /// SIGTERM, then the exit status (SIGKILL after `timeout`).
         func terminate(timeout: Duration = .seconds(30)) async -> Int32 {
             if process.isRunning { kill(process.processIdentifier, SIGTERM) }
