@@ -15,7 +15,7 @@ struct ShardIndex {
         }
         let root: JSONValue
         do {
-            root = try JSONDecoder().decode(JSONValue.self, from: data)
+            root = try data.withUnsafeBytes { (bytes) throws(JSONParser.SyntaxError) in try JSONParser.parse(bytes) }
         } catch {
             throw CheckpointError(.invalidShardIndex, "\(path) is not valid JSON (\(error))")
         }

@@ -82,7 +82,7 @@ public struct SafetensorsHeader: Sendable {
         }
         let root: JSONValue
         do {
-            root = try JSONDecoder().decode(JSONValue.self, from: Data(headerBytes))
+            root = try JSONParser.parse(headerBytes)
         } catch {
             throw fail("header is not valid JSON (\(error))")
         }
