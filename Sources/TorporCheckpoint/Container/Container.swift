@@ -68,7 +68,7 @@ public final class Container: Sendable {
         guard CRC32.checksum(indexBytes) == preamble.indexCRC else { throw corrupt("index") }
 
         do {
-            index = try JSONDecoder().decode(ContainerIndex.self, from: Data(indexBytes))
+            index = try ContainerIndex(parsing: indexBytes)
         } catch {
             throw CheckpointError(.invalidContainer, "\(path): the index is not valid (\(error))")
         }

@@ -166,9 +166,9 @@ public struct ChunkRecord: Equatable, Sendable {
 }
 
 /// The JSON index at the end of a container: the tensors and everything needed to rebuild the source file.
-public struct ContainerIndex: Codable, Sendable, Equatable {
+public struct ContainerIndex: Encodable, Sendable, Equatable {
     /// Who wrote the container, and with which codec versions.
-    public struct Writer: Codable, Sendable, Equatable {
+    public struct Writer: Encodable, Sendable, Equatable {
         public var name: String
         public var version: String
         /// Codec name → version of its bitstream (and of the library that wrote it).
@@ -176,14 +176,14 @@ public struct ContainerIndex: Codable, Sendable, Equatable {
     }
 
     /// The safetensors file this container restores to.
-    public struct Source: Codable, Sendable, Equatable {
+    public struct Source: Encodable, Sendable, Equatable {
         public var fileName: String
         public var size: Int
         public var sha256: String
     }
 
     /// One tensor: its safetensors description and the chunks that hold its bytes.
-    public struct Tensor: Codable, Sendable, Equatable {
+    public struct Tensor: Encodable, Sendable, Equatable {
         public var name: String
         public var dtype: DType
         public var shape: [Int]

@@ -2,7 +2,7 @@ import FoundationEssentials
 
 /// `torpor-manifest.json`: the list of every file of a packed model directory, written last, so a directory
 /// without it is not a complete pack.
-public struct PackManifest: Codable, Sendable, Equatable {
+public struct PackManifest: Encodable, Sendable, Equatable {
     public static let fileName = "torpor-manifest.json"
 
     public enum Kind: String, Codable, Sendable {
@@ -13,7 +13,7 @@ public struct PackManifest: Codable, Sendable, Equatable {
     }
 
     /// One file of the original model directory.
-    public struct File: Codable, Sendable, Equatable {
+    public struct File: Encodable, Sendable, Equatable {
         /// The path relative to the model directory, with `/` separators.
         public var path: String
         public var size: Int
@@ -62,20 +62,29 @@ public struct PackManifest: Codable, Sendable, Equatable {
 
     /// Parses and checks a manifest's bytes; `name` is where they came from, for messages.
     public static func decode(_ bytes: [UInt8], name path: String) throws(CheckpointError) -> PackManifest {
-        let manifest: PackManifest
+        func invalid(_ error: any Error) -> CheckpointError {
+            CheckpointError(.invalidContainer, "\(path) is not a valid pack manifest (\(error))")
+        }
+        let fields: JSONFields
         do {
-            manifest = try JSONDecoder().decode(PackManifest.self, from: Data(bytes))
+            fields = try bytes.withUnsafeBytes { try JSONFields(parsing: $0, in: "the manifest") }
         } catch {
-            throw CheckpointError(.invalidContainer, "\(path) is not a valid pack manifest (\(error))")
+            throw invalid(error)
         }
-        guard manifest.format == "torpor-pack" else {
+        // The format and version first: a newer manifest may differ in everything else.
+        let format = try? fields.string("format")
+        guard format == "torpor-pack" else {
             throw CheckpointError(
-                .invalidContainer, "\(path) is not a torpor pack manifest (format \"\(manifest.format)\")")
+                .invalidContainer, "\(path) is not a torpor pack manifest (format \"\(format ?? "missing")\")")
         }
-        guard manifest.version == 1 else {
+        let version: Int
+        do { version = try fields.int("version") } catch { throw invalid(error) }
+        guard version == 1 else {
             throw CheckpointError(
-                .unsupported, "\(path): manifest version \(manifest.version) is newer than this torpor; upgrade torpor")
+                .unsupported, "\(path): manifest version \(version) is newer than this torpor; upgrade torpor")
         }
+        let manifest: PackManifest
+        do { manifest = try PackManifest(fields) } catch { throw invalid(error) }
         for file in manifest.files {
             for relative in [file.path, file.container].compactMap({ $0 }) where !isSafeRelativePath(relative) {
                 throw CheckpointError(.invalidContainer, "\(path) names an unsafe path \"\(relative)\"")
@@ -85,6 +94,21 @@ public struct PackManifest: Codable, Sendable, Equatable {
             }
         }
         return manifest
+    }
+}
+
+extension PackManifest {
+    /// The manifest's members (`format` and `version` already checked).
+    fileprivate init(_ fields: JSONFields) throws(JSONFields.Failure) {
+        writer = try fields.string("writer")
+        codec = try fields.string("codec")
+        chunkSize = try fields.int("chunkSize")
+        files = try fields.objects("files") { "file \($0)" }.map { (file) throws(JSONFields.Failure) in
+            File(
+                path: try file.string("path"), size: try file.int("size"), sha256: try file.string("sha256"),
+                kind: try file.value("kind", as: Kind.self), container: try file.optionalString("container"),
+                containerSize: try file.optionalInt("containerSize"))
+        }
     }
 }
 
