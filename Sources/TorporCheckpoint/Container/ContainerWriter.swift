@@ -24,6 +24,8 @@ public enum ContainerPacker {
         var source: Range<Int>
         var codec: ChunkCodec
         var dtype: DType
+        /// The source bytes' CRC-32 when already known.
+        var rawCRC: UInt32?
     }
 
     /// Packs the safetensors file at `sourcePath` into a new container at `containerPath`.
@@ -78,20 +80,35 @@ public enum ContainerPacker {
 
         let pool = WorkerPool(workers: options.workers)
         let gpuEncoder = options.gpuEncoder
-        // Tensors whose bytes equal an earlier tensor's share its chunks.
+        // Every tensor's chunks, in file order.
+        var pieces: [(tensor: Int, source: Range<Int>)] = []
+        var piecesOf = [Range<Int>](repeating: 0..<0, count: header.tensors.count)
+        for (index, tensor) in header.tensors.enumerated() {
+            let first = pieces.count
+            let start = header.dataStart + tensor.dataOffsets.lowerBound
+            for offset in stride(from: 0, to: tensor.byteCount, by: options.chunkSize) {
+                let size = min(options.chunkSize, tensor.byteCount - offset)
+                pieces.append((index, (start + offset)..<(start + offset + size)))
+            }
+            piecesOf[index] = first..<pieces.count
+        }
+        // Tensors whose bytes equal an earlier tensor's share its chunks. Equal tensors have equal chunk CRC-32s,
+        // which the chunk records need anyway: computed once here, they are not computed again when encoding.
         var duplicateOf = [Int?](repeating: nil, count: header.tensors.count)
+        var pieceCRCs: [UInt32] = []
         if options.deduplicate {
-            var tensorCRCs = [UInt32](repeating: 0, count: header.tensors.count)
-            tensorCRCs.withUnsafeMutableBufferPointer { crcs in
+            pieceCRCs = [UInt32](repeating: 0, count: pieces.count)
+            pieceCRCs.withUnsafeMutableBufferPointer { crcs in
                 let crcs = UncheckedSendable(crcs)
-                pool.run(jobs: header.tensors.count) { (index: Int, _: CodecScratch) -> Void in
-                    crcs.value[index] = CRC32.checksum(source.bytes(of: header.tensors[index]))
+                pool.run(jobs: pieces.count) { (index: Int, _: CodecScratch) -> Void in
+                    crcs.value[index] = CRC32.checksum(
+                        UnsafeRawBufferPointer(rebasing: source.mapping.bytes[pieces[index].source]))
                 }
             }
             var seen: [[Int]: [Int]] = [:]
             for (index, tensor) in header.tensors.enumerated() where tensor.byteCount > 0 {
                 let bytes = source.bytes(of: tensor)
-                let key = [tensor.byteCount, Int(tensorCRCs[index])]
+                let key = [tensor.byteCount] + piecesOf[index].map { Int(pieceCRCs[$0]) }
                 if let earlier = seen[key, default: []].first(where: {
                     source.bytes(of: header.tensors[$0]).sameBytes(as: bytes)
                 }) {
@@ -113,15 +130,11 @@ public enum ContainerPacker {
                 continue
             }
             let first = jobs.count
-            let start = header.dataStart + tensor.dataOffsets.lowerBound
-            var offset = 0
-            while offset < tensor.byteCount {
-                let size = min(options.chunkSize, tensor.byteCount - offset)
+            for piece in piecesOf[index] {
                 jobs.append(
                     Job(
-                        tensor: index, source: (start + offset)..<(start + offset + size), codec: codecs[index],
-                        dtype: tensor.dtype))
-                offset += size
+                        tensor: index, source: pieces[piece].source, codec: codecs[index], dtype: tensor.dtype,
+                        rawCRC: pieceCRCs.isEmpty ? nil : pieceCRCs[piece]))
             }
             chunkRanges[index] = first..<jobs.count
         }
@@ -197,7 +210,7 @@ public enum ContainerPacker {
                     let job = jobs[window.lowerBound + slot]
                     let input = UnsafeRawBufferPointer(rebasing: source.mapping.bytes[job.source])
                     let output = output(slot)
-                    let rawCRC = CRC32.checksum(input)
+                    let rawCRC = job.rawCRC ?? CRC32.checksum(input)
                     var codec = job.codec
                     var size = input.count
                     if codec != .raw,
@@ -291,94 +304,6 @@ final class SourceDigest: @unchecked Sendable {
 
 /// Chunk records appended by the writing thread, read after it finished.
 private final class RecordList { var items: [ChunkRecord] = [] }
-
-/// Writes a container file front to back: the preamble's space, the chunks, then the trailing tables; the
-/// preamble last, then fsync. `abandon()` removes a file that was not finished.
-final class ContainerFileWriter {
-    private let file: FileDescriptor
-    private var position = ContainerLayout.pageAlignment
-    private var staging: [UInt8] = []
-
-    init(path: String) throws(CheckpointError) {
-        file = try FileDescriptor.create(path)
-    }
-
-    /// Queues `bytes` at the next `alignment` boundary; returns the absolute offset.
-    func appendChunk(_ bytes: UnsafeRawBufferPointer, alignment: Int) throws(CheckpointError) -> Int {
-        let offset = ContainerLayout.align(position, to: alignment)
-        staging.append(contentsOf: repeatElement(0, count: offset - position))
-        staging.append(contentsOf: bytes)
-        position = offset + bytes.count
-        if staging.count >= 8 << 20 { try flush() }
-        return offset
-    }
-
-    private func flush() throws(CheckpointError) {
-        let start = position - staging.count
-        try staging.withBytes { (bytes) throws(CheckpointError) in try file.write(bytes, at: start) }
-        // Start writing it to disk now, as unpack does, so that the final fsync does not wait for the whole file.
-        file.startWriteback(offset: start, count: staging.count)
-        staging.removeAll(keepingCapacity: true)
-    }
-
-    /// Writes the chunk table, the source header and the index, then the preamble, and fsyncs.
-    /// - Returns: the container's size in bytes.
-    func finish(records: [ChunkRecord], sourceHeader: UnsafeRawBufferPointer, index: ContainerIndex)
-        throws(CheckpointError) -> Int
-    {
-        var preamble = Preamble()
-        preamble.dataOffset = ContainerLayout.pageAlignment
-        preamble.dataLength = position - ContainerLayout.pageAlignment
-        preamble.chunkTableOffset = ContainerLayout.align(position, to: ContainerLayout.pageAlignment)
-        staging.append(contentsOf: repeatElement(0, count: preamble.chunkTableOffset - position))
-        position = preamble.chunkTableOffset
-
-        var table = [UInt8](repeating: 0, count: records.count * ContainerLayout.chunkRecordSize)
-        table.withUnsafeMutableBytes { out in
-            for (number, record) in records.enumerated() {
-                record.store(into: out, at: number * ContainerLayout.chunkRecordSize)
-            }
-        }
-        preamble.chunkCount = records.count
-        preamble.chunkTableCRC = CRC32.checksum(table)
-        staging.append(contentsOf: table)
-        position += table.count
-
-        preamble.sourceHeaderOffset = position
-        preamble.sourceHeaderLength = sourceHeader.count
-        preamble.sourceHeaderCRC = CRC32.checksum(sourceHeader)
-        staging.append(contentsOf: sourceHeader)
-        position += sourceHeader.count
-
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let json: [UInt8]
-        do {
-            json = Array(try encoder.encode(index))
-        } catch {
-            throw CheckpointError(.invalidArgument, "cannot encode the index of \(file.path): \(error)")
-        }
-        preamble.indexOffset = position
-        preamble.indexLength = json.count
-        preamble.indexCRC = CRC32.checksum(json)
-        staging.append(contentsOf: json)
-        position += json.count
-        try flush()
-
-        var head = preamble.serialized()
-        head.append(contentsOf: repeatElement(0, count: ContainerLayout.pageAlignment - head.count))
-        try head.withBytes { (bytes) throws(CheckpointError) in try file.write(bytes, at: 0) }
-        try file.sync()
-        file.close()
-        return position
-    }
-
-    /// Closes and deletes an unfinished container.
-    func abandon() {
-        file.close()
-        unlink(file.path)
-    }
-}
 
 /// "45.4 MB", "1.2 GB": decimal units, as disk sizes and rates are usually quoted.
 public func formatBytes(_ bytes: Int) -> String {
