@@ -71,6 +71,27 @@ struct ContainerTests {
             try contents(directory.file("restored/tied.safetensors")) == contents(directory.file("tied.safetensors")))
     }
 
+    @Test("tensors of many chunks are shared only when every chunk is equal, and their records' checksums hold")
+    func deduplicatesChunkByChunk() throws {
+        var generator = SeededGenerator(seed: 10)
+        let shared = weightBytes(.bf16, count: 40_000, sigma: 0.02, generator: &generator)
+        var lastChunkDiffers = shared
+        lastChunkDiffers[lastChunkDiffers.count - 1] ^= 1
+        var builder = SafetensorsBuilder()
+        builder.add("a", dtype: .bf16, shape: [400, 100], bytes: shared)
+        builder.add("b", dtype: .bf16, shape: [400, 100], bytes: lastChunkDiffers)
+        builder.add("c", dtype: .bf16, shape: [400, 100], bytes: shared)
+        let directory = TemporaryDirectory()
+        try builder.write(to: directory.file("m.safetensors"))
+        let packed = try pack(directory.file("m.safetensors"), in: directory, options: PackOptions(chunkSize: 8192))
+        let container = try Container(path: packed + "/m.torpor")
+        let tensors = Dictionary(uniqueKeysWithValues: container.index.tensors.map { ($0.name, $0) })
+        #expect(tensors["a"]?.chunkCount == 10)
+        #expect(tensors["b"]?.duplicateOf == nil && tensors["c"]?.duplicateOf == "a")
+        #expect(try container.tensorBytes("b") == lastChunkDiffers && container.tensorBytes("c") == shared)
+        _ = try ModelPack.verify(pack: packed, against: directory.file("m.safetensors"))
+    }
+
     /// A two-shard model with its index, in `directory/model`.
     private func shardedModel(in directory: TemporaryDirectory, indexJSON: String? = nil) throws -> String {
         let model = directory.file("model")
