@@ -306,3 +306,33 @@ struct ContainerTests {
         #expect(error.message.contains("at byte \(changed.count - 3)"), "\(error.message)")
     }
 }
+
+@Suite("Writing files")
+struct FileWritingTests {
+    @Test("pieces written with pwritev land in order, in more calls than one and with empty pieces among them")
+    func piecesInOrder() throws {
+        var generator = SeededGenerator(seed: 11)
+        let pieces = (0..<3000).map { number in
+            number % 7 == 0 ? [] : (0..<(number % 97)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        }
+        let directory = TemporaryDirectory()
+        let path = directory.file("pieces")
+        let file = try FileDescriptor.create(path)
+        defer { file.close() }
+        let joined = pieces.flatMap { $0 }
+        // Each piece through a pointer that stays valid for the call: one buffer holding them all, in order.
+        try joined.withUnsafeBytes { all in
+            var views: [UnsafeRawBufferPointer] = []
+            var start = 0
+            for piece in pieces {
+                views.append(UnsafeRawBufferPointer(rebasing: all[start..<(start + piece.count)]))
+                start += piece.count
+            }
+            try file.write(views, at: 100)
+        }
+        let written = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(written.count == 100 + joined.count)
+        #expect(Array(written.prefix(100)) == [UInt8](repeating: 0, count: 100))
+        #expect(Array(written.dropFirst(100)) == joined)
+    }
+}

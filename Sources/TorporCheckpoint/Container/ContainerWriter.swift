@@ -233,14 +233,16 @@ public enum ContainerPacker {
             DispatchQueue.global().async(group: writing) {
                 let (writer, encoded, slotSize) = written.value
                 do throws(CheckpointError) {
-                    for (slot, result) in encoded.enumerated() {
-                        let stored = UnsafeRawBufferPointer(
+                    let stored = encoded.enumerated().map { slot, result in
+                        UnsafeRawBufferPointer(
                             rebasing: buffer.value[(slot * slotSize)..<(slot * slotSize + result.size)])
-                        let offset = try writer.appendChunk(stored, alignment: ContainerLayout.defaultChunkAlignment)
+                    }
+                    let offsets = try writer.appendChunks(stored, alignment: ContainerLayout.defaultChunkAlignment)
+                    for (slot, result) in encoded.enumerated() {
                         records.value.items.append(
                             ChunkRecord(
-                                offset: offset, storedSize: result.size, rawSize: jobSizes[slot],
-                                storedCRC: result.storedCRC ?? CRC32.checksum(stored), rawCRC: result.rawCRC,
+                                offset: offsets[slot], storedSize: result.size, rawSize: jobSizes[slot],
+                                storedCRC: result.storedCRC ?? CRC32.checksum(stored[slot]), rawCRC: result.rawCRC,
                                 codec: result.codec))
                         progress?(.advanced(bytes: jobSizes[slot]))
                     }

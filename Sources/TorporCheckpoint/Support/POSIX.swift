@@ -36,6 +36,38 @@ final class FileDescriptor {
         return FileDescriptor(fd: fd, path: path)
     }
 
+    /// Writes `pieces` one after the other from `offset`, up to 1024 (IOV_MAX) in one `pwritev`, retrying short
+    /// writes and EINTR.
+    func write(_ pieces: [UnsafeRawBufferPointer], at offset: Int) throws(CheckpointError) {
+        var vectors = pieces.filter { $0.count > 0 }.map {
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
+        }
+        var first = 0
+        var position = offset
+        while first < vectors.count {
+            let count = Int32(min(vectors.count - first, 1024))
+            let n = vectors.withUnsafeBufferPointer { pwritev(fd, $0.baseAddress! + first, count, off_t(position)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ioError("cannot write", path)
+            }
+            if n == 0 { throw CheckpointError(.io, "cannot write \(path): the device accepted no bytes") }
+            position += n
+            // Past the pieces written whole; into the one written in part.
+            var written = n
+            while written > 0 {
+                if written >= vectors[first].iov_len {
+                    written -= vectors[first].iov_len
+                    first += 1
+                } else {
+                    vectors[first].iov_base += written
+                    vectors[first].iov_len -= written
+                    written = 0
+                }
+            }
+        }
+    }
+
     /// Writes all of `bytes` at `offset`, retrying short writes and EINTR.
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
         var done = 0
