@@ -81,14 +81,14 @@ public enum ContainerPacker {
         let pool = WorkerPool(workers: options.workers)
         let gpuEncoder = options.gpuEncoder
         // Every tensor's chunks, in file order.
-        var pieces: [(tensor: Int, source: Range<Int>)] = []
+        var pieces: [Range<Int>] = []
         var piecesOf = [Range<Int>](repeating: 0..<0, count: header.tensors.count)
         for (index, tensor) in header.tensors.enumerated() {
             let first = pieces.count
             let start = header.dataStart + tensor.dataOffsets.lowerBound
             for offset in stride(from: 0, to: tensor.byteCount, by: options.chunkSize) {
                 let size = min(options.chunkSize, tensor.byteCount - offset)
-                pieces.append((index, (start + offset)..<(start + offset + size)))
+                pieces.append((start + offset)..<(start + offset + size))
             }
             piecesOf[index] = first..<pieces.count
         }
@@ -102,7 +102,7 @@ public enum ContainerPacker {
                 let crcs = UncheckedSendable(crcs)
                 pool.run(jobs: pieces.count) { (index: Int, _: CodecScratch) -> Void in
                     crcs.value[index] = CRC32.checksum(
-                        UnsafeRawBufferPointer(rebasing: source.mapping.bytes[pieces[index].source]))
+                        UnsafeRawBufferPointer(rebasing: source.mapping.bytes[pieces[index]]))
                 }
             }
             var seen: [[Int]: [Int]] = [:]
@@ -133,7 +133,7 @@ public enum ContainerPacker {
             for piece in piecesOf[index] {
                 jobs.append(
                     Job(
-                        tensor: index, source: pieces[piece].source, codec: codecs[index], dtype: tensor.dtype,
+                        tensor: index, source: pieces[piece], codec: codecs[index], dtype: tensor.dtype,
                         rawCRC: pieceCRCs.isEmpty ? nil : pieceCRCs[piece]))
             }
             chunkRanges[index] = first..<jobs.count

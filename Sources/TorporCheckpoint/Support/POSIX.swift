@@ -70,16 +70,7 @@ final class FileDescriptor {
 
     /// Writes all of `bytes` at `offset`, retrying short writes and EINTR.
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ioError("cannot write", path)
-            }
-            if n == 0 { throw CheckpointError(.io, "cannot write \(path): the device accepted no bytes") }
-            done += n
-        }
+        try write([bytes], at: offset)
     }
 
     /// Reserves `size` bytes of disk for the file before it is written, so that a full disk fails now, not halfway,
