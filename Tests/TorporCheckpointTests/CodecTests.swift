@@ -1,3 +1,4 @@
+import CTorporDeflate
 import CTorporSIMD
 import Foundation
 import Testing
@@ -149,6 +150,37 @@ struct CodecTests {
                 for _ in 0..<8 { reference = reference & 1 == 1 ? (reference >> 1) ^ 0xEDB8_8320 : reference >> 1 }
             }
             #expect(CRC32.checksum(Array(bytes.prefix(length))) == ~reference, "length \(length)")
+        }
+    }
+
+    @Test("CRC-32's 256-byte VPCLMULQDQ folding agrees with libdeflate at every alignment, length and start value")
+    func crc32WideFolding() throws {
+        var generator = SeededGenerator(seed: 17)
+        let bytes = randomBytes(70_000, generator: &generator)
+        let lengths = [4096, 4097, 4351, 4352, 4353, 8191, 65_536, 65_536 + 255]
+        bytes.withUnsafeBytes { all in
+            for offset in [0, 1, 3, 8, 63] {
+                for length in lengths {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[offset..<(offset + length)])
+                    let expected = CTorporDeflate_crc32(0, slice.baseAddress, length)
+                    #expect(CRC32.checksum(slice) == expected, "offset \(offset), length \(length)")
+                }
+            }
+        }
+        // The kernel itself, continuing from a non-zero CRC as chained calls do, wherever this CPU runs it.
+        guard CTorporSIMD_hasVPCLMUL512() != 0 else { return }
+        #expect(CRC32.wideFolding || SIMD.disabled)
+        for (start, length) in [(0, 256), (5, 511), (0, 512), (9, 4096 + 17)] {
+            try bytes.withUnsafeBytes { all in
+                let data = try #require(all.baseAddress).advanced(by: start).assumingMemoryBound(to: UInt8.self)
+                let previous: UInt32 = 0x1234_5678
+                var state = [UInt8](repeating: 0, count: 256)
+                let folded = CTorporSIMD_crc32Fold256(previous, data, length, &state)
+                #expect(folded == length / 256 * 256)
+                let head = CTorporDeflate_crc32(0xFFFF_FFFF, state, 256)
+                let whole = CTorporDeflate_crc32(head, data + folded, length - folded)
+                #expect(whole == CTorporDeflate_crc32(previous, data, length), "start \(start), length \(length)")
+            }
         }
     }
 

@@ -39,4 +39,13 @@ void CTorporSIMD_ransEncode32AVX2(
     size_t groups, const uint8_t *input, const uint32_t *entries, const float *reciprocals, uint32_t scaleBits,
     uint32_t *states, int32_t *cursors, uint16_t *words);
 
+/// True when this CPU runs AVX-512F, AVX-512VL and VPCLMULQDQ code.
+int CTorporSIMD_hasVPCLMUL512(void);
+
+/// Folds the longest whole number of 256-byte blocks of `data` for zlib's CRC-32 continuing from `crc` (0 to
+/// start), and stores the 256 folded bytes in `state`. Returns the bytes folded: 0 when `length < 256`, else a
+/// multiple of 256. The CRC-32 of all of `data` is then the CRC-32, continuing from 0xFFFFFFFF, of `state`
+/// followed by the `length - result` bytes not folded. Needs `CTorporSIMD_hasVPCLMUL512()`.
+size_t CTorporSIMD_crc32Fold256(uint32_t crc, const uint8_t *data, size_t length, uint8_t state[256]);
+
 #endif

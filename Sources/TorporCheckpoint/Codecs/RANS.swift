@@ -240,12 +240,11 @@ enum RANS {
         return wordsAt
     }
 
+    /// Whether the AVX2 decoder can run here; `TORPOR_DISABLE_SIMD=1` turns it off.
+    static let simdAvailable: Bool = CTorporSIMD_hasAVX2() != 0 && !SIMD.disabled
+
     /// Decodes a stream written by `encode` into `output`, whose size must equal the stream's symbol count.
     /// - Throws: a message naming what is inconsistent, for any malformed or corrupted stream.
-    /// Whether the AVX2 decoder can run here; `TORPOR_DISABLE_SIMD=1` turns it off.
-    static let simdAvailable: Bool =
-        CTorporSIMD_hasAVX2() != 0 && getenv("TORPOR_DISABLE_SIMD").map { String(cString: $0) != "1" } ?? true
-
     static func decode(
         _ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer, scratch: CodecScratch,
         allowSIMD: Bool = true

@@ -162,14 +162,12 @@ public enum ContainerPacker {
         var windowJobs = max(pool.workers * 2, min(max(16, pool.workers * 8), bufferBytes / slotSize))
         if gpuEncoder == nil { windowJobs = min(windowJobs, max(pool.workers * 2, (jobs.count + 3) / 4)) }
         // Two output buffers: one window is written while the next is encoded.
-        let outputs = (0..<2).map { _ in
-            UncheckedSendable(UnsafeMutableRawBufferPointer.allocate(byteCount: windowJobs * slotSize, alignment: 64))
-        }
+        let outputs = (0..<2).map { _ in UncheckedSendable(WorkingMemory.allocate(windowJobs * slotSize)) }
         let writing = DispatchGroup()
         let writeFailure = FailureBox()
         defer {
             writing.wait()
-            for buffer in outputs { buffer.value.deallocate() }
+            for buffer in outputs { WorkingMemory.deallocate(buffer.value) }
         }
         let records = UncheckedSendable(RecordList())
         records.value.items.reserveCapacity(jobs.count)
