@@ -41,20 +41,21 @@ public enum ContainerPacker {
         options: PackOptions = PackOptions(),
         progress: ProgressHandler? = nil
     ) throws(CheckpointError) -> PackedFile {
-        try pack(
-            sourcePath: sourcePath, to: containerPath, fileName: fileName, options: options, progress: progress,
-            digest: nil)
-    }
-
-    /// `pack`, with the source's SHA-256 already under way (`ModelPack` starts every shard's at once).
-    static func pack(
-        sourcePath: String, to containerPath: String, fileName: String, options: PackOptions,
-        progress: ProgressHandler?, digest: SourceDigest?
-    ) throws(CheckpointError) -> PackedFile {
         try options.validate()
         return try pack(
             source: try SafetensorsFile(path: sourcePath), to: containerPath, fileName: fileName, options: options,
-            progress: progress, digest: digest)
+            progress: progress, digest: nil)
+    }
+
+    /// `pack`, with the source's SHA-256 already under way on the same mapping (`ModelPack` starts shards' ahead).
+    static func pack(
+        source: SafetensorsFile, to containerPath: String, fileName: String, options: PackOptions,
+        progress: ProgressHandler?, digest: SourceDigest
+    ) throws(CheckpointError) -> PackedFile {
+        try options.validate()
+        return try pack(
+            source: source, to: containerPath, fileName: fileName, options: options, progress: progress,
+            digest: Optional(digest))
     }
 
     /// Packs a safetensors file already mapped or assembled in memory (`StagedSafetensors`).

@@ -55,10 +55,13 @@ public enum ModelPack {
                 "\(model): \(containerPath(for: file)) exists beside \(file), so its container would overwrite it")
         }
 
-        // Validate every shard and any shard index before writing anything.
+        // Validate every shard and any shard index before writing anything. The validated mappings are the ones
+        // hashed and packed: mapping a file again would fault in every page of it again.
+        var shards: [String: SafetensorsFile] = [:]
         var shardTensors: [String: Set<String>] = [:]
         for file in safetensors {
             let parsed = try SafetensorsFile(path: root + "/" + file)
+            shards[file] = parsed
             shardTensors[file] = Set(parsed.header.tensors.map(\.name))
         }
         for indexFile in files where indexFile.hasSuffix(".safetensors.index.json") {
@@ -85,15 +88,18 @@ public enum ModelPack {
         defer { for digest in digests.values { digest.waitQuietly() } }
         for file in files {
             let source = root + "/" + file
-            if file.hasSuffix(".safetensors") {
-                let next = safetensors.firstIndex(of: file)!
+            if let shard = shards[file], let next = safetensors.firstIndex(of: file) {
                 for ahead in safetensors[next..<min(next + 3, safetensors.count)] where digests[ahead] == nil {
-                    digests[ahead] = SourceDigest(try MappedFile(path: root + "/" + ahead))
+                    if let mapping = shards[ahead]?.mapping { digests[ahead] = SourceDigest(mapping) }
                 }
+                let digest = digests[file] ?? SourceDigest(shard.mapping)
                 let container = containerPath(for: file)
                 let packed = try ContainerPacker.pack(
-                    sourcePath: source, to: try stage.path(for: container), fileName: file, options: options,
-                    progress: progress, digest: digests[file])
+                    source: shard, to: try stage.path(for: container), fileName: file, options: options,
+                    progress: progress, digest: digest)
+                // Done with it: its pages may go.
+                shards[file] = nil
+                digests[file] = nil
                 entries.append(
                     PackManifest.File(
                         path: file, size: packed.sourceBytes, sha256: packed.sha256, kind: .packed,
