@@ -10,7 +10,6 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-#include <string.h>
 
 int CTorporSIMD_hasVPCLMUL512(void) {
     __builtin_cpu_init();
