@@ -35,27 +35,13 @@ struct CodecTests {
         }
         let single = [UInt8](repeating: 9, count: 5000)
         for input in [skewed, randomBytes(70_001, generator: &generator), single, [], [1], [1, 2, 3]] {
-            var counts = [Int](repeating: 0, count: 256)
-            for byte in input { counts[Int(byte)] += 1 }
-            var encoded = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: input.count))
-            var words = [UInt16](repeating: 0, count: RANS.scratchWords(count: input.count))
-            let size = counts.withUnsafeBufferPointer { counts in
-                let table = RANS.FrequencyTable(
-                    counts: counts, total: max(input.count, 1), scaleBits: RANS.defaultScaleBits)
-                return input.withUnsafeBytes { source in
-                    words.withUnsafeMutableBufferPointer { words in
-                        encoded.withUnsafeMutableBytes { RANS.encode(source, table: table, scratch: words, into: $0) }
-                    }
-                }
-            }
+            let encoded = try #require(ransEncoded(input, table: frequencyTable(input)))
             // The vector decoder (where the CPU has AVX2) and the portable one agree.
             for allowSIMD in [true, false] {
                 var decoded = [UInt8](repeating: 0, count: input.count)
                 try encoded.withUnsafeBytes { stored in
                     try decoded.withUnsafeMutableBytes {
-                        try RANS.decode(
-                            UnsafeRawBufferPointer(rebasing: stored[0..<size]), into: $0, scratch: CodecScratch(),
-                            allowSIMD: allowSIMD)
+                        try RANS.decode(stored, into: $0, scratch: CodecScratch(), allowSIMD: allowSIMD)
                     }
                 }
                 #expect(decoded == input, "allowSIMD: \(allowSIMD)")
@@ -67,8 +53,56 @@ struct CodecTests {
         let entropy = counts.filter { $0 > 0 }.reduce(0.0) {
             $0 - Double($1) / Double(skewed.count) * log2(Double($1) / Double(skewed.count))
         }
-        let coded = try roundTripPlane(skewed)
+        let coded = try #require(ransEncoded(skewed, table: frequencyTable(skewed))).count
         #expect(Double(coded) * 8 / Double(skewed.count) < entropy * 1.01 + 0.05)
+    }
+
+    @Test("the rANS and byte-plane encoders give up on an output too small for them, never writing past its end")
+    func encodersRespectTheirOutput() throws {
+        var generator = SeededGenerator(seed: 23)
+        let plane = (0..<50_000).map { _ in
+            UInt8(min(255, Int(-log(Double.random(in: 0.0001..<1, using: &generator)) * 3)))
+        }
+        let table = frequencyTable(plane)
+        let full = try #require(ransEncoded(plane, table: table))
+        // The whole stream fits exactly; one byte less, or less than the header, does not.
+        #expect(ransEncoded(plane, table: table, capacity: full.count) == full)
+        for capacity in [full.count - 1, full.count / 2, 40, 0] {
+            #expect(ransEncoded(plane, table: table, capacity: capacity) == nil, "capacity \(capacity)")
+        }
+
+        let scratch = CodecScratch()
+        let weights = weightBytes(.bf16, count: 100_000, sigma: 0.02, generator: &generator)
+        let noise = randomBytes(200_000, generator: &generator)
+        for input in [weights, noise] {
+            func encode(capacity: Int) -> (size: Int?, tail: [UInt8]) {
+                // A guard region after the output: nothing may land in it.
+                var buffer = [UInt8](repeating: 0x5A, count: capacity + 4096)
+                let size = input.withUnsafeBytes { source in
+                    buffer.withUnsafeMutableBytes {
+                        BytePlaneCodec.encode(
+                            source, dtype: .bf16, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<capacity]),
+                            scratch: scratch)
+                    }
+                }
+                return (size, Array(buffer[capacity...]))
+            }
+            let bound = encode(capacity: ChunkCoder.maxEncodedSize(.bytePlane, rawSize: input.count))
+            let size = try #require(bound.size)
+            for capacity in [size, size - 1, input.count, input.count / 2, 8] {
+                let result = encode(capacity: capacity)
+                #expect(result.tail.allSatisfy { $0 == 0x5A }, "capacity \(capacity) was overrun")
+                #expect(result.size == (capacity >= size ? size : nil), "capacity \(capacity)")
+            }
+        }
+        // Random bytes code to more than their size, so a packer offering the raw size gets nil and stores them raw.
+        #expect(
+            noise.withUnsafeBytes { source in
+                var output = [UInt8](repeating: 0, count: noise.count)
+                return output.withUnsafeMutableBytes {
+                    BytePlaneCodec.encode(source, dtype: .bf16, into: $0, scratch: scratch)
+                }
+            } == nil)
     }
 
     @Test("the AVX-512 and AVX2 encoders write the portable encoder's bytes, for every tail length and both scales")
@@ -90,22 +124,10 @@ struct CodecTests {
                 let table = counts.withUnsafeBufferPointer {
                     RANS.FrequencyTable(counts: $0, total: max(input.count, 1), scaleBits: scaleBits)
                 }
-                func encoded(_ kernel: EncoderKernel?) -> [UInt8] {
-                    var output = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: input.count))
-                    var words = [UInt16](repeating: 0, count: RANS.scratchWords(count: input.count))
-                    let size = input.withUnsafeBytes { source in
-                        words.withUnsafeMutableBufferPointer { words in
-                            output.withUnsafeMutableBytes {
-                                RANS.encode(source, table: table, scratch: words, into: $0, kernel: kernel)
-                            }
-                        }
-                    }
-                    return Array(output.prefix(size))
-                }
-                let portable = encoded(nil)
+                let portable = try #require(ransEncoded(input, table: table, kernel: nil))
                 for kernel in kernels {
                     #expect(
-                        encoded(kernel) == portable,
+                        ransEncoded(input, table: table, kernel: kernel) == portable,
                         "input \(number) (\(input.count) bytes), \(kernel), scale \(scaleBits)")
                 }
             }
@@ -184,19 +206,29 @@ struct CodecTests {
         }
     }
 
-    private func roundTripPlane(_ plane: [UInt8]) throws -> Int {
+    private func frequencyTable(_ input: [UInt8]) -> RANS.FrequencyTable {
         var counts = [Int](repeating: 0, count: 256)
-        for byte in plane { counts[Int(byte)] += 1 }
-        var encoded = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: plane.count))
-        var words = [UInt16](repeating: 0, count: RANS.scratchWords(count: plane.count))
-        return counts.withUnsafeBufferPointer { counts in
-            let table = RANS.FrequencyTable(counts: counts, total: plane.count, scaleBits: RANS.defaultScaleBits)
-            return plane.withUnsafeBytes { source in
-                words.withUnsafeMutableBufferPointer { words in
-                    encoded.withUnsafeMutableBytes { RANS.encode(source, table: table, scratch: words, into: $0) }
+        for byte in input { counts[Int(byte)] += 1 }
+        return counts.withUnsafeBufferPointer {
+            RANS.FrequencyTable(counts: $0, total: max(input.count, 1), scaleBits: RANS.defaultScaleBits)
+        }
+    }
+
+    /// `input` rANS-coded with `table` into `capacity` bytes (the encoder's bound when nil); nil when it does not fit.
+    private func ransEncoded(
+        _ input: [UInt8], table: RANS.FrequencyTable, kernel: EncoderKernel? = EncoderKernel.available,
+        capacity: Int? = nil
+    ) -> [UInt8]? {
+        var output = [UInt8](repeating: 0, count: capacity ?? RANS.maxEncodedSize(count: input.count))
+        var words = [UInt16](repeating: 0, count: RANS.scratchWords(count: input.count))
+        let size = input.withUnsafeBytes { source in
+            words.withUnsafeMutableBufferPointer { words in
+                output.withUnsafeMutableBytes {
+                    RANS.encode(source, table: table, scratch: words, into: $0, kernel: kernel)
                 }
             }
         }
+        return size.map { Array(output.prefix($0)) }
     }
 
     @Test(
@@ -268,19 +300,7 @@ struct CodecTests {
         for index in plane.indices {
             plane[index] = UInt8(min(255, Int(-log(Double.random(in: 0.001..<1, using: &generator)) * 4)))
         }
-        var stream = [UInt8](repeating: 0, count: RANS.maxEncodedSize(count: plane.count))
-        var words = [UInt16](repeating: 0, count: RANS.scratchWords(count: plane.count))
-        var counts = [Int](repeating: 0, count: 256)
-        for byte in plane { counts[Int(byte)] += 1 }
-        let streamSize = counts.withUnsafeBufferPointer { counts in
-            let table = RANS.FrequencyTable(counts: counts, total: plane.count, scaleBits: RANS.defaultScaleBits)
-            return plane.withUnsafeBytes { source in
-                words.withUnsafeMutableBufferPointer { words in
-                    stream.withUnsafeMutableBytes { RANS.encode(source, table: table, scratch: words, into: $0) }
-                }
-            }
-        }
-        stream.removeLast(stream.count - streamSize)
+        let stream = try #require(ransEncoded(plane, table: frequencyTable(plane)))
         for _ in 0..<1000 {
             var mutated = stream
             let position = Int.random(in: 0..<mutated.count, using: &generator)

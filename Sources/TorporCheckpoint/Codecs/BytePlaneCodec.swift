@@ -43,8 +43,10 @@ enum BytePlaneCodec {
         dtype == .f16 ? .plain : .exponentAligned
     }
 
-    /// Encodes one chunk of `dtype` elements (BF16, F16 or F32).
-    /// - Returns: the bytes written, or nil when the input is not whole elements of a supported width.
+    /// Encodes one chunk of `dtype` elements (BF16, F16 or F32) into `output`, which may be of any size:
+    /// `maxEncodedSize` always suffices; a packer that keeps only encodings smaller than the input gives it that much.
+    /// - Returns: the bytes written, or nil when the input is not whole elements of a supported width or its
+    ///   encoding does not fit in `output`.
     static func encode(
         _ input: UnsafeRawBufferPointer,
         dtype: DType,
@@ -56,6 +58,8 @@ enum BytePlaneCodec {
         guard input.count % width == 0 else { return nil }
         let count = input.count / width
         let layout = transform(for: dtype)
+        var position = headerSize(width: width)
+        guard output.count >= position else { return nil }
         let planes = scratch.buffer(.planes, bytes: input.count)
         split(input, width: width, transform: layout, into: planes)
 
@@ -64,7 +68,6 @@ enum BytePlaneCodec {
         output.storeLE(layout.rawValue, at: 2)
         output.storeLE(UInt8(0), at: 3)
         output.storeLE(UInt32(count), at: 4)
-        var position = headerSize(width: width)
         for header in 8..<position { output.storeLE(UInt8(0), at: header) }
 
         let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: 256)
@@ -81,16 +84,19 @@ enum BytePlaneCodec {
                     table.codedBits(counts: UnsafeBufferPointer(counts)) / 8
                     + Double(table.headerBytes(lanes: RANS.defaultLanes))
                 if estimate < Double(count) * (1 - minimumSaving) {
-                    let destination = UnsafeMutableRawBufferPointer(rebasing: output[position...])
+                    // Coded only where it is smaller than the raw plane.
+                    let destination = UnsafeMutableRawBufferPointer(
+                        rebasing: output[position..<min(output.count, position + count - 1)])
                     let words = scratch.buffer(.words, bytes: 2 * RANS.scratchWords(count: count)).bindMemory(
                         to: UInt16.self)
-                    let written = RANS.encode(bytes, table: table, scratch: words, into: destination)
-                    if written < count {
+                    if let written = RANS.encode(bytes, table: table, scratch: words, into: destination) {
                         encoding = .rans
                         length = written
                     }
                 }
             }
+            let aligned = (position + length + 15) & ~15
+            guard aligned <= output.count else { return nil }
             if encoding == .raw {
                 UnsafeMutableRawBufferPointer(rebasing: output[position..<(position + count)]).copyMemory(from: bytes)
             }
@@ -98,9 +104,7 @@ enum BytePlaneCodec {
             output.storeLE(encoding.rawValue, at: entry)
             output.storeLE(UInt32(position), at: entry + 4)
             output.storeLE(UInt32(length), at: entry + 8)
-            position += length
-            let aligned = (position + 15) & ~15
-            for pad in position..<aligned { output.storeLE(UInt8(0), at: pad) }
+            for pad in (position + length)..<aligned { output.storeLE(UInt8(0), at: pad) }
             position = aligned
         }
         return position

@@ -143,9 +143,11 @@ enum ChunkCoder {
         }
     }
 
-    /// Encodes `input` into `output` (at least `maxEncodedSize` bytes).
-    /// - Parameter elementWidth: bytes per element, for the byte-plane codec (2 or 4).
-    /// - Returns: the bytes written, or nil when the codec cannot encode this input (the caller stores it raw).
+    /// Encodes `input` into `output`, of any size: `maxEncodedSize` bytes always suffice, and a packer that keeps
+    /// only encodings smaller than the input offers just the input's size.
+    /// - Parameter dtype: the elements' type, for the byte-plane codec (BF16, F16 or F32).
+    /// - Returns: the bytes written, or nil when the codec cannot encode this input or its encoding does not fit
+    ///   in `output` (the caller stores it raw).
     static func encode(
         _ codec: ChunkCodec,
         _ input: UnsafeRawBufferPointer,
@@ -155,6 +157,7 @@ enum ChunkCoder {
     ) -> Int? {
         switch codec {
         case .raw:
+            guard output.count >= input.count else { return nil }
             output.copyMemory(from: input)
             return input.count
         case .zstd:

@@ -129,12 +129,13 @@ enum RANS {
         lanes * laneStride(count: count, lanes: lanes)
     }
 
-    /// Encodes `input` with `table` into `output`, which must hold `maxEncodedSize(count:)` bytes.
+    /// Encodes `input` with `table` into `output`; `maxEncodedSize(count:)` bytes always suffice.
     /// - Parameters:
     ///   - scratch: at least `scratchWords(count: input.count)` 16-bit words of working space.
+    ///   - output: any size; a stream that would not fit is not written past its end.
     ///   - kernel: the vector encoder for whole 32-symbol groups (32 lanes only), nil for the portable loop alone;
     ///     every choice writes the same bytes.
-    /// - Returns: the number of bytes written.
+    /// - Returns: the number of bytes written, or nil when the stream does not fit in `output`.
     static func encode(
         _ input: UnsafeRawBufferPointer,
         table: FrequencyTable,
@@ -142,12 +143,13 @@ enum RANS {
         scratch: UnsafeMutableBufferPointer<UInt16>,
         into output: UnsafeMutableRawBufferPointer,
         kernel: EncoderKernel? = EncoderKernel.available
-    ) -> Int {
+    ) -> Int? {
         let count = input.count
         let scaleBits = UInt32(table.scaleBits)
         let perLane = (count + lanes - 1) / lanes + 1
         let stride = laneStride(count: count, lanes: lanes)
         precondition(scratch.count >= stride * lanes)
+        guard output.count >= table.headerBytes(lanes: lanes) else { return nil }
 
         // Header: lanes, scale, count, presence bitmap, frequencies.
         output.storeLE(UInt16(lanes), at: 0)
@@ -220,6 +222,9 @@ enum RANS {
                 scaleBits: scaleBits, states: &states, cursors: &laneCursors, words: scratch.baseAddress!)
             cursors = laneCursors.map { Int($0) }
         }
+        // The words follow the header and the lanes' states and counts; the header is already in place.
+        let wordBytes = (0..<lanes).reduce(0) { total, lane in total + 2 * (lane * stride + perLane - cursors[lane]) }
+        guard wordsAt + wordBytes <= output.count else { return nil }
         for lane in 0..<lanes {
             output.storeLE(states[lane], at: statesAt + 4 * lane)
             let begin = cursors[lane]

@@ -147,23 +147,24 @@ public enum ContainerPacker {
         var completed = false
         defer { if !completed { writer.abandon() } }
 
-        var slotSize = ChunkCodec.allCases.filter(\.runsOnCPU).map {
-            ChunkCoder.maxEncodedSize($0, rawSize: options.chunkSize)
-        }.max()!
+        // A chunk's slot holds its encoding or, where that is not smaller, its raw bytes; the CPU codecs give up
+        // on encodings larger than the raw size, the GPU's need their bound.
+        var slotSizes = jobs.map(\.source.count)
         if let gpuEncoder {
-            for codec in gpuEncoder.codecVersions.keys {
-                slotSize = max(slotSize, try gpuEncoder.maxEncodedSize(codec, rawSize: options.chunkSize))
+            for (number, job) in jobs.enumerated() where !job.codec.runsOnCPU {
+                slotSizes[number] = max(
+                    slotSizes[number], try gpuEncoder.maxEncodedSize(job.codec, rawSize: job.source.count))
             }
         }
-        slotSize = ContainerLayout.align(slotSize, to: 64)
-        // Enough chunks in flight to keep every core busy, within about 256 MiB of output buffers (512 MiB for
-        // the GPU, whose batches pay a fixed cost each); and on the CPU at least four windows where the file has
-        // the chunks, as the last window's writing is the only one that does not overlap encoding.
-        let bufferBytes = gpuEncoder == nil ? 256 << 20 : 512 << 20
-        var windowJobs = max(pool.workers * 2, min(max(16, pool.workers * 8), bufferBytes / slotSize))
-        if gpuEncoder == nil { windowJobs = min(windowJobs, max(pool.workers * 2, (jobs.count + 3) / 4)) }
+        // Within about 256 MiB of output buffers (512 MiB for the GPU, whose batches pay a fixed cost each).
+        let layout = OutputWindows(
+            slotSizes: slotSizes,
+            targetBytes: OutputWindows.targetBytes(
+                workers: pool.workers, chunkSize: options.chunkSize, totalBytes: slotSizes.reduce(0, +),
+                memoryLimit: gpuEncoder == nil ? 256 << 20 : 512 << 20, spreadFile: gpuEncoder == nil))
+
         // Two output buffers: one window is written while the next is encoded.
-        let outputs = (0..<2).map { _ in UncheckedSendable(WorkingMemory.allocate(windowJobs * slotSize)) }
+        let outputs = (0..<2).map { _ in UncheckedSendable(WorkingMemory.allocate(layout.bufferBytes)) }
         let writing = DispatchGroup()
         let writeFailure = FailureBox()
         defer {
@@ -172,13 +173,12 @@ public enum ContainerPacker {
         }
         let records = UncheckedSendable(RecordList())
         records.value.items.reserveCapacity(jobs.count)
-        var windowStart = 0
-        var windowNumber = 0
-        while windowStart < jobs.count {
-            let window = windowStart..<min(windowStart + windowJobs, jobs.count)
+        for (windowNumber, window) in layout.windows.enumerated() {
             let buffer = outputs[windowNumber % 2]
             func output(_ slot: Int) -> UnsafeMutableRawBufferPointer {
-                UnsafeMutableRawBufferPointer(rebasing: buffer.value[(slot * slotSize)..<((slot + 1) * slotSize)])
+                let start = layout.slotOffsets[window.lowerBound + slot]
+                return UnsafeMutableRawBufferPointer(
+                    rebasing: buffer.value[start..<(start + slotSizes[window.lowerBound + slot])])
             }
             var encoded = [(size: Int, codec: ChunkCodec, rawCRC: UInt32, storedCRC: UInt32?)](
                 repeating: (0, .raw, 0, nil), count: window.count)
@@ -228,13 +228,13 @@ public enum ContainerPacker {
             writing.wait()
             if let error = writeFailure.error { throw error }
             let jobSizes = window.map { jobs[$0].source.count }
-            let written = UncheckedSendable((writer: writer, encoded: encoded, slotSize: slotSize))
+            let starts = window.map { layout.slotOffsets[$0] }
+            let written = UncheckedSendable((writer: writer, encoded: encoded))
             DispatchQueue.global().async(group: writing) {
-                let (writer, encoded, slotSize) = written.value
+                let (writer, encoded) = written.value
                 do throws(CheckpointError) {
-                    let stored = encoded.enumerated().map { slot, result in
-                        UnsafeRawBufferPointer(
-                            rebasing: buffer.value[(slot * slotSize)..<(slot * slotSize + result.size)])
+                    let stored = zip(starts, encoded).map { start, result in
+                        UnsafeRawBufferPointer(rebasing: buffer.value[start..<(start + result.size)])
                     }
                     let offsets = try writer.appendChunks(stored, alignment: ContainerLayout.defaultChunkAlignment)
                     for (slot, result) in encoded.enumerated() {
@@ -249,8 +249,6 @@ public enum ContainerPacker {
                     writeFailure.record(error)
                 }
             }
-            windowStart = window.upperBound
-            windowNumber += 1
         }
         writing.wait()
         if let error = writeFailure.error { throw error }
