@@ -29,29 +29,14 @@ struct OutputWindowsTests {
         #expect(one.windows == [0..<1] && one.bufferBytes == 64)
     }
 
-    @Test("the target keeps every worker busy, stays within memory, and spreads a small file over four windows")
+    @Test("the target keeps every worker busy and stays within memory")
     func targetSize() {
         let mib = 1 << 20
-        // 2 workers: 16 chunks; a 45 MB file on the CPU: a quarter of it.
+        // 2 workers: 16 chunks.
+        #expect(OutputWindows.targetBytes(workers: 2, chunkSize: mib, memoryLimit: 512 * mib) == 16 * mib)
+        // Never below two chunks a worker; never above the memory limit unless that forces it.
         #expect(
-            OutputWindows.targetBytes(
-                workers: 2, chunkSize: mib, totalBytes: 400 * mib, memoryLimit: 256 * mib, spreadFile: true)
-                == 16 * mib)
-        #expect(
-            OutputWindows.targetBytes(
-                workers: 2, chunkSize: mib, totalBytes: 44 * mib, memoryLimit: 256 * mib, spreadFile: true)
-                == 11 * mib)
-        // Never below two chunks a worker, even for a tiny file; never above the memory limit unless that forces it.
-        #expect(
-            OutputWindows.targetBytes(
-                workers: 8, chunkSize: mib, totalBytes: mib, memoryLimit: 256 * mib, spreadFile: true) == 16 * mib)
-        #expect(
-            OutputWindows.targetBytes(
-                workers: 64, chunkSize: 16 * mib, totalBytes: 1 << 40, memoryLimit: 512 * mib, spreadFile: false)
-                == 2 * 64 * 16 * mib)
-        #expect(
-            OutputWindows.targetBytes(
-                workers: 4, chunkSize: 16 * mib, totalBytes: 1 << 40, memoryLimit: 512 * mib, spreadFile: false)
-                == 512 * mib)
+            OutputWindows.targetBytes(workers: 64, chunkSize: 16 * mib, memoryLimit: 512 * mib) == 2 * 64 * 16 * mib)
+        #expect(OutputWindows.targetBytes(workers: 4, chunkSize: 16 * mib, memoryLimit: 512 * mib) == 512 * mib)
     }
 }

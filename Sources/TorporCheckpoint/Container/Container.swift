@@ -263,7 +263,7 @@ public final class Container: Sendable {
 
     /// Decodes the whole source file, every chunk checked before any callback sees its bytes.
     ///
-    /// The chunks decode on every core (`RestorePipeline`): `each` gets every range of the restored file once, on
+    /// The chunks decode on every core (`OrderedPipeline`): `each` gets every range of the restored file once, on
     /// any thread and in any order (a positional write, a comparison); `inOrder` gets the same ranges strictly in
     /// file order, header first, on the calling thread (a running digest).
     public func restore(
@@ -277,10 +277,17 @@ public final class Container: Sendable {
         try each(sourceHeaderBytes, 0)
         try inOrder(sourceHeaderBytes, 0)
         progress?(.advanced(bytes: sourceHeaderBytes.count))
-        let pipeline = RestorePipeline(container: self, pieces: pieces(), workers: WorkerPool.count(workers))
-        try pipeline.run(each: each) { (bytes, offset) throws(CheckpointError) in
-            try inOrder(bytes, offset)
-            progress?(.advanced(bytes: bytes.count))
+        let pieces = pieces()
+        let workers = WorkerPool.count(workers)
+        let pipeline = OrderedPipeline(
+            sizes: pieces.map { chunks[$0.placement.chunk].rawSize }, ringBytes: max(4, 4 * workers) * index.chunkSize,
+            workers: workers)
+        try pipeline.run { (piece, slot, scratch) throws(CheckpointError) in
+            try decode(pieces[piece].placement, into: slot, scratch: scratch)
+            try each(UnsafeRawBufferPointer(slot), pieces[piece].outputOffset)
+        } inOrder: { (piece, slot) throws(CheckpointError) in
+            try inOrder(UnsafeRawBufferPointer(slot), pieces[piece].outputOffset)
+            progress?(.advanced(bytes: slot.count))
         }
     }
 

@@ -36,6 +36,11 @@ final class ContainerFileWriter {
         return offsets
     }
 
+    /// Writes one chunk at the next `alignment` boundary; returns its offset.
+    func appendChunk(_ chunk: UnsafeRawBufferPointer, alignment: Int) throws(CheckpointError) -> Int {
+        try appendChunks([chunk], alignment: alignment)[0]
+    }
+
     private static let zeros = [UInt8](repeating: 0, count: ContainerLayout.pageAlignment)
 
     private func flush() throws(CheckpointError) {

@@ -19,7 +19,7 @@ public enum ContainerPacker {
         ]
     }
 
-    private struct Job {
+    struct Job {
         var tensor: Int
         var source: Range<Int>
         var codec: ChunkCodec
@@ -147,111 +147,16 @@ public enum ContainerPacker {
         var completed = false
         defer { if !completed { writer.abandon() } }
 
-        // A chunk's slot holds its encoding or, where that is not smaller, its raw bytes; the CPU codecs give up
-        // on encodings larger than the raw size, the GPU's need their bound.
-        var slotSizes = jobs.map(\.source.count)
-        if let gpuEncoder {
-            for (number, job) in jobs.enumerated() where !job.codec.runsOnCPU {
-                slotSizes[number] = max(
-                    slotSizes[number], try gpuEncoder.maxEncodedSize(job.codec, rawSize: job.source.count))
+        let records =
+            if let gpuEncoder {
+                try encodeInBatches(
+                    jobs, source: source, gpuEncoder: gpuEncoder, pool: pool, chunkSize: options.chunkSize,
+                    writer: writer, progress: progress)
+            } else {
+                try encodeInOrder(
+                    jobs, source: source, workers: pool.workers, chunkSize: options.chunkSize, writer: writer,
+                    progress: progress)
             }
-        }
-        // Within about 256 MiB of output buffers (512 MiB for the GPU, whose batches pay a fixed cost each).
-        let layout = OutputWindows(
-            slotSizes: slotSizes,
-            targetBytes: OutputWindows.targetBytes(
-                workers: pool.workers, chunkSize: options.chunkSize, totalBytes: slotSizes.reduce(0, +),
-                memoryLimit: gpuEncoder == nil ? 256 << 20 : 512 << 20, spreadFile: gpuEncoder == nil))
-
-        // Two output buffers: one window is written while the next is encoded.
-        let outputs = (0..<2).map { _ in UncheckedSendable(WorkingMemory.allocate(layout.bufferBytes)) }
-        let writing = DispatchGroup()
-        let writeFailure = FailureBox()
-        defer {
-            writing.wait()
-            for buffer in outputs { WorkingMemory.deallocate(buffer.value) }
-        }
-        let records = UncheckedSendable(RecordList())
-        records.value.items.reserveCapacity(jobs.count)
-        for (windowNumber, window) in layout.windows.enumerated() {
-            let buffer = outputs[windowNumber % 2]
-            func output(_ slot: Int) -> UnsafeMutableRawBufferPointer {
-                let start = layout.slotOffsets[window.lowerBound + slot]
-                return UnsafeMutableRawBufferPointer(
-                    rebasing: buffer.value[start..<(start + slotSizes[window.lowerBound + slot])])
-            }
-            var encoded = [(size: Int, codec: ChunkCodec, rawCRC: UInt32, storedCRC: UInt32?)](
-                repeating: (0, .raw, 0, nil), count: window.count)
-            // The GPU's chunks in one batch; it computes their checksums too.
-            let gpuSlots = (0..<window.count).filter { !jobs[window.lowerBound + $0].codec.runsOnCPU }
-            if let gpuEncoder, !gpuSlots.isEmpty {
-                let batch = gpuSlots.map { slot in
-                    let job = jobs[window.lowerBound + slot]
-                    return BatchChunk(
-                        codec: job.codec, dtype: job.dtype,
-                        input: UnsafeRawBufferPointer(rebasing: source.mapping.bytes[job.source]), output: output(slot))
-                }
-                let results = try gpuEncoder.encode(batch)
-                for (slot, (chunk, result)) in zip(gpuSlots, zip(batch, results)) {
-                    if result.size < chunk.input.count {
-                        encoded[slot] = (result.size, chunk.codec, result.rawCRC, result.storedCRC)
-                    } else {
-                        chunk.output.copyMemory(from: chunk.input)
-                        encoded[slot] = (chunk.input.count, .raw, result.rawCRC, result.rawCRC)
-                    }
-                }
-            }
-            encoded.withUnsafeMutableBufferPointer { results in
-                let results = UncheckedSendable(results)
-                let cpuSlots = (0..<window.count).filter { jobs[window.lowerBound + $0].codec.runsOnCPU }
-                pool.run(jobs: cpuSlots.count) { (job: Int, scratch: CodecScratch) -> Void in
-                    let slot = cpuSlots[job]
-                    let job = jobs[window.lowerBound + slot]
-                    let input = UnsafeRawBufferPointer(rebasing: source.mapping.bytes[job.source])
-                    let output = output(slot)
-                    let rawCRC = job.rawCRC ?? CRC32.checksum(input)
-                    var codec = job.codec
-                    var size = input.count
-                    if codec != .raw,
-                        let written = ChunkCoder.encode(codec, input, dtype: job.dtype, into: output, scratch: scratch),
-                        written < input.count
-                    {
-                        size = written
-                    } else {
-                        codec = .raw
-                        output.copyMemory(from: input)
-                    }
-                    results.value[slot] = (size, codec, rawCRC, nil)
-                }
-            }
-            // Write this window while the next one is encoded.
-            writing.wait()
-            if let error = writeFailure.error { throw error }
-            let jobSizes = window.map { jobs[$0].source.count }
-            let starts = window.map { layout.slotOffsets[$0] }
-            let written = UncheckedSendable((writer: writer, encoded: encoded))
-            DispatchQueue.global().async(group: writing) {
-                let (writer, encoded) = written.value
-                do throws(CheckpointError) {
-                    let stored = zip(starts, encoded).map { start, result in
-                        UnsafeRawBufferPointer(rebasing: buffer.value[start..<(start + result.size)])
-                    }
-                    let offsets = try writer.appendChunks(stored, alignment: ContainerLayout.defaultChunkAlignment)
-                    for (slot, result) in encoded.enumerated() {
-                        records.value.items.append(
-                            ChunkRecord(
-                                offset: offsets[slot], storedSize: result.size, rawSize: jobSizes[slot],
-                                storedCRC: result.storedCRC ?? CRC32.checksum(stored[slot]), rawCRC: result.rawCRC,
-                                codec: result.codec))
-                        progress?(.advanced(bytes: jobSizes[slot]))
-                    }
-                } catch {
-                    writeFailure.record(error)
-                }
-            }
-        }
-        writing.wait()
-        if let error = writeFailure.error { throw error }
         let sha256 = digest.value
         var codecVersions = Self.codecVersions
         for (codec, version) in gpuEncoder?.codecVersions ?? [:] { codecVersions[codec.name] = version }
@@ -268,7 +173,7 @@ public enum ContainerPacker {
             checksum: "crc32-ieee", chunkSize: options.chunkSize, chunkAlignment: ContainerLayout.defaultChunkAlignment,
             source: .init(fileName: fileName, size: source.mapping.count, sha256: sha256),
             metadata: header.metadata, tensors: tensors)
-        let size = try writer.finish(records: records.value.items, sourceHeader: source.headerBytes, index: index)
+        let size = try writer.finish(records: records, sourceHeader: source.headerBytes, index: index)
         completed = true
         let ratio = source.mapping.count > 0 ? Double(size) / Double(source.mapping.count) : 1
         progress?(
@@ -300,9 +205,6 @@ final class SourceDigest: @unchecked Sendable {
     /// Waits for the thread (a pack that failed must not leave it reading a file being removed).
     func waitQuietly() { done.wait() }
 }
-
-/// Chunk records appended by the writing thread, read after it finished.
-private final class RecordList { var items: [ChunkRecord] = [] }
 
 /// "45.4 MB", "1.2 GB": decimal units, as disk sizes and rates are usually quoted.
 public func formatBytes(_ bytes: Int) -> String {

@@ -1,5 +1,6 @@
-/// How a pack lays its chunks out in output memory: each chunk gets a slot, consecutive chunks form windows, and a
-/// window is encoded into one buffer while the previous one is written from the other.
+/// How a pack that encodes on the GPU lays its chunks out in output memory: each chunk gets a slot, consecutive
+/// chunks form windows (one GPU batch each), and a window is encoded into one buffer while the previous one is
+/// written from the other.
 ///
 /// A slot is as large as its chunk's encoding may be. On the CPU that is the chunk's own size, since only an
 /// encoding smaller than the input is kept. Slots sized for the codecs' worst case (2.1 MiB for a 1 MiB byte-plane
@@ -38,14 +39,8 @@ struct OutputWindows: Equatable {
     }
 
     /// The window size that keeps `workers` cores busy: at least two chunks a worker, so that no core idles at a
-    /// window's end for long; up to eight a worker or 16 chunks, within `memoryLimit`; and, where the file has
-    /// them, at least four windows, as the last window's writing is the only one that does not overlap encoding.
-    static func targetBytes(workers: Int, chunkSize: Int, totalBytes: Int, memoryLimit: Int, spreadFile: Bool)
-        -> Int
-    {
-        let least = 2 * workers * chunkSize
-        var target = max(least, min(max(16, 8 * workers) * chunkSize, memoryLimit))
-        if spreadFile { target = min(target, max(least, (totalBytes + 3) / 4)) }
-        return target
+    /// window's end for long; up to eight a worker or 16 chunks, within `memoryLimit`.
+    static func targetBytes(workers: Int, chunkSize: Int, memoryLimit: Int) -> Int {
+        max(2 * workers * chunkSize, min(max(16, 8 * workers) * chunkSize, memoryLimit))
     }
 }

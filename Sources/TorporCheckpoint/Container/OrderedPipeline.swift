@@ -1,78 +1,78 @@
 import Dispatch
 import Synchronization
 
-/// Restores a container's pieces on every core, with the file's strictly ordered work (its SHA-256) on the
-/// calling thread and everything else — decoding, both CRC-32 checks, writing — beside it.
+/// Work on a file's pieces on every core, handed on strictly in file order: restore decodes chunks beside the
+/// file's SHA-256, pack encodes them beside the writing.
 ///
 /// Pieces are claimed in file order into a ring of a few chunks' size (`PieceRing`), each taking its own size.
-/// Helper threads (one fewer than the workers) decode and check a piece, then hand it to `each` (any thread, any
-/// order: a positional write, a comparison). The calling thread hands the pieces to `inOrder` one after the other;
-/// while the next piece is not ready it claims and decodes one itself, so no core waits while there is work. A
-/// piece's bytes are reused only after `inOrder` has had it. The first error stops every thread and is rethrown;
-/// nothing runs after `restore` returns.
-struct RestorePipeline {
-    let container: Container
-    let pieces: [Container.Piece]
+/// Helper threads (one fewer than the workers) run `work` on a piece in its slot. The calling thread hands the
+/// pieces to `inOrder` one after the other; while the next piece is not ready it claims and works on one itself,
+/// so no core waits while there is work. A slot is reused only after `inOrder` has had its piece. The first error
+/// stops every thread and is rethrown; nothing runs after `run` returns.
+struct OrderedPipeline {
+    /// The bytes each piece needs in the ring, each at most `ringBytes`.
+    let sizes: [Int]
+    let ringBytes: Int
     let workers: Int
 
     func run(
-        each: @Sendable (_ bytes: UnsafeRawBufferPointer, _ offset: Int) throws(CheckpointError) -> Void,
-        inOrder: (_ bytes: UnsafeRawBufferPointer, _ offset: Int) throws(CheckpointError) -> Void
+        work:
+            @Sendable (_ piece: Int, _ slot: UnsafeMutableRawBufferPointer, _ scratch: CodecScratch)
+            throws(CheckpointError) -> Void,
+        inOrder: (_ piece: Int, _ slot: UnsafeMutableRawBufferPointer) throws(CheckpointError) -> Void
     ) throws(CheckpointError) {
-        guard !pieces.isEmpty else { return }
-        let shared = Shared(
-            container: container, pieces: pieces, ringBytes: max(4, 4 * workers) * container.index.chunkSize)
+        guard !sizes.isEmpty else { return }
+        let shared = Shared(sizes: sizes, ringBytes: ringBytes)
         defer { shared.deallocate() }
-        try withoutActuallyEscaping(each) { (each) throws(CheckpointError) in
-            // The helpers hold `each`: they must be done before this closure returns.
+        try withoutActuallyEscaping(work) { (work) throws(CheckpointError) in
+            // The helpers hold `work`: they must be done before this closure returns.
             let helpers = DispatchGroup()
             defer {
                 shared.stop()
                 helpers.wait()
             }
-            let each = UncheckedSendable(each)
+            let work = UncheckedSendable(work)
             for _ in 1..<max(workers, 1) {
                 DispatchQueue.global().async(group: helpers) {
                     let scratch = CodecScratch()
                     while let claimed = shared.claim(waiting: true) {
-                        shared.decode(claimed, scratch: scratch, each: each.value)
+                        shared.run(claimed, scratch: scratch, work: work.value)
                     }
                 }
             }
             let scratch = CodecScratch()
-            for piece in pieces.indices {
-                let bytes: UnsafeMutableRawBufferPointer
+            for piece in sizes.indices {
+                let slot: UnsafeMutableRawBufferPointer
                 while true {
                     if let error = shared.failure.error { throw error }
-                    if let decoded = shared.decoded(piece) {
-                        bytes = decoded
+                    if let done = shared.done(piece) {
+                        slot = done
                         break
                     }
                     if let stolen = shared.claim(waiting: false) {
-                        shared.decode(stolen, scratch: scratch, each: each.value)
+                        shared.run(stolen, scratch: scratch, work: work.value)
                     } else {
                         shared.completed.wait()
                     }
                 }
-                try inOrder(UnsafeRawBufferPointer(bytes), pieces[piece].outputOffset)
+                try inOrder(piece, slot)
                 shared.release()
             }
         }
     }
 
-    /// A claimed piece and its bytes in the ring.
+    /// A claimed piece and where its slot starts in the ring.
     private struct Claim {
         var piece: Int
-        var output: UnsafeMutableRawBufferPointer
+        var start: Int
     }
 
-    /// What the threads share: the ring, the next piece to claim and the decoded pieces.
+    /// What the threads share: the ring, the next piece to claim and the pieces done.
     private final class Shared: @unchecked Sendable {
-        let container: Container
-        let pieces: [Container.Piece]
+        let sizes: [Int]
         let ring: UnsafeMutableRawBufferPointer
         let failure = FailureBox()
-        /// Signalled after each decoded piece, and on failure.
+        /// Signalled after each piece done, and on failure.
         let completed = DispatchSemaphore(value: 0)
         /// Signalled once for each claimer waiting on the ring, whenever a piece's bytes go back (or on stop).
         private let spaceFreed = DispatchSemaphore(value: 0)
@@ -89,55 +89,52 @@ struct RestorePipeline {
             }
         }
         private let claims: Mutex<Claims>
-        /// Each decoded piece's offset in the ring.
+        /// Each finished piece's offset in the ring.
         private let ready: Mutex<[Int?]>
 
-        init(container: Container, pieces: [Container.Piece], ringBytes: Int) {
-            self.container = container
-            self.pieces = pieces
+        init(sizes: [Int], ringBytes: Int) {
+            self.sizes = sizes
             ring = WorkingMemory.allocate(ringBytes)
             claims = Mutex(Claims(ring: PieceRing(capacity: ringBytes)))
-            ready = Mutex([Int?](repeating: nil, count: pieces.count))
+            ready = Mutex([Int?](repeating: nil, count: sizes.count))
         }
-
-        private func size(of piece: Int) -> Int { container.chunks[pieces[piece].placement.chunk].rawSize }
 
         /// The next piece in file order with its space in the ring; nil when none is left or the pipeline stopped,
         /// and when `waiting` is false and the ring has no room for it now.
         func claim(waiting: Bool) -> Claim? {
             while true {
                 let outcome: (claim: Claim?, wait: Bool) = claims.withLock { claims in
-                    guard claims.next < pieces.count, !stopped.load(ordering: .acquiring) else { return (nil, false) }
+                    guard claims.next < sizes.count, !stopped.load(ordering: .acquiring) else { return (nil, false) }
                     let piece = claims.next
-                    let size = size(of: piece)
+                    let size = sizes[piece]
                     guard let start = claims.ring.reserve(size) else {
                         if waiting { claims.waiting += 1 }
                         return (nil, waiting)
                     }
                     claims.next += 1
-                    return (Claim(piece: piece, output: .init(rebasing: ring[start..<(start + size)])), false)
+                    return (Claim(piece: piece, start: start), false)
                 }
                 guard outcome.wait else { return outcome.claim }
                 spaceFreed.wait()
             }
         }
 
-        /// Piece `piece`'s decoded bytes, once they are ready.
-        func decoded(_ piece: Int) -> UnsafeMutableRawBufferPointer? {
-            guard let start = ready.withLock({ $0[piece] }) else { return nil }
-            return UnsafeMutableRawBufferPointer(rebasing: ring[start..<(start + size(of: piece))])
+        private func slot(_ piece: Int, at start: Int) -> UnsafeMutableRawBufferPointer {
+            UnsafeMutableRawBufferPointer(rebasing: ring[start..<(start + sizes[piece])])
         }
 
-        func decode(
+        /// Piece `piece`'s slot, once its work is done.
+        func done(_ piece: Int) -> UnsafeMutableRawBufferPointer? {
+            ready.withLock { $0[piece] }.map { slot(piece, at: $0) }
+        }
+
+        func run(
             _ claim: Claim, scratch: CodecScratch,
-            each: (UnsafeRawBufferPointer, Int) throws(CheckpointError) -> Void
+            work: (Int, UnsafeMutableRawBufferPointer, CodecScratch) throws(CheckpointError) -> Void
         ) {
             do throws(CheckpointError) {
-                let piece = pieces[claim.piece]
-                try container.decode(piece.placement, into: claim.output, scratch: scratch)
-                try each(UnsafeRawBufferPointer(claim.output), piece.outputOffset)
-                let start = claim.output.baseAddress! - ring.baseAddress!
-                ready.withLock { $0[claim.piece] = start }
+                try work(claim.piece, slot(claim.piece, at: claim.start), scratch)
+                ready.withLock { $0[claim.piece] = claim.start }
             } catch {
                 failure.record(error)
                 stopped.store(true, ordering: .releasing)
@@ -145,7 +142,7 @@ struct RestorePipeline {
             completed.signal()
         }
 
-        /// Gives the consumed piece's bytes back and wakes the claimers waiting for room.
+        /// Gives the consumed piece's slot back and wakes the claimers waiting for room.
         func release() {
             wake(
                 claims.withLock { claims in
