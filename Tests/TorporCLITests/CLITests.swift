@@ -139,6 +139,51 @@ struct CLITests {
         #expect((report?["peerNote"] as? String)?.contains("no-such-python") == true)
     }
 
+    @Test("bench pack measures ZipNN where a Python has it, with and without the SHA-256 torpor computes")
+    func benchPackWithAPeer() throws {
+        let scratch = Scratch()
+        // A stand-in `zipnn` (a lossless identity coder with the real one's interface and package metadata) on a
+        // Python of its own, so that the peer's whole path runs without the real package.
+        let site = scratch.path + "/site"
+        try FileManager.default.createDirectory(atPath: site + "/zipnn", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: site + "/zipnn-9.9.dist-info", withIntermediateDirectories: true)
+        try """
+        class ZipNN:
+            def __init__(self, input_format, bytearray_dtype, threads):
+                assert input_format == "byte" and bytearray_dtype in ("bfloat16", "float16", "float32")
+            def compress(self, data):
+                return bytes(data)
+            def decompress(self, data):
+                return bytearray(data)
+        """.write(toFile: site + "/zipnn/__init__.py", atomically: true, encoding: .utf8)
+        try "Metadata-Version: 2.1\nName: zipnn\nVersion: 9.9\n".write(
+            toFile: site + "/zipnn-9.9.dist-info/METADATA", atomically: true, encoding: .utf8)
+        let python = scratch.path + "/python"
+        try "#!/bin/sh\nPYTHONPATH=\(site) exec python3 \"$@\"\n".write(
+            toFile: python, atomically: true, encoding: .utf8)
+        chmod(python, 0o755)
+
+        let json = scratch.path + "/bench.json"
+        let result = try torpor(
+            "bench", "pack", Fixture.directory + "/tiny-llama", "--codecs", "auto", "--repeat", "1", "--json", json,
+            "--zipnn-python", python)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("zipnn: zipnn 9.9 (Python "), "\(result.stdout)")
+        #expect(result.stdout.contains("every round trip byte-exact"), "\(result.stdout)")
+        #expect(result.stdout.contains("with its SHA-256), unpack"), "\(result.stdout)")
+        let report =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        let peer = try #require(report?["peer"] as? [String: Any], "\(report ?? [:])")
+        #expect(peer["ratio"] as? Double == 1)
+        let compress = try #require(peer["compressMBps"] as? Double)
+        let compressAndHash = try #require(peer["compressAndHashMBps"] as? Double)
+        let decompress = try #require(peer["decompressMBps"] as? Double)
+        let decompressAndHash = try #require(peer["decompressAndHashMBps"] as? Double)
+        #expect(compressAndHash > 0 && compressAndHash < compress)
+        #expect(decompressAndHash > 0 && decompressAndHash < decompress)
+    }
+
     @Test("a corrupted pack fails verify and unpack with a message naming the file, tensor and chunk")
     func corruptionIsReported() throws {
         let scratch = Scratch()
