@@ -2,10 +2,9 @@
 /// chunks form windows (one GPU batch each), and a window is encoded into one buffer while the previous one is
 /// written from the other.
 ///
-/// A slot is as large as its chunk's encoding may be. On the CPU that is the chunk's own size, since only an
-/// encoding smaller than the input is kept. Slots sized for the codecs' worst case (2.1 MiB for a 1 MiB byte-plane
-/// chunk) made a 45 MB pack fault in 67 MB of buffers, most never written; the kernel's zeroing of them was a third
-/// of the pack's CPU time on this project's VM.
+/// A slot is as large as its chunk's encoding may be: the GPU codec's bound for the GPU's chunks, the chunk's own
+/// size for the CPU's, since only an encoding smaller than the input is kept (a slot sized for a CPU codec's worst
+/// case, 2.1 MiB for a 1 MiB byte-plane chunk, would be mostly memory the kernel zeroes for nothing).
 struct OutputWindows: Equatable {
     /// Every slot's offset within its window's buffer (64-byte aligned).
     var slotOffsets: [Int]
