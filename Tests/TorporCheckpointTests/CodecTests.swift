@@ -57,6 +57,40 @@ struct CodecTests {
         #expect(Double(coded) * 8 / Double(skewed.count) < entropy * 1.01 + 0.05)
     }
 
+    @Test("a plane is counted whole unless its spread sample is noise, and a noisy start does not decide it")
+    func planesAreSampledBeforeCounting() {
+        var generator = SeededGenerator(seed: 29)
+        let size = 512 << 10
+        let noise = randomBytes(size, generator: &generator)
+        // Exponent-like bytes: few values, skewed.
+        let skewed = (0..<size).map { _ in
+            UInt8(min(255, 120 + Int(-log(Double.random(in: 0.0001..<1, using: &generator)) * 2)))
+        }
+        // Noise for the first quarter, then a few values: like MiniLM's fp32 position embeddings, whose first
+        // eighth carries 7.99 bits a byte and the whole chunk 2.8.
+        let noisyStart = Array(noise.prefix(size / 4)) + Array(skewed.prefix(size - size / 4))
+        func counted(_ plane: [UInt8]) -> [Int]? {
+            var counts = [Int](repeating: -1, count: 256)
+            let whole = plane.withUnsafeBytes { bytes in
+                counts.withUnsafeMutableBufferPointer { BytePlaneCodec.countUnlessNoise(bytes, into: $0) }
+            }
+            return whole ? counts : nil
+        }
+        func histogram(_ plane: [UInt8]) -> [Int] {
+            var counts = [Int](repeating: 0, count: 256)
+            for byte in plane { counts[Int(byte)] += 1 }
+            return counts
+        }
+        #expect(counted(noise) == nil)
+        #expect(counted(skewed) == histogram(skewed))
+        #expect(counted(noisyStart) == histogram(noisyStart))
+        // Below the sampled size every plane is counted whole, noise too; odd sizes count every byte once.
+        let small = Array(noise.prefix(BytePlaneCodec.sampledPlaneBytes - 1))
+        #expect(counted(small) == histogram(small))
+        let odd = Array(skewed.prefix(BytePlaneCodec.sampledPlaneBytes * 3 + 77))
+        #expect(counted(odd) == histogram(odd))
+    }
+
     @Test("the rANS and byte-plane encoders give up on an output too small for them, never writing past its end")
     func encodersRespectTheirOutput() throws {
         var generator = SeededGenerator(seed: 23)
