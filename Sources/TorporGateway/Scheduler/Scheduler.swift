@@ -263,8 +263,12 @@ public actor Scheduler: Service {
 
     func notifyChange() { changes.notify() }
 
-    /// Suspends until the next change of state or tick, or until the task is cancelled.
-    func nextChange() async { await changes.wait() }
+    /// Suspends until the next change of state or tick, or until the task is cancelled. The wait is registered
+    /// before this actor runs anything else (`ChangeSignal`), so a change right after the caller's check wakes it.
+    func nextChange() async {
+        let ticket = changes.register()
+        await changes.wait(ticket)
+    }
 
     func signal(_ gpu: String) { gpus[gpu]?.signal.yield() }
 
