@@ -294,12 +294,7 @@ public struct PackBenchmark: Codable, Sendable {
             }
         }
         return histograms.keys.sorted { $0.rawValue < $1.rawValue }.map { dtype in
-            let bits = histograms[dtype]!.map { histogram -> Double in
-                let total = Double(histogram.reduce(0, +))
-                return histogram.reduce(0.0) { sum, count in
-                    count == 0 ? sum : sum - Double(count) / total * log2(Double(count) / total)
-                }
-            }
+            let bits = histograms[dtype]!.map { BytePlaneCodec.entropyBits($0) }
             return Floor(
                 dtype: dtype.rawValue, bytes: sizes[dtype]!, floor: bits.reduce(0, +) / Double(8 * bits.count),
                 planeBits: bits)

@@ -189,17 +189,21 @@ enum BytePlaneCodec {
             return true
         }
         histogram(bytes, of: .sample, into: counts)
-        let sampled = counts.reduce(0, +)
-        var bits = 0.0
-        for symbol in 0..<256 where counts[symbol] > 0 {
-            bits += Double(counts[symbol]) * log2(Double(sampled) / Double(counts[symbol]))
-        }
-        guard bits / Double(sampled) < sampleEntropyCutoff else { return false }
+        guard entropyBits(counts) < sampleEntropyCutoff else { return false }
         withUnsafeTemporaryAllocation(of: Int.self, capacity: 256) { rest in
             histogram(bytes, of: .rest, into: rest)
             for symbol in 0..<256 { counts[symbol] += rest[symbol] }
         }
         return true
+    }
+
+    /// The Shannon entropy in bits a byte of bytes counted in `counts` (0 for none).
+    static func entropyBits(_ counts: some Collection<Int>) -> Double {
+        let total = counts.reduce(0, +)
+        guard total > 0 else { return 0 }
+        var bits = 0.0
+        for count in counts where count > 0 { bits += Double(count) * log2(Double(total) / Double(count)) }
+        return bits / Double(total)
     }
 
     /// Which bytes `histogram` counts: all, the sample (the first `sampleWidth` of every `samplePeriod`), or the rest.

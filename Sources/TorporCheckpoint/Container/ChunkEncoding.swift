@@ -41,8 +41,7 @@ extension ContainerPacker {
         defer { results.value.deallocate() }
         var records: [ChunkRecord] = []
         records.reserveCapacity(jobs.count)
-        let pipeline = OrderedPipeline(
-            sizes: jobs.map(\.source.count), ringBytes: max(4, 4 * workers) * chunkSize, workers: workers)
+        let pipeline = OrderedPipeline(sizes: jobs.map(\.source.count), chunkSize: chunkSize, workers: workers)
         try pipeline.run { (number, slot, scratch) throws(CheckpointError) in
             results.value.initializeElement(
                 at: number, to: encode(jobs[number], source: source, into: slot, scratch: scratch))

@@ -280,8 +280,7 @@ public final class Container: Sendable {
         let pieces = pieces()
         let workers = WorkerPool.count(workers)
         let pipeline = OrderedPipeline(
-            sizes: pieces.map { chunks[$0.placement.chunk].rawSize }, ringBytes: max(4, 4 * workers) * index.chunkSize,
-            workers: workers)
+            sizes: pieces.map { chunks[$0.placement.chunk].rawSize }, chunkSize: index.chunkSize, workers: workers)
         try pipeline.run { (piece, slot, scratch) throws(CheckpointError) in
             try decode(pieces[piece].placement, into: slot, scratch: scratch)
             try each(UnsafeRawBufferPointer(slot), pieces[piece].outputOffset)

@@ -15,6 +15,17 @@ struct OrderedPipeline {
     let ringBytes: Int
     let workers: Int
 
+    init(sizes: [Int], ringBytes: Int, workers: Int) {
+        self.sizes = sizes
+        self.ringBytes = ringBytes
+        self.workers = workers
+    }
+
+    /// A pipeline over pieces of at most `chunkSize` bytes with a ring of four chunks a worker (at least four).
+    init(sizes: [Int], chunkSize: Int, workers: Int) {
+        self.init(sizes: sizes, ringBytes: max(4, 4 * workers) * chunkSize, workers: workers)
+    }
+
     func run(
         work:
             @Sendable (_ piece: Int, _ slot: UnsafeMutableRawBufferPointer, _ scratch: CodecScratch)
