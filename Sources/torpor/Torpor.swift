@@ -310,7 +310,8 @@ struct BenchPack: ParsableCommand {
         }
         let files = try reportingErrors { try PackBenchmark.safetensorsPaths(of: model) }
         switch ZipNNPeer.measure(
-            files: files, repeats: repeats, threads: result.cores, python: ZipNNPeer.python(zipnnPython))
+            files: files, workDirectory: scratch, repeats: repeats, threads: result.cores,
+            python: ZipNNPeer.python(zipnnPython))
         {
         case .success(let peer): result.peer = peer
         case .failure(let unavailable): result.peerNote = unavailable.reason

@@ -165,13 +165,18 @@ struct CLITests {
         chmod(python, 0o755)
 
         let json = scratch.path + "/bench.json"
+        let work = scratch.path + "/work"
         let result = try torpor(
             "bench", "pack", Fixture.directory + "/tiny-llama", "--codecs", "auto", "--repeat", "1", "--json", json,
-            "--zipnn-python", python)
+            "--zipnn-python", python, "--work-dir", work)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("zipnn: zipnn 9.9 (Python "), "\(result.stdout)")
         #expect(result.stdout.contains("every round trip byte-exact"), "\(result.stdout)")
         #expect(result.stdout.contains("with its SHA-256), unpack"), "\(result.stdout)")
+        #expect(result.stdout.contains("\nzipnn file "), "\(result.stdout)")
+        #expect(result.stdout.contains("auto against zipnn file to file: pack "), "\(result.stdout)")
+        // The peer's files went where the benchmark's own go, and are gone.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work).filter { $0.hasPrefix("zipnn") } == [])
         let report =
             try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
         let peer = try #require(report?["peer"] as? [String: Any], "\(report ?? [:])")
@@ -182,6 +187,13 @@ struct CLITests {
         let decompressAndHash = try #require(peer["decompressAndHashMBps"] as? Double)
         #expect(compressAndHash > 0 && compressAndHash < compress)
         #expect(decompressAndHash > 0 && decompressAndHash < decompress)
+        // File to file: the same calls with the reads, the writes and the fsyncs a command does.
+        for step in ["compressFileMBps", "decompressFileMBps", "verifyFileMBps"] {
+            let rate = try #require(peer[step] as? Double, "\(step): \(peer)")
+            #expect(rate > 0 && rate.isFinite, "\(step): \(rate)")
+        }
+        #expect(try #require(peer["compressFileMBps"] as? Double) < compress)
+        #expect(try #require(peer["decompressFileMBps"] as? Double) < decompress)
     }
 
     @Test("a corrupted pack fails verify and unpack with a message naming the file, tensor and chunk")

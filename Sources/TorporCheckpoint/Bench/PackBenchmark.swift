@@ -26,35 +26,6 @@ public struct PackBenchmark: Codable, Sendable {
         public var planeBits: [Double]
     }
 
-    /// A peer compressor measured on the same bytes in the same run (ZipNN: `ZipNNPeer` in the `torpor` command).
-    public struct Peer: Codable, Sendable {
-        /// "zipnn 0.5.4" and how it ran.
-        public var name: String
-        /// Its compressed bytes / the original bytes.
-        public var ratio: Double
-        public var compressMBps: Double
-        /// Compression, then the SHA-256 of the same bytes: the digest every `torpor pack` records.
-        public var compressAndHashMBps: Double
-        public var decompressMBps: Double
-        /// Decompression followed by the SHA-256 of the result: the check every `torpor unpack` and `verify` makes.
-        public var decompressAndHashMBps: Double
-        /// Whether every decompression gave back the original bytes.
-        public var exact: Bool
-
-        public init(
-            name: String, ratio: Double, compressMBps: Double, compressAndHashMBps: Double, decompressMBps: Double,
-            decompressAndHashMBps: Double, exact: Bool
-        ) {
-            self.name = name
-            self.ratio = ratio
-            self.compressMBps = compressMBps
-            self.compressAndHashMBps = compressAndHashMBps
-            self.decompressMBps = decompressMBps
-            self.decompressAndHashMBps = decompressAndHashMBps
-            self.exact = exact
-        }
-    }
-
     public var model: String
     public var machine: String
     public var cores: Int
@@ -194,14 +165,14 @@ public struct PackBenchmark: Codable, Sendable {
             )
         }
         let dtypes = floors.map(\.dtype)
-        var header = pad("codec", 10) + pad("ratio", 8, right: true)
+        var header = pad("codec", 12) + pad("ratio", 8, right: true)
         for dtype in dtypes { header += pad("\(dtype) ratio", 12, right: true) + pad("vs floor", 10, right: true) }
         header +=
             pad("pack MB/s", 11, right: true) + pad("unpack MB/s", 13, right: true)
             + pad("verify MB/s", 13, right: true)
         lines.append(header)
         for row in rows {
-            var line = pad(row.codec, 10) + pad(String(printf: "%.4f", row.ratio), 8, right: true)
+            var line = pad(row.codec, 12) + pad(String(printf: "%.4f", row.ratio), 8, right: true)
             for floor in floors {
                 let ratio = row.floatRatio[floor.dtype] ?? .nan
                 line += pad(String(printf: "%.4f", ratio), 12, right: true)
@@ -212,27 +183,8 @@ public struct PackBenchmark: Codable, Sendable {
             line += pad(String(printf: "%.0f", row.verifyMBps), 13, right: true)
             lines.append(line)
         }
-        let blank = String(repeating: " ", count: 22 * floors.count)
         if let peer {
-            lines.append(
-                pad("zipnn", 10) + pad(String(printf: "%.4f", peer.ratio), 8, right: true) + blank
-                    + pad(String(printf: "%.0f", peer.compressMBps), 11, right: true)
-                    + pad(String(printf: "%.0f", peer.decompressMBps), 13, right: true)
-                    + pad(String(printf: "%.0f", peer.decompressAndHashMBps), 13, right: true))
-            lines.append(
-                "zipnn: \(peer.name); its pack column is compression, unpack decompression, verify decompression "
-                    + "then SHA-256 (Python's hashlib), buffer to buffer in one process; compression then SHA-256: "
-                    + String(printf: "%.0f", peer.compressAndHashMBps) + " MB/s"
-                    + (peer.exact ? "; every round trip byte-exact" : "; A ROUND TRIP WAS NOT BYTE-EXACT"))
-            if let auto = rows.first(where: { $0.codec == CodecChoice.auto.description }) {
-                lines.append(
-                    "auto against zipnn: pack \(String(printf: "%.2f", auto.packMBps / peer.compressMBps))× its "
-                        + "compression (\(String(printf: "%.2f", auto.packMBps / peer.compressAndHashMBps))× with its "
-                        + "SHA-256), unpack \(String(printf: "%.2f", auto.unpackMBps / peer.decompressMBps))× and "
-                        + "verify \(String(printf: "%.2f", auto.verifyMBps / peer.decompressMBps))× its decompression "
-                        + "(\(String(printf: "%.2f", auto.unpackMBps / peer.decompressAndHashMBps))× and "
-                        + "\(String(printf: "%.2f", auto.verifyMBps / peer.decompressAndHashMBps))× with its SHA-256)")
-            }
+            lines += peerLines(peer)
         } else if let peerNote {
             lines.append("zipnn: \(peerNote)")
         }
@@ -242,7 +194,7 @@ public struct PackBenchmark: Codable, Sendable {
         return lines.joined(separator: "\n")
     }
 
-    private func pad(_ text: String, _ width: Int, right: Bool = false) -> String {
+    func pad(_ text: String, _ width: Int, right: Bool = false) -> String {
         let fill = String(repeating: " ", count: max(1, width - text.count))
         return right ? fill + text : text + fill
     }
@@ -263,7 +215,7 @@ public struct PackBenchmark: Codable, Sendable {
                 stored[tensor.dtype.rawValue, default: 0] += tensor.storedBytes
             }
         }
-        return original.reduce(into: [:]) { $0[$1.key] = Double(stored[$1.key]!) / Double(max($1.value, 1)) }
+        return original.reduce(into: [:]) { $0[$1.key] = Double(stored[$1.key, default: 0]) / Double(max($1.value, 1)) }
     }
 
     /// The byte-plane floor of every float dtype in the model.
@@ -293,10 +245,11 @@ public struct PackBenchmark: Codable, Sendable {
                 sizes[tensor.dtype, default: 0] += bytes.count
             }
         }
-        return histograms.keys.sorted { $0.rawValue < $1.rawValue }.map { dtype in
-            let bits = histograms[dtype]!.map { BytePlaneCodec.entropyBits($0) }
+        return histograms.sorted { $0.key.rawValue < $1.key.rawValue }.map { dtype, planeHistograms in
+            let bits = planeHistograms.map { BytePlaneCodec.entropyBits($0) }
             return Floor(
-                dtype: dtype.rawValue, bytes: sizes[dtype]!, floor: bits.reduce(0, +) / Double(8 * bits.count),
+                dtype: dtype.rawValue, bytes: sizes[dtype, default: 0],
+                floor: bits.reduce(0, +) / Double(8 * bits.count),
                 planeBits: bits)
         }
     }
