@@ -119,7 +119,7 @@ enum ZipNNPeer {
         compressedPath = os.path.join(work, "zipnn-peer.znn")
         restoredPath = os.path.join(work, "zipnn-peer.safetensors")
         for path in files:
-            data = bytes(read(path))
+            data = open(path, "rb").read()
             digest = hashlib.sha256(data).hexdigest()
             header = json.loads(data[8:8 + struct.unpack("<Q", data[:8])[0]])
             weight = {}
